@@ -1,0 +1,131 @@
+"""
+Accounts: the realm that hands out L{Share} avatars, and the checker that
+decides which (user, password) pairs are accepted.
+
+"Where is the password checked" has one answer: L{AccountsChecker}.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from typing import Any, Callable, Iterable, Mapping
+
+from twisted.cred.checkers import ICredentialsChecker, InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from zope.interface import implementer
+
+from echofile.share import IShare, Share
+
+#: The account that ``AUTH <password>`` without ``USER`` logs in to.
+DEFAULT_USER = "guest"
+PASSWORD_ENVIRONMENT_VARIABLE = "ECHOFILE_PASSWORD"
+
+
+def defaultPassword(environ: Mapping[str, str]) -> tuple[str, bool]:
+    """
+    The default account's password and whether it was generated.
+
+    Taken from C{ECHOFILE_PASSWORD}; when that is unset or empty a random one
+    is made, so no installation ever has a well-known password.
+    """
+    password = environ.get(PASSWORD_ENVIRONMENT_VARIABLE, "")
+    if password.strip():
+        return password, False
+    return secrets.token_urlsafe(12), True
+
+
+def _asBytes(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+@implementer(IUsernamePassword)
+class Credentials:
+    """
+    A user name and password, as bytes.
+
+    strcred's ``memory:`` checker stores str and its ``file:`` checker bytes;
+    credentials are bytes here and L{normalizeChecker} brings the in-memory
+    database to bytes too.  The comparison is constant-time.
+    """
+
+    def __init__(self, username: str, password: str) -> None:
+        self.username = _asBytes(username)
+        self.password = _asBytes(password)
+
+    def checkPassword(self, password: str | bytes) -> bool:
+        return hmac.compare_digest(_asBytes(password), self.password)
+
+
+def normalizeChecker(checker: ICredentialsChecker) -> ICredentialsChecker:
+    """Make a strcred checker work with bytes L{Credentials}."""
+    if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
+        converted = InMemoryUsernamePasswordDatabaseDontUse()
+        for name, password in checker.users.items():
+            converted.addUser(_asBytes(name), _asBytes(password))
+        return converted
+    return checker
+
+
+@implementer(ICredentialsChecker)
+class AccountsChecker:
+    """
+    The default account plus whatever C{--auth} configured.
+
+    The name L{DEFAULT_USER} always means the default account (an C{--auth}
+    entry of the same name is never consulted); every other name is tried
+    against the configured checkers in order, and the first to accept wins.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, defaultPassword: str, others: Iterable[ICredentialsChecker] = ()) -> None:
+        self._defaultPassword = defaultPassword
+        self._others = [
+            normalizeChecker(checker)
+            for checker in others
+            if IUsernamePassword in getattr(checker, "credentialInterfaces", ())
+        ]
+
+    @inlineCallbacks
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Any:
+        username = _asBytes(credentials.username)
+        if username == DEFAULT_USER.encode("ascii"):
+            if credentials.checkPassword(self._defaultPassword):
+                return DEFAULT_USER
+            raise UnauthorizedLogin()
+        for checker in self._others:
+            try:
+                avatarId = yield maybeDeferred(checker.requestAvatarId, credentials)
+            except UnauthorizedLogin:
+                continue
+            return avatarId.decode("utf-8") if isinstance(avatarId, bytes) else avatarId
+        raise UnauthorizedLogin()
+
+
+@implementer(IRealm)
+class ShareRealm:
+    """Every account gets the same served folder, tagged with its name."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.realpath(root)
+
+    def requestAvatar(self, avatarId: str | bytes, mind: object, *interfaces: Any) -> tuple[Any, Share, Callable[[], None]]:
+        if IShare not in interfaces:
+            raise NotImplementedError("echofile only provides IShare avatars")
+        user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else avatarId
+        return IShare, Share(self.root, user), lambda: None
+
+
+def makePortal(root: str, defaultPassword: str, checkers: Iterable[ICredentialsChecker] = ()) -> Portal:
+    """The portal the file service logs sessions in through."""
+    return Portal(ShareRealm(root), [AccountsChecker(defaultPassword, checkers)])
+
+
+def login(portal: Portal, username: str, password: str) -> "Deferred[tuple[Any, Share, Callable[[], None]]]":
+    """Log in through C{portal}; fails with L{UnauthorizedLogin} on bad credentials."""
+    return portal.login(Credentials(username, password), None, IShare)

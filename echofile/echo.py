@@ -1,0 +1,115 @@
+"""
+RFC 862 echo over TCP and UDP.
+
+The TCP protocol is byte-exact and full duplex; the transport is registered as
+its own streaming producer, so when the peer stops reading and our write
+buffer fills, Twisted stops reading from that peer: memory per connection
+stays bounded by the transport's buffer whatever the peer does.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet.error import MessageLengthError
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from echofile.limits import ConnectionLimiter, addressKey, closeWithin
+
+
+@implementer(IHalfCloseableProtocol)
+class EchoProtocol(Protocol, TimeoutMixin):
+    """
+    Send back every byte, in order.
+
+    When the peer half-closes (shuts down its write side), what it sent before
+    is flushed back to it and then the connection is closed.
+    """
+
+    _log = Logger()
+
+    def __init__(self, clock: IReactorTime, idleTimeout: float | None, onClose: Callable[[], None]) -> None:
+        self._clock = clock
+        self._idleTimeout = idleTimeout
+        self._onClose = onClose
+        self._closing = False
+        self._abortCall: IDelayedCall | None = None
+
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        """TimeoutMixin's hook, bound to our injected clock."""
+        return self._clock.callLater(period, func)
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self.transport, True)
+        self.setTimeout(self._idleTimeout)
+        self._log.debug("echo: connection from {peer}", peer=self.transport.getPeer())
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+        self.resetTimeout()
+
+    def readConnectionLost(self) -> None:
+        self._close()
+
+    def writeConnectionLost(self) -> None:
+        self._close()
+
+    def timeoutConnection(self) -> None:
+        self._log.info("echo: {peer} idle, closing", peer=self.transport.getPeer())
+        self._close()
+
+    def _close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.setTimeout(None)
+        # With a producer registered the transport would wait for it forever.
+        self.transport.unregisterProducer()
+        self._abortCall = closeWithin(self.transport, self._clock)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.setTimeout(None)
+        if self._abortCall is not None and self._abortCall.active():
+            self._abortCall.cancel()
+        self._onClose()
+        self._log.debug("echo: connection from {peer} closed", peer=self.transport.getPeer())
+
+
+class EchoFactory(ServerFactory):
+    """
+    Builds echo sessions within the connection caps.
+
+    Over a cap ``buildProtocol`` returns None, which makes Twisted close the
+    new connection at once without sending anything, as RFC 862 leaves no
+    room for an error message.
+    """
+
+    def __init__(self, clock: IReactorTime, limiter: ConnectionLimiter, idleTimeout: float | None) -> None:
+        self.clock = clock
+        self.limiter = limiter
+        self.idleTimeout = idleTimeout
+
+    def buildProtocol(self, addr: IAddress) -> EchoProtocol | None:
+        key = addressKey(addr)
+        if not self.limiter.admit(key):
+            return None
+        protocol = EchoProtocol(self.clock, self.idleTimeout, lambda: self.limiter.release(key))
+        protocol.factory = self
+        return protocol
+
+
+class EchoDatagramProtocol(DatagramProtocol):
+    """Answer each datagram with an identical one to its source."""
+
+    _log = Logger()
+
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.transport.write(datagram, addr)
+        except (OSError, MessageLengthError) as e:  # one bad peer must not stop the service
+            self._log.debug("udp echo: cannot answer {peer}: {error}", peer=addr, error=e)

@@ -1,0 +1,410 @@
+"""
+The telnet-friendly file protocol: parse a line, dispatch to ``cmd_<NAME>``,
+reply.  File access is the avatar's job (L{echofile.share}), password checks
+the portal's (L{echofile.auth}); this module only speaks the wire format.
+
+Replies start with ``#`` (success) or ``!`` (error) and end in CRLF.  Every
+failure is an exception: L{CommandError} carries its reply text, and
+L{FileSession._commandFailed} is the one place that turns any exception
+into a reply (or, for the errors that end a session, into a goodbye).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from echofile.auth import DEFAULT_USER, login
+from echofile.limits import ConnectionLimiter, addressKey, closeWithin
+from echofile.share import Entry, IShare, NotAvailable
+from echofile.telnet import TelnetCommandFilter
+from echofile.transfer import BodySender, TransferInterrupted
+
+GREETING = "#Server Ready."
+HELP = "#Commands: AUTH, FILE, HELP, LIST, MSG, QUIT, SAY, USER, WHO."
+BUSY = "!Server busy, try again later."
+MAX_AUTH_FAILURES = 3
+
+_COMMAND_LINE = re.compile(r"([^ \t]+)[ \t]*(.*)", re.DOTALL)
+_USER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class CommandError(Exception):
+    """
+    A command failed in a way the client is told about.
+
+    @ivar reply: the reply text without the leading ``!``.
+    @ivar closes: the session ends after this reply.
+    """
+
+    def __init__(self, reply: str, closes: bool = False) -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.closes = closes
+
+
+def printable(text: str) -> str:
+    """Client-supplied text fit to repeat in a reply: control characters become ``?``."""
+    return _CONTROL.sub("?", text)
+
+
+class FileSession(LineReceiver, TimeoutMixin):
+    """
+    One client session of the file protocol.
+
+    Reading is held (the LineReceiver itself is paused, not only the
+    transport, so already buffered pipelined lines wait too) while a command
+    is still running (AUTH's check and failure delay, a FILE body) and while
+    the transport's write buffer is full.  Replies therefore come in command
+    order, and a client that does not read cannot make the server buffer
+    without bound.
+    """
+
+    delimiter = b"\n"
+    _log = Logger()
+
+    def __init__(self, factory: "FilesFactory", peerKey: str) -> None:
+        self.factory = factory
+        self._clock = factory.clock
+        self._peerKey = peerKey
+        self.MAX_LENGTH = factory.maxLine + 1  # room for the CR of CR LF
+        self._telnet = TelnetCommandFilter()
+        self._holds: set[str] = set()
+        self._producing = False  # are we the transport's registered producer?
+        self._ending = False
+        self._connected = False
+        self._abortCall: IDelayedCall | None = None
+        self._transfer: BodySender | None = None
+        self._selectedUser = DEFAULT_USER
+        self._failures = 0
+        self.avatar: IShare | None = None
+        self._logout: Callable[[], None] | None = None
+
+    # -- connection life cycle -------------------------------------------------
+
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        """TimeoutMixin's hook, bound to our injected clock."""
+        return self._clock.callLater(period, func)
+
+    def connectionMade(self) -> None:
+        self._connected = True
+        self._log.info("files: connection from {peer}", peer=self._peerKey)
+        self._registerAsProducer()
+        self.setTimeout(self.factory.idleTimeout)
+        self.reply(GREETING)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._connected = False
+        self._ending = True
+        self.setTimeout(None)
+        if self._abortCall is not None and self._abortCall.active():
+            self._abortCall.cancel()
+        if self._logout is not None:
+            self._logout()
+            self._logout = None
+        self.factory.limiter.release(self._peerKey)
+        self._log.info("files: connection from {peer} closed", peer=self._peerKey)
+
+    def timeoutConnection(self) -> None:
+        if self._transfer is not None:
+            # Nothing may be said inside a body; a stalled reader is cut off.
+            self._log.info("files: {peer} stalled during a transfer, aborting", peer=self._peerKey)
+            self._ending = True
+            self.transport.abortConnection()
+            return
+        self._log.info("files: {peer} idle, closing", peer=self._peerKey)
+        self.endSession("!Idle timeout.")
+
+    def endSession(self, lastLine: str) -> None:
+        """Say C{lastLine}, read nothing more, close (abort if the peer does not read)."""
+        if self._ending:
+            return
+        self._ending = True
+        self.paused = True
+        self.setTimeout(None)
+        self.reply(lastLine)
+        self._unregisterAsProducer()
+        self._abortCall = closeWithin(self.transport, self._clock)
+
+    # -- flow control ----------------------------------------------------------
+
+    def _registerAsProducer(self) -> None:
+        self.transport.registerProducer(self, True)
+        self._producing = True
+
+    def _unregisterAsProducer(self) -> None:
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+
+    def _hold(self, reason: str) -> None:
+        if not self._holds:
+            self.paused = True
+            self.transport.pauseProducing()
+        self._holds.add(reason)
+
+    def _release(self, reason: str) -> None:
+        self._holds.discard(reason)
+        if self._holds or self._ending or not self._connected:
+            return
+        self.paused = False
+        self.transport.resumeProducing()
+        self.dataReceived(b"")  # run lines that arrived meanwhile
+
+    def pauseProducing(self) -> None:
+        """The transport's write buffer is full: stop taking commands."""
+        self._hold("output")
+
+    def resumeProducing(self) -> None:
+        self._release("output")
+
+    def stopProducing(self) -> None:
+        self._ending = True
+
+    # -- input -----------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._ending:
+            return
+        super().dataReceived(self._telnet.feed(data))
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._log.info("files: {peer} sent an over-long line, closing", peer=self._peerKey)
+        self.endSession("!Line too long.")
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._ending:
+            return
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > self.factory.maxLine:
+            self.lineLengthExceeded(line)
+            return
+        try:
+            text = line.decode("utf-8").strip(" \t")
+        except UnicodeDecodeError:
+            self.resetTimeout()
+            self.reply("!Invalid command.")
+            return
+        if not text:
+            return
+        self.resetTimeout()
+        self._run(text)
+
+    def _run(self, text: str) -> None:
+        """Run one command; a Deferred result holds further input until it fires."""
+        try:
+            result = self._dispatch(text)
+        except Exception:
+            self._commandFailed(Failure())
+            return
+        if isinstance(result, Deferred):
+            self._hold("command")
+            result.addErrback(self._commandFailed)
+            result.addBoth(lambda _: self._release("command"))
+
+    def _dispatch(self, text: str) -> Deferred[None] | None:
+        match = _COMMAND_LINE.match(text)
+        assert match is not None  # text is non-empty and has no leading blank
+        command, argument = match.group(1), match.group(2)
+        handler = None
+        if command.isascii() and command.isalpha():
+            handler = getattr(self, "cmd_" + command.upper(), None)
+        if handler is None:
+            raise CommandError("Invalid command.")
+        return handler(argument)
+
+    def _commandFailed(self, failure: Failure) -> None:
+        """The one place where an exception becomes what the client sees."""
+        if not self._connected and not failure.check(CommandError, TransferInterrupted):
+            self._log.failure("files: command from {peer} failed after it left", failure, peer=self._peerKey)
+            return
+        if not self._connected:
+            return
+        if failure.check(CommandError):
+            error = failure.value
+            if error.closes:
+                self.endSession("!" + error.reply)
+            else:
+                self.reply("!" + error.reply)
+        elif failure.check(TransferInterrupted, ConnectionDone, ConnectionLost):
+            self._log.warn("files: transfer to {peer} cut short: {reason}", peer=self._peerKey, reason=failure.value)
+            self._ending = True
+            self._abortCall = closeWithin(self.transport, self._clock)
+        else:
+            self._log.failure("files: command from {peer} failed", failure, peer=self._peerKey)
+            if not self._ending:
+                self.reply("!Internal error.")
+
+    # -- output ----------------------------------------------------------------
+
+    def reply(self, line: str) -> None:
+        self.transport.write(line.encode("utf-8") + b"\r\n")
+
+    def _requireLogin(self) -> IShare:
+        if self.avatar is None:
+            raise CommandError("You are not logged in.")
+        return self.avatar
+
+    # -- commands --------------------------------------------------------------
+
+    def cmd_HELP(self, argument: str) -> None:
+        self.reply(HELP)
+
+    def cmd_QUIT(self, argument: str) -> None:
+        self.endSession("#Bye.")
+
+    def cmd_USER(self, argument: str) -> None:
+        if not argument:
+            raise CommandError("Usage: USER <name>")
+        if not _USER_NAME.fullmatch(argument):
+            raise CommandError("Invalid user name.")
+        self._selectedUser = argument
+        self.reply(f"#User {argument} accepted, send AUTH.")
+
+    def cmd_AUTH(self, password: str) -> Deferred[None]:
+        if self.avatar is not None:
+            raise CommandError("Already logged in.")
+        if not password:
+            raise CommandError("Usage: AUTH <password>")
+        user = self._selectedUser
+        d = login(self.factory.portal, user, password)
+        d.addCallbacks(self._loggedIn, self._loginFailed, errbackArgs=(user,))
+        return d
+
+    def _loggedIn(self, result: tuple[Any, IShare, Callable[[], None]]) -> None:
+        _, avatar, logout = result
+        if not self._connected:
+            logout()
+            return
+        self.avatar, self._logout = avatar, logout
+        self._log.info("files: {peer} logged in as {user}", peer=self._peerKey, user=avatar.user)
+        self.reply("#You are logged in.")
+
+    def _loginFailed(self, failure: Failure, user: str) -> Deferred[None]:
+        failure.trap(UnauthorizedLogin)
+        self._failures += 1
+        self._log.info(
+            "files: {peer} failed to log in as {user} ({failures} on this connection)",
+            peer=self._peerKey, user=user, failures=self._failures,
+        )
+        if self._failures >= MAX_AUTH_FAILURES:
+            error = CommandError("Too many failed attempts.", closes=True)
+        else:
+            error = CommandError("Bad password.")
+
+        def answer() -> None:
+            raise error
+
+        return deferLater(self._clock, self.factory.authFailureDelay, answer)
+
+    def cmd_FILE(self, name: str) -> Deferred[None]:
+        share = self._requireLogin()
+        if not name:
+            raise CommandError("Usage: FILE <name>")
+        try:
+            opened = share.open(name)
+        except NotAvailable:
+            raise CommandError(f"File {printable(name)} could not be opened.") from None
+        shown = printable(name)
+        self.reply(f"#Sending {shown} ({opened.size} bytes).")
+        started = self._clock.seconds()
+        self._transfer = BodySender(opened, onProgress=lambda _: self.resetTimeout())
+        self._unregisterAsProducer()
+        d = self._transfer.beginSending(self.transport)
+
+        def sent(size: int) -> None:
+            self._transfer = None
+            self._registerAsProducer()
+            self.transport.write(b"\r\n")
+            self.reply(f"#File {shown} sent successfully.")
+            self._log.info(
+                "files: sent {file} ({size} bytes) to {user}@{peer} in {duration:.3f}s",
+                file=opened.path, size=size, user=share.user, peer=self._peerKey,
+                duration=self._clock.seconds() - started,
+            )
+
+        def failed(failure: Failure) -> Failure:
+            self._transfer = None
+            return failure
+
+        d.addCallbacks(sent, failed)
+        return d
+
+    def cmd_LIST(self, name: str) -> None:
+        share = self._requireLogin()
+        shown = printable(name) if name else "/"
+        try:
+            entries = share.list(name or "/")
+        except NotAvailable:
+            raise CommandError(f"Directory {shown} could not be opened.") from None
+        lines = [f"#{len(entries)} entries in {shown}."]
+        lines.extend(map(_listingLine, entries))
+        self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
+
+
+def _listingLine(entry: Entry) -> str:
+    if entry.size is None:
+        return f"- {entry.name}/"
+    return f"{entry.size} {entry.name}"
+
+
+class BusySession(Protocol):
+    """Said to a connection over a cap: one line, then close."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._abortCall: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self.transport.write(BUSY.encode("ascii") + b"\r\n")
+        self._abortCall = closeWithin(self.transport, self._clock)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self._abortCall is not None and self._abortCall.active():
+            self._abortCall.cancel()
+
+
+class FilesFactory(ServerFactory):
+    """
+    Shared configuration of the file service's sessions.
+
+    @param portal: where AUTH logs in.
+    @param clock: every timer of the sessions runs on it.
+    @param authFailureDelay: seconds before a failed AUTH is answered.
+    """
+
+    def __init__(
+        self,
+        portal: Portal,
+        clock: IReactorTime,
+        limiter: ConnectionLimiter,
+        idleTimeout: float | None = 300.0,
+        maxLine: int = 4096,
+        authFailureDelay: float = 1.0,
+    ) -> None:
+        self.portal = portal
+        self.clock = clock
+        self.limiter = limiter
+        self.idleTimeout = idleTimeout
+        self.maxLine = maxLine
+        self.authFailureDelay = authFailureDelay
+
+    def buildProtocol(self, addr: IAddress) -> Protocol:
+        key = addressKey(addr)
+        if not self.limiter.admit(key):
+            return BusySession(self.clock)
+        return FileSession(self, key)
