@@ -1,0 +1,62 @@
+"""Shared test helpers: a served folder, factories on a fake clock, in-memory sessions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from echofile.auth import makePortal
+from echofile.files import FilesFactory, FileSession
+from echofile.limits import ConnectionLimiter
+from echofile.transfer import BodySender
+
+PASSWORD = "correct horse"
+
+
+def populate(root: Path) -> Path:
+    """A small served tree: files, a folder, binary content."""
+    (root / "notes.txt").write_bytes(b"hello notes\n")
+    (root / "empty.bin").write_bytes(b"")
+    (root / "binary.bin").write_bytes(bytes(range(256)) * 4)
+    (root / "docs").mkdir()
+    (root / "docs" / "readme.txt").write_bytes(b"read me\r\n")
+    (root / "with space.txt").write_bytes(b"spaced")
+    return root
+
+
+def makeFilesFactory(
+    root: Path | str,
+    clock: Clock | None = None,
+    checkers: list | None = None,
+    **kwargs,
+) -> FilesFactory:
+    clock = clock or Clock()
+    limiter = ConnectionLimiter(kwargs.pop("maxConnections", 1000), kwargs.pop("maxPerAddress", 50), "files")
+    return FilesFactory(makePortal(os.fspath(root), PASSWORD, checkers or []), clock, limiter, **kwargs)
+
+
+def connect(factory: FilesFactory, host: str = "127.0.0.1", port: int = 40000):
+    """Build a session on a StringTransport, as Twisted would on accept."""
+    address = IPv4Address("TCP", host, port)
+    protocol = factory.buildProtocol(address)
+    transport = StringTransport(peerAddress=address)
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def drainTransfer(transport: StringTransport) -> None:
+    """Pump a registered BodySender until the body is done (what the reactor would do)."""
+    while isinstance(transport.producer, BodySender):
+        transport.producer.resumeProducing()
+
+
+def replies(transport: StringTransport) -> list[bytes]:
+    """Everything written so far, split into CRLF-terminated lines, and cleared."""
+    data = transport.value()
+    transport.clear()
+    assert data == b"" or data.endswith(b"\r\n"), data
+    return data.split(b"\r\n")[:-1]
