@@ -69,13 +69,25 @@ class Entry:
 
 def splitName(name: str) -> list[str]:
     """
-    Split a client-supplied name into path segments.
+    Split a client-supplied name into path segments, resolving ``..``.
 
     ``/`` and ``\\`` both separate segments; empty segments and ``.`` are
-    dropped, so a leading separator simply means the root.  ``..`` is kept:
-    the containment check on the resolved path decides about it.
+    dropped, so a leading separator simply means the root.  A ``..`` that
+    would climb above the root is refused right here, even if the path
+    would come back inside (``../<root name>/x``): answering it would tell
+    the client the name of the folder above.
     """
-    return [part for part in name.replace("\\", "/").split("/") if part not in ("", ".")]
+    segments: list[str] = []
+    for part in name.replace("\\", "/").split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not segments:
+                raise NotAvailable(name)
+            segments.pop()
+        else:
+            segments.append(part)
+    return segments
 
 
 def _isClean(name: str) -> bool:
