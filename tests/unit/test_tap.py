@@ -1,0 +1,106 @@
+"""Options and the service tree, built on a MemoryReactorClock."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+
+from echofile.echo import EchoFactory
+from echofile.files import FilesFactory
+from echofile.tap import Options, makeService, parseUDPAddress
+
+
+def parse(*argv):
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_defaults_are_loopback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    options = parse()
+    assert options["echo"] == ["tcp:8007:interface=127.0.0.1"]
+    assert options["files"] == ["tcp:8008:interface=127.0.0.1"]
+    assert options["echo-udp"] is None
+    assert options["root"] == str(tmp_path.resolve())
+    assert (options["idle-timeout"], options["max-line"], options["max-connections"], options["max-per-ip"]) == (
+        300.0, 4096, 1000, 50,
+    )
+
+
+def test_repeatable_endpoints():
+    options = parse("--files", "tcp:1:interface=127.0.0.1", "--files", r"tcp:2:interface=\:\:1", "--echo", "tcp:3")
+    assert options["files"] == ["tcp:1:interface=127.0.0.1", r"tcp:2:interface=\:\:1"]
+    assert options["echo"] == ["tcp:3"]
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["--idle-timeout", "0"], "idle-timeout"),
+        (["--idle-timeout", "nan"], "idle-timeout"),
+        (["--max-line", "-3"], "max-line"),
+        (["--max-line", "4k"], "max-line"),
+        (["--max-connections", "x"], "max-connections"),
+        (["--max-per-ip", "0"], "max-per-ip"),
+        (["--files", "tcp:nope"], "files"),
+        (["--echo", "bogus:1"], "echo"),
+        (["--echo-udp", "host:port"], "echo-udp"),
+        (["--echo-udp", "70000"], "echo-udp"),
+        (["--root", "/no/such/folder"], "root"),
+    ],
+)
+def test_bad_values_are_usage_errors_naming_the_option(argv, option):
+    with pytest.raises(usage.UsageError, match=f"--{option}"):
+        parse(*argv)
+
+
+def test_root_must_be_a_folder(served):
+    with pytest.raises(usage.UsageError, match="--root"):
+        parse("--root", str(served / "notes.txt"))
+
+
+def test_udp_addresses():
+    assert parseUDPAddress("7007") == ("127.0.0.1", 7007)
+    assert parseUDPAddress("0.0.0.0:7") == ("0.0.0.0", 7)
+    assert parseUDPAddress("[::1]:7") == ("::1", 7)
+
+
+class ReactorWithUDP(MemoryReactorClock):
+    """MemoryReactorClock records TCP listens; record UDP ones too."""
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        self.udpPorts.append((port, protocol, interface, maxPacketSize))
+        return MemoryReactorClock.listenTCP(self, port, None, interface=interface)
+
+
+def test_make_service_listens_where_asked(served):
+    reactor = ReactorWithUDP()
+    reactor.udpPorts = []
+    options = parse(
+        "--root", str(served), "--echo", "tcp:7:interface=127.0.0.1", "--files", "tcp:8:interface=127.0.0.1",
+        "--files", "tcp:9:interface=127.0.0.1", "--echo-udp", "17", "--max-line", "100", "--auth", "memory:al:pw",
+    )
+    service = makeService(options, reactor=reactor, environ={"ECHOFILE_PASSWORD": "pw"})
+    service.startService()
+    try:
+        ports = [(port, type(factory), interface) for port, factory, _, interface in reactor.tcpServers]
+        assert ports[:3] == [(7, EchoFactory, "127.0.0.1"), (8, FilesFactory, "127.0.0.1"), (9, FilesFactory, "127.0.0.1")]
+        assert reactor.tcpServers[1][1].maxLine == 100
+        assert [(port, interface) for port, _, interface, _ in reactor.udpPorts] == [(17, "127.0.0.1")]
+    finally:
+        service.stopService()
+
+
+def test_random_password_is_logged_once(served):
+    from twisted.logger import globalLogPublisher
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        makeService(parse("--root", str(served)), reactor=MemoryReactorClock(), environ={})
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    announcements = [e for e in events if "password" in e.get("log_format", "")]
+    assert len(announcements) == 1 and len(announcements[0]["password"]) >= 16
