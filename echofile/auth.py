@@ -19,6 +19,7 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from zope.interface import implementer
 
+from echofile.chat import ChatService, IChatListener
 from echofile.share import IShare, Share
 
 #: The account that ``AUTH <password>`` without ``USER`` logs in to.
@@ -109,23 +110,39 @@ class AccountsChecker:
 
 @implementer(IRealm)
 class ShareRealm:
-    """Every account gets the same served folder, tagged with its name."""
+    """
+    Every account gets the same served folder, tagged with its name.
 
-    def __init__(self, root: str) -> None:
+    The realm also keeps presence: the session logging in is the I{mind},
+    it joins the chat service here and leaves it when the session logs out.
+    """
+
+    def __init__(self, root: str, chat: ChatService | None = None) -> None:
         self.root = os.path.realpath(root)
+        self.chat = chat
 
-    def requestAvatar(self, avatarId: str | bytes, mind: object, *interfaces: Any) -> tuple[Any, Share, Callable[[], None]]:
+    def requestAvatar(
+        self, avatarId: str | bytes, mind: IChatListener | None, *interfaces: Any
+    ) -> tuple[Any, Share, Callable[[], None]]:
         if IShare not in interfaces:
             raise NotImplementedError("echofile only provides IShare avatars")
         user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else avatarId
-        return IShare, Share(self.root, user), lambda: None
+        chat = self.chat
+        if chat is None or mind is None:
+            return IShare, Share(self.root, user), lambda: None
+        chat.join(user, mind)
+        return IShare, Share(self.root, user), lambda: chat.leave(user, mind)
 
 
-def makePortal(root: str, defaultPassword: str, checkers: Iterable[ICredentialsChecker] = ()) -> Portal:
+def makePortal(
+    root: str, defaultPassword: str, checkers: Iterable[ICredentialsChecker] = (), chat: ChatService | None = None
+) -> Portal:
     """The portal the file service logs sessions in through."""
-    return Portal(ShareRealm(root), [AccountsChecker(defaultPassword, checkers)])
+    return Portal(ShareRealm(root, chat), [AccountsChecker(defaultPassword, checkers)])
 
 
-def login(portal: Portal, username: str, password: str) -> "Deferred[tuple[Any, Share, Callable[[], None]]]":
-    """Log in through C{portal}; fails with L{UnauthorizedLogin} on bad credentials."""
-    return portal.login(Credentials(username, password), None, IShare)
+def login(
+    portal: Portal, username: str, password: str, session: IChatListener | None = None
+) -> "Deferred[tuple[Any, Share, Callable[[], None]]]":
+    """Log C{session} in through C{portal}; fails with L{UnauthorizedLogin} on bad credentials."""
+    return portal.login(Credentials(username, password), session, IShare)

@@ -25,8 +25,10 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from echofile.auth import DEFAULT_USER, login
+from echofile.chat import ChatService, EventQueue, IChatListener, NotOnline
 from echofile.limits import ConnectionLimiter, addressKey, closeWithin
 from echofile.share import Entry, IShare, NotAvailable
 from echofile.telnet import TelnetCommandFilter
@@ -61,6 +63,7 @@ def printable(text: str) -> str:
     return _CONTROL.sub("?", text)
 
 
+@implementer(IChatListener)
 class FileSession(LineReceiver, TimeoutMixin):
     """
     One client session of the file protocol.
@@ -71,6 +74,9 @@ class FileSession(LineReceiver, TimeoutMixin):
     the transport's write buffer is full.  Replies therefore come in command
     order, and a client that does not read cannot make the server buffer
     without bound.
+
+    Chat events that arrive while a body is being sent or while the client
+    is not reading wait in a bounded queue and follow the next complete reply.
     """
 
     delimiter = b"\n"
@@ -92,6 +98,7 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._failures = 0
         self.avatar: IShare | None = None
         self._logout: Callable[[], None] | None = None
+        self._events = EventQueue()
 
     # -- connection life cycle -------------------------------------------------
 
@@ -112,9 +119,7 @@ class FileSession(LineReceiver, TimeoutMixin):
         self.setTimeout(None)
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
-        if self._logout is not None:
-            self._logout()
-            self._logout = None
+        self._logOut()
         self.factory.limiter.release(self._peerKey)
         self._log.info("files: connection from {peer} closed", peer=self._peerKey)
 
@@ -135,9 +140,16 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._ending = True
         self.paused = True
         self.setTimeout(None)
+        self._logOut()
         self.reply(lastLine)
         self._unregisterAsProducer()
         self._abortCall = closeWithin(self.transport, self._clock)
+
+    def _logOut(self) -> None:
+        """Leave presence at once (the connection itself may linger a little)."""
+        logout, self._logout = self._logout, None
+        if logout is not None:
+            logout()
 
     # -- flow control ----------------------------------------------------------
 
@@ -170,6 +182,7 @@ class FileSession(LineReceiver, TimeoutMixin):
 
     def resumeProducing(self) -> None:
         self._release("output")
+        self._flushEvents()
 
     def stopProducing(self) -> None:
         self._ending = True
@@ -254,6 +267,20 @@ class FileSession(LineReceiver, TimeoutMixin):
     def reply(self, line: str) -> None:
         self.transport.write(line.encode("utf-8") + b"\r\n")
 
+    def deliverEvent(self, line: str) -> None:
+        """A chat event: now if the client can take it, else after the body or once it reads."""
+        if self._ending:
+            return
+        if self._transfer is not None or "output" in self._holds or self._events:
+            self._events.push(line)
+        else:
+            self.reply(line)
+
+    def _flushEvents(self) -> None:
+        if self._transfer is None and not self._ending and self._events:
+            for line in self._events.drain():
+                self.reply(line)
+
     def _requireLogin(self) -> IShare:
         if self.avatar is None:
             raise CommandError("You are not logged in.")
@@ -281,7 +308,7 @@ class FileSession(LineReceiver, TimeoutMixin):
         if not password:
             raise CommandError("Usage: AUTH <password>")
         user = self._selectedUser
-        d = login(self.factory.portal, user, password)
+        d = login(self.factory.portal, user, password, self)
         d.addCallbacks(self._loggedIn, self._loginFailed, errbackArgs=(user,))
         return d
 
@@ -331,6 +358,7 @@ class FileSession(LineReceiver, TimeoutMixin):
             self._registerAsProducer()
             self.transport.write(b"\r\n")
             self.reply(f"#File {shown} sent successfully.")
+            self._flushEvents()
             self._log.info(
                 "files: sent {file} ({size} bytes) to {user}@{peer} in {duration:.3f}s",
                 file=opened.path, size=size, user=share.user, peer=self._peerKey,
@@ -353,6 +381,32 @@ class FileSession(LineReceiver, TimeoutMixin):
             raise CommandError(f"Directory {shown} could not be opened.") from None
         lines = [f"#{len(entries)} entries in {shown}."]
         lines.extend(map(_listingLine, entries))
+        self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
+
+
+    def cmd_SAY(self, text: str) -> None:
+        share = self._requireLogin()
+        if not text:
+            raise CommandError("Usage: SAY <text>")
+        self.factory.chat.say(share.user, self, text)
+        self.reply("#Said.")
+
+    def cmd_MSG(self, argument: str) -> None:
+        share = self._requireLogin()
+        match = _COMMAND_LINE.match(argument)
+        if match is None or not match.group(2):
+            raise CommandError("Usage: MSG <user> <text>")
+        recipient, text = match.group(1), match.group(2)
+        try:
+            self.factory.chat.message(share.user, recipient, text)
+        except NotOnline:
+            raise CommandError(f"No such user online: {printable(recipient)}.") from None
+        self.reply(f"#Sent to {recipient}.")
+
+    def cmd_WHO(self, argument: str) -> None:
+        self._requireLogin()
+        users = self.factory.chat.online()
+        lines = [f"#{len(users)} users online.", *users]
         self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
 
 
@@ -392,6 +446,7 @@ class FilesFactory(ServerFactory):
         portal: Portal,
         clock: IReactorTime,
         limiter: ConnectionLimiter,
+        chat: ChatService | None = None,
         idleTimeout: float | None = 300.0,
         maxLine: int = 4096,
         authFailureDelay: float = 1.0,
@@ -399,6 +454,7 @@ class FilesFactory(ServerFactory):
         self.portal = portal
         self.clock = clock
         self.limiter = limiter
+        self.chat = chat if chat is not None else ChatService()
         self.idleTimeout = idleTimeout
         self.maxLine = maxLine
         self.authFailureDelay = authFailureDelay

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPassword, makePortal
+from echofile.chat import ChatService
 from echofile.echo import EchoDatagramProtocol, EchoFactory
 from echofile.files import FilesFactory
 from echofile.limits import ConnectionLimiter
@@ -136,15 +137,18 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         )
 
     top = MultiService()
+    chat = ChatService()
+    chat.setServiceParent(top)
     echoFactory = EchoFactory(
         reactor,
         ConnectionLimiter(config["max-connections"], config["max-per-ip"], "echo"),
         config["idle-timeout"],
     )
     filesFactory = FilesFactory(
-        makePortal(config["root"], password, config.get("credCheckers", [])),
+        makePortal(config["root"], password, config.get("credCheckers", []), chat),
         reactor,
         ConnectionLimiter(config["max-connections"], config["max-per-ip"], "files"),
+        chat,
         idleTimeout=config["idle-timeout"],
         maxLine=config["max-line"],
     )

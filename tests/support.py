@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from echofile.auth import makePortal
+from echofile.chat import ChatService
 from echofile.files import FilesFactory, FileSession
 from echofile.limits import ConnectionLimiter
 from echofile.transfer import BodySender
@@ -36,7 +37,8 @@ def makeFilesFactory(
 ) -> FilesFactory:
     clock = clock or Clock()
     limiter = ConnectionLimiter(kwargs.pop("maxConnections", 1000), kwargs.pop("maxPerAddress", 50), "files")
-    return FilesFactory(makePortal(os.fspath(root), PASSWORD, checkers or []), clock, limiter, **kwargs)
+    chat = kwargs.pop("chat", None) or ChatService()
+    return FilesFactory(makePortal(os.fspath(root), PASSWORD, checkers or [], chat), clock, limiter, chat, **kwargs)
 
 
 def connect(factory: FilesFactory, host: str = "127.0.0.1", port: int = 40000):
