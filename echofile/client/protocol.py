@@ -29,6 +29,7 @@ GREETING = "#Server Ready."
 _SENDING = re.compile(r"#Sending (.*) \(([0-9]+) bytes\)\.")
 _ENTRIES = re.compile(r"#([0-9]+) entries in (.*)\.")
 _ENTRY = re.compile(r"([0-9]+|-) (.+)")
+_USERS = re.compile(r"#([0-9]+) users? online\.")
 
 
 class ClientError(Exception):
@@ -226,6 +227,29 @@ class _ListRequest(_Request):
             self._finish(self._entries)
 
 
+class _WhoRequest(_Request):
+    """``WHO``: a header with a count, then that many user names; fires with the list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._remaining: int | None = None
+        self._users: list[str] = []
+
+    def lineReceived(self, client: "FileClient", line: str) -> None:
+        if self._remaining is None:
+            header = _USERS.fullmatch(line)
+            if header is None:
+                self._error(line)
+                return
+            self._remaining = int(header.group(1))
+            self.atReplyStart = False
+        else:
+            self._users.append(line)
+            self._remaining -= 1
+        if self._remaining == 0:
+            self._finish(self._users)
+
+
 class _FileRequest(_Request):
     """
     ``FILE name``: header, exactly I{size} raw bytes, CR LF, trailer.
@@ -414,6 +438,21 @@ class FileClient(LineReceiver, TimeoutMixin):
             _checkArgument(directory)
             return self._request(_ListRequest(), "LIST " + directory)
         return self._request(_ListRequest(), "LIST")
+
+    def say(self, text: str) -> Deferred[str]:
+        """Say C{text} to every other logged-in session."""
+        _checkArgument(text)
+        return self._request(_SimpleRequest(), "SAY " + text)
+
+    def msg(self, user: str, text: str) -> Deferred[str]:
+        """Say C{text} to C{user} only."""
+        _checkArgument(user)
+        _checkArgument(text)
+        return self._request(_SimpleRequest(), f"MSG {user} {text}")
+
+    def who(self) -> Deferred[list[str]]:
+        """Who is logged in; fires with the sorted user names."""
+        return self._request(_WhoRequest(), "WHO")
 
     def quit(self) -> Deferred[str]:
         """Say goodbye; the server closes the connection after its reply."""

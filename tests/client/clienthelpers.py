@@ -1,0 +1,111 @@
+"""Client test helpers: servers on loopback torn down in full, scripted fake servers, the CLI run in-process."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.policies import WrappingFactory
+
+from echofile.client.main import Streams, run
+from support import PASSWORD
+
+ALICE_PASSWORD = "alice's secret"
+
+
+class TrackingFactory(WrappingFactory):
+    """Knows its open connections, so teardown can wait for the last one to close (an event, not a poll)."""
+
+    def __init__(self, wrappedFactory: Factory) -> None:
+        super().__init__(wrappedFactory)
+        self._idleWaiters: list[Deferred[None]] = []
+
+    def unregisterProtocol(self, p) -> None:
+        super().unregisterProtocol(p)
+        if not self.protocols:
+            waiters, self._idleWaiters = self._idleWaiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def whenIdle(self) -> Deferred[None]:
+        if not self.protocols:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idleWaiters.append(d)
+        return d
+
+
+class Listening:
+    """A factory listening on an ephemeral loopback port; C{stop} closes every connection first."""
+
+    def __init__(self, factory: Factory) -> None:
+        self.tracking = TrackingFactory(factory)
+        self.port = None
+
+    @inlineCallbacks
+    def start(self):
+        self.port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(self.tracking)
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp:host=127.0.0.1:port={self.port.getHost().port}"
+
+    @inlineCallbacks
+    def stop(self):
+        for wrapper in list(self.tracking.protocols):
+            wrapper.transport.abortConnection()
+        yield self.tracking.whenIdle()
+        yield self.port.stopListening()
+
+
+
+
+class Scripted(Protocol):
+    """A fake server: greets, accepts AUTH, then answers each other line with C{script(line, transport)}."""
+
+    def __init__(self, script: Callable[[bytes, object], None]) -> None:
+        self._script = script
+        self._buffer = b""
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"#Server Ready.\r\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            line = line.rstrip(b"\r")
+            if line.startswith(b"AUTH "):
+                self.transport.write(b"#You are logged in.\r\n")
+            else:
+                self._script(line, self.transport)
+
+
+
+
+@dataclass
+class Outcome:
+    status: int
+    out: str
+    err: str
+
+
+@inlineCallbacks
+def runClient(*argv: str, environ: dict[str, str] | None = None):
+    """Run the command line in-process, on the test's reactor; fires with an L{Outcome}."""
+    streams = Streams(io.StringIO(), io.StringIO(), io.StringIO())
+    environ = {"ECHOFILE_PASSWORD": PASSWORD} if environ is None else environ
+    status = yield run(reactor, list(argv), streams, environ)
+    return Outcome(status, streams.stdout.getvalue(), streams.stderr.getvalue())
+
+
+def names(folder: Path) -> list[str]:
+    """Every name in C{folder}, temporary files included."""
+    return sorted(p.name for p in folder.iterdir())

@@ -1,0 +1,41 @@
+"""Client fixtures: the real file server on loopback, scripted fake servers."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+import pytest_twisted
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory
+
+from clienthelpers import ALICE_PASSWORD, Listening, Scripted
+from support import makeFilesFactory
+
+
+@pytest.fixture
+def fileServer(served):
+    """The real file service on loopback, on the real reactor, with an account alice besides the default one."""
+    checker = InMemoryUsernamePasswordDatabaseDontUse(alice=ALICE_PASSWORD.encode())
+    server = Listening(makeFilesFactory(served, reactor, checkers=[checker], authFailureDelay=0.05))
+    pytest_twisted.blockon(server.start())
+    yield server
+    pytest_twisted.blockon(server.stop())
+
+
+@pytest.fixture
+def fakeServer():
+    """Call with a script; fires with a listening fake server, stopped at teardown."""
+    servers: list[Listening] = []
+
+    def start(script: Callable[[bytes, object], None]) -> Deferred[Listening]:
+        server = Listening(Factory.forProtocol(lambda: Scripted(script)))
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        if server.port is not None:
+            pytest_twisted.blockon(server.stop())
