@@ -20,7 +20,7 @@ class Collector(Protocol):
     """Accumulates what arrives; waiters fire once the data satisfies them."""
 
     def __init__(self) -> None:
-        self.data = b""
+        self.data = bytearray()
         self.closed: Deferred[None] = Deferred()
         self._waiters: list[tuple[object, Deferred[bytes]]] = []
 
@@ -47,13 +47,14 @@ class Collector(Protocol):
 class Server:
     """A listening factory and the connections made to it, torn down in full."""
 
-    def __init__(self, factory) -> None:
+    def __init__(self, factory, description: str = "tcp:0:interface=127.0.0.1") -> None:
         self.factory = factory
+        self.description = description
         self.clients: list[Collector] = []
 
     @inlineCallbacks
     def start(self):
-        self.port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(self.factory)
+        self.port = yield serverFromString(reactor, self.description).listen(self.factory)
         return self
 
     @inlineCallbacks
