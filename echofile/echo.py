@@ -33,10 +33,11 @@ class EchoProtocol(Protocol, TimeoutMixin):
 
     _log = Logger()
 
-    def __init__(self, clock: IReactorTime, idleTimeout: float | None, onClose: Callable[[], None]) -> None:
+    def __init__(self, clock: IReactorTime, idleTimeout: float | None, limiter: ConnectionLimiter) -> None:
         self._clock = clock
         self._idleTimeout = idleTimeout
-        self._onClose = onClose
+        self._limiter = limiter
+        self._peerKey: str | None = None
         self._closing = False
         self._abortCall: IDelayedCall | None = None
 
@@ -45,6 +46,13 @@ class EchoProtocol(Protocol, TimeoutMixin):
         return self._clock.callLater(period, func)
 
     def connectionMade(self) -> None:
+        key = addressKey(self.transport.getPeer())
+        if not self._limiter.admit(key):
+            # Over a cap: close at once; RFC 862 has no room for a message.
+            self._closing = True
+            self.transport.loseConnection()
+            return
+        self._peerKey = key
         self.transport.registerProducer(self.transport, True)
         self.setTimeout(self._idleTimeout)
         self._log.debug("echo: connection from {peer}", peer=self.transport.getPeer())
@@ -76,17 +84,15 @@ class EchoProtocol(Protocol, TimeoutMixin):
         self.setTimeout(None)
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
-        self._onClose()
+        if self._peerKey is not None:
+            self._limiter.release(self._peerKey)
+            self._peerKey = None
         self._log.debug("echo: connection from {peer} closed", peer=self.transport.getPeer())
 
 
 class EchoFactory(ServerFactory):
     """
-    Builds echo sessions within the connection caps.
-
-    Over a cap ``buildProtocol`` returns None, which makes Twisted close the
-    new connection at once without sending anything, as RFC 862 leaves no
-    room for an error message.
+    Builds echo sessions; each one checks the connection caps as it starts.
     """
 
     def __init__(self, clock: IReactorTime, limiter: ConnectionLimiter, idleTimeout: float | None) -> None:
@@ -94,11 +100,8 @@ class EchoFactory(ServerFactory):
         self.limiter = limiter
         self.idleTimeout = idleTimeout
 
-    def buildProtocol(self, addr: IAddress) -> EchoProtocol | None:
-        key = addressKey(addr)
-        if not self.limiter.admit(key):
-            return None
-        protocol = EchoProtocol(self.clock, self.idleTimeout, lambda: self.limiter.release(key))
+    def buildProtocol(self, addr: IAddress) -> EchoProtocol:
+        protocol = EchoProtocol(self.clock, self.idleTimeout, self.limiter)
         protocol.factory = self
         return protocol
 

@@ -82,10 +82,11 @@ class FileSession(LineReceiver, TimeoutMixin):
     delimiter = b"\n"
     _log = Logger()
 
-    def __init__(self, factory: "FilesFactory", peerKey: str) -> None:
+    def __init__(self, factory: "FilesFactory") -> None:
         self.factory = factory
         self._clock = factory.clock
-        self._peerKey = peerKey
+        self._peerKey = ""
+        self._admitted = False
         self.MAX_LENGTH = factory.maxLine + 1  # room for the CR of CR LF
         self._telnet = TelnetCommandFilter()
         self._holds: set[str] = set()
@@ -108,6 +109,21 @@ class FileSession(LineReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self._connected = True
+        self._start()
+
+    def _start(self) -> None:
+        """
+        Admit the peer (or refuse it) and greet it.
+
+        Admission looks at C{transport.getPeer()} here rather than at the
+        address C{buildProtocol} got, so that a transport that learns the
+        real client address later (a PROXY protocol header) can delay this.
+        """
+        self._peerKey = addressKey(self.transport.getPeer())
+        if not self.factory.limiter.admit(self._peerKey):
+            self.endSession(BUSY)
+            return
+        self._admitted = True
         self._log.info("files: connection from {peer}", peer=self._peerKey)
         self._registerAsProducer()
         self.setTimeout(self.factory.idleTimeout)
@@ -120,8 +136,10 @@ class FileSession(LineReceiver, TimeoutMixin):
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
         self._logOut()
-        self.factory.limiter.release(self._peerKey)
-        self._log.info("files: connection from {peer} closed", peer=self._peerKey)
+        if self._admitted:
+            self._admitted = False
+            self.factory.limiter.release(self._peerKey)
+            self._log.info("files: connection from {peer} closed", peer=self._peerKey)
 
     def timeoutConnection(self) -> None:
         if self._transfer is not None:
@@ -416,22 +434,6 @@ def _listingLine(entry: Entry) -> str:
     return f"{entry.size} {entry.name}"
 
 
-class BusySession(Protocol):
-    """Said to a connection over a cap: one line, then close."""
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-        self._abortCall: IDelayedCall | None = None
-
-    def connectionMade(self) -> None:
-        self.transport.write(BUSY.encode("ascii") + b"\r\n")
-        self._abortCall = closeWithin(self.transport, self._clock)
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if self._abortCall is not None and self._abortCall.active():
-            self._abortCall.cancel()
-
-
 class FilesFactory(ServerFactory):
     """
     Shared configuration of the file service's sessions.
@@ -460,7 +462,4 @@ class FilesFactory(ServerFactory):
         self.authFailureDelay = authFailureDelay
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
-        key = addressKey(addr)
-        if not self.limiter.admit(key):
-            return BusySession(self.clock)
-        return FileSession(self, key)
+        return FileSession(self)

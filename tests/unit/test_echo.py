@@ -14,8 +14,6 @@ from echofile.limits import ConnectionLimiter
 def connect(factory, host="127.0.0.1", port=1):
     address = IPv4Address("TCP", host, port)
     protocol = factory.buildProtocol(address)
-    if protocol is None:
-        return None, None
     transport = StringTransport(peerAddress=address)
     protocol.makeConnection(transport)
     return protocol, transport
@@ -62,15 +60,22 @@ def test_idle_timeout_then_abort():
     assert transport.disconnected
 
 
+def refused(connection) -> bool:
+    protocol, transport = connection
+    return transport.disconnecting and transport.value() == b"" and transport.producer is None
+
+
 def test_caps_refuse_at_once_and_release():
     factory = makeFactory(total=3, perAddress=2)
     first, _ = connect(factory, port=1)
     connect(factory, port=2)
-    assert connect(factory, port=3) == (None, None)
-    assert connect(factory, host="10.0.0.9")[0] is not None
-    assert connect(factory, host="10.0.0.8") == (None, None)
+    over = connect(factory, port=3)
+    assert refused(over)
+    over[0].connectionLost(None)  # a refused connection gives back nothing
+    assert not refused(connect(factory, host="10.0.0.9"))
+    assert refused(connect(factory, host="10.0.0.8"))
     first.connectionLost(None)
-    assert connect(factory, port=4)[0] is not None
+    assert not refused(connect(factory, port=4))
 
 
 def test_udp_echo():
