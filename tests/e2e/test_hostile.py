@@ -7,7 +7,6 @@ the connection, connection caps, idle peers and password guessing.
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 import re
@@ -19,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIG_NAME, BIG_SIZE, SECRET, Conn, Server, openFds, procStatus, waitFor
+from e2ehelpers import HELP, BIG_NAME, BIG_SIZE, SECRET, Conn, Server, openFds, procStatus, waitFor
 from support import PASSWORD
 
-HELP = b"#Commands: AUTH, FILE, HELP, LIST, MSG, QUIT, SAY, USER, WHO."
 MB = 1024 * 1024
 #: How much the server's memory may grow while one peer misbehaves.  Without
 #: backpressure these tests make it grow by ~200 MB.

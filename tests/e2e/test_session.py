@@ -12,12 +12,9 @@ import socket
 import threading
 from pathlib import Path
 
-import pytest
-
-from conftest import ALICE, Conn, Server, waitFor
+from e2ehelpers import ALICE, HELP, Conn, Server
 from support import PASSWORD
 
-HELP = b"#Commands: AUTH, FILE, HELP, LIST, MSG, QUIT, SAY, USER, WHO."
 
 
 def fetch(conn: Conn, name: str) -> bytes:

@@ -17,25 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server, requireTool, serverEnvironment, twistdPath
-from support import PASSWORD, populate
+from e2ehelpers import HELP, Server, nc, requireTool, serverEnvironment, twistdPath
+from support import PASSWORD
 
-HELP = b"#Commands: AUTH, FILE, HELP, LIST, MSG, QUIT, SAY, USER, WHO.\r\n"
-
-
-def nc(port: int, data: bytes, *options: str, timeout: float = 15) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [requireTool("nc"), *options, "127.0.0.1", str(port)],
-        input=data, capture_output=True, timeout=timeout,
-    )
-
-
-@pytest.fixture
-def plainServer(startServer, tmp_path: Path) -> Server:
-    """A server on a small tree without traps (what a README reader would serve)."""
-    root = tmp_path / "plain"
-    root.mkdir()
-    return startServer(root=populate(root))
+#: The HELP reply as it comes on the wire.
+HELP_LINE = HELP + b"\r\n"
 
 
 # -- nc ---------------------------------------------------------------------------
@@ -48,12 +34,12 @@ def test_nc_pipelined_session(plainServer: Server) -> None:
     assert result.returncode == 0, result
     assert result.stdout == (
         b"#Server Ready.\r\n"
-        + HELP
+        + HELP_LINE
         + b"!You are not logged in.\r\n"
         + b"#You are logged in.\r\n"
         + b"#Sending notes.txt (12 bytes).\r\nhello notes\n\r\n#File notes.txt sent successfully.\r\n"
         + b"#1 entries in docs.\r\n9 readme.txt\r\n"
-        + HELP
+        + HELP_LINE
         + b"#Bye.\r\n"
     )
 
@@ -65,7 +51,7 @@ def test_nc_pipelined_wrong_password_keeps_order(plainServer: Server) -> None:
     assert result.returncode == 0, result
     body = bytes(range(256)) * 4
     assert result.stdout == (
-        b"#Server Ready.\r\n!Bad password.\r\n" + HELP + b"#You are logged in.\r\n"
+        b"#Server Ready.\r\n!Bad password.\r\n" + HELP_LINE + b"#You are logged in.\r\n"
         + b"#Sending binary.bin (1024 bytes).\r\n" + body + b"\r\n#File binary.bin sent successfully.\r\n"
         + b"#Bye.\r\n"
     )
