@@ -29,6 +29,7 @@ from zope.interface import implementer
 
 from echofile.auth import DEFAULT_USER, login
 from echofile.chat import ChatService, EventQueue, IChatListener, NotOnline
+from echofile.lockout import LoginPenalties
 from echofile.limits import ConnectionLimiter, addressKey, closeWithin
 from echofile.share import Entry, IShare, NotAvailable
 from echofile.telnet import TelnetCommandFilter
@@ -94,6 +95,7 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._ending = False
         self._connected = False
         self._abortCall: IDelayedCall | None = None
+        self._loginCall: IDelayedCall | None = None
         self._transfer: BodySender | None = None
         self._selectedUser = DEFAULT_USER
         self._failures = 0
@@ -127,12 +129,15 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._log.info("files: connection from {peer}", peer=self._peerKey)
         self._registerAsProducer()
         self.setTimeout(self.factory.idleTimeout)
+        if self.factory.loginTimeout is not None:
+            self._loginCall = self._clock.callLater(self.factory.loginTimeout, self._loginTimedOut)
         self.reply(GREETING)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._connected = False
         self._ending = True
         self.setTimeout(None)
+        self._cancelLoginDeadline()
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
         self._logOut()
@@ -151,6 +156,16 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._log.info("files: {peer} idle, closing", peer=self._peerKey)
         self.endSession("!Idle timeout.")
 
+    def _loginTimedOut(self) -> None:
+        self._loginCall = None
+        self._log.info("files: {peer} did not log in in time, closing", peer=self._peerKey)
+        self.endSession("!Login timeout.")
+
+    def _cancelLoginDeadline(self) -> None:
+        call, self._loginCall = self._loginCall, None
+        if call is not None and call.active():
+            call.cancel()
+
     def endSession(self, lastLine: str) -> None:
         """Say C{lastLine}, read nothing more, close (abort if the peer does not read)."""
         if self._ending:
@@ -158,6 +173,7 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._ending = True
         self.paused = True
         self.setTimeout(None)
+        self._cancelLoginDeadline()
         self._logOut()
         self.reply(lastLine)
         self._unregisterAsProducer()
@@ -266,6 +282,8 @@ class FileSession(LineReceiver, TimeoutMixin):
         if not self._connected:
             return
         if failure.check(CommandError):
+            if self._ending:  # the session already said its last word
+                return
             error = failure.value
             if error.closes:
                 self.endSession("!" + error.reply)
@@ -326,15 +344,20 @@ class FileSession(LineReceiver, TimeoutMixin):
         if not password:
             raise CommandError("Usage: AUTH <password>")
         user = self._selectedUser
+        penalties = self.factory.penalties
+        if penalties is not None and penalties.isLockedOut(self._peerKey):
+            self._log.info("files: AUTH from locked-out {peer} refused", peer=self._peerKey)
+            return self._answerLater(CommandError("Too many failed attempts.", closes=True))
         d = login(self.factory.portal, user, password, self)
         d.addCallbacks(self._loggedIn, self._loginFailed, errbackArgs=(user,))
         return d
 
     def _loggedIn(self, result: tuple[Any, IShare, Callable[[], None]]) -> None:
         _, avatar, logout = result
-        if not self._connected:
+        if not self._connected or self._ending:
             logout()
             return
+        self._cancelLoginDeadline()
         self.avatar, self._logout = avatar, logout
         self._log.info("files: {peer} logged in as {user}", peer=self._peerKey, user=avatar.user)
         self.reply("#You are logged in.")
@@ -342,6 +365,8 @@ class FileSession(LineReceiver, TimeoutMixin):
     def _loginFailed(self, failure: Failure, user: str) -> Deferred[None]:
         failure.trap(UnauthorizedLogin)
         self._failures += 1
+        if self.factory.penalties is not None:
+            self.factory.penalties.recordFailure(self._peerKey)
         self._log.info(
             "files: {peer} failed to log in as {user} ({failures} on this connection)",
             peer=self._peerKey, user=user, failures=self._failures,
@@ -350,6 +375,10 @@ class FileSession(LineReceiver, TimeoutMixin):
             error = CommandError("Too many failed attempts.", closes=True)
         else:
             error = CommandError("Bad password.")
+        return self._answerLater(error)
+
+    def _answerLater(self, error: CommandError) -> Deferred[None]:
+        """Fail with C{error} after the AUTH failure delay, so guessing stays slow."""
 
         def answer() -> None:
             raise error
@@ -452,6 +481,8 @@ class FilesFactory(ServerFactory):
         idleTimeout: float | None = 300.0,
         maxLine: int = 4096,
         authFailureDelay: float = 1.0,
+        loginTimeout: float | None = 60.0,
+        penalties: LoginPenalties | None = None,
     ) -> None:
         self.portal = portal
         self.clock = clock
@@ -460,6 +491,8 @@ class FilesFactory(ServerFactory):
         self.idleTimeout = idleTimeout
         self.maxLine = maxLine
         self.authFailureDelay = authFailureDelay
+        self.loginTimeout = loginTimeout
+        self.penalties = penalties
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
         return FileSession(self)

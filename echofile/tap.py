@@ -24,6 +24,7 @@ from echofile.chat import ChatService
 from echofile.echo import EchoDatagramProtocol, EchoFactory
 from echofile.files import FilesFactory
 from echofile.limits import ConnectionLimiter
+from echofile.lockout import LoginPenalties, parseExempt
 
 DEFAULT_ECHO = "tcp:8007:interface=127.0.0.1"
 DEFAULT_FILES = "tcp:8008:interface=127.0.0.1"
@@ -44,6 +45,20 @@ def _positive(kind: Callable[[str], float | int], option: str) -> Callable[[str]
         return number
 
     coerce.coerceDoc = "Must be positive."  # type: ignore[attr-defined]
+    return coerce
+
+
+def _nonNegativeInt(option: str) -> Callable[[str], int]:
+    def coerce(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = -1
+        if number < 0:
+            raise ValueError(f"--{option} must be a whole number >= 0, not {value!r}")
+        return number
+
+    coerce.coerceDoc = "0 turns it off."  # type: ignore[attr-defined]
     return coerce
 
 
@@ -81,12 +96,18 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["max-line", None, 4096, "Longest command line accepted, in bytes.", _positive(int, "max-line")],
         ["max-connections", None, 1000, "Most connections at once, per service.", _positive(int, "max-connections")],
         ["max-per-ip", None, 50, "Most connections at once from one address, per service.", _positive(int, "max-per-ip")],
+        ["login-timeout", None, 60.0, "Close sessions not logged in after this many seconds.", _positive(float, "login-timeout")],
+        ["lockout-failures", None, 10, "Failed AUTHs from one address (within --lockout-window) that lock it out.", _nonNegativeInt("lockout-failures")],
+        ["lockout-window", None, 600.0, "Seconds over which failed AUTHs are counted.", _positive(float, "lockout-window")],
+        ["lockout-duration", None, 600.0, "Seconds a locked-out address is refused AUTH.", _positive(float, "lockout-duration")],
+        ["drain-timeout", None, 10.0, "On shutdown, seconds transfers in flight get to finish.", _positive(float, "drain-timeout")],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["echo"] = []
         self["files"] = []
+        self["lockout-exempt"] = []
 
     def opt_echo(self, description: str) -> None:
         """Endpoint for the echo service (repeatable). Default: tcp:8007:interface=127.0.0.1"""
@@ -95,6 +116,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def opt_files(self, description: str) -> None:
         """Endpoint for the file service (repeatable). Default: tcp:8008:interface=127.0.0.1"""
         self["files"].append(_checkEndpoint("files", description))
+
+    def opt_lockout_exempt(self, value: str) -> None:
+        """Address or network never locked out, e.g. 10.0.0.0/8 (repeatable)."""
+        try:
+            self["lockout-exempt"].append(parseExempt(value))
+        except ValueError:
+            raise usage.UsageError(f"--lockout-exempt: not an address or network: {value!r}") from None
 
     def postOptions(self) -> None:
         if not self["echo"]:
@@ -151,6 +179,14 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         chat,
         idleTimeout=config["idle-timeout"],
         maxLine=config["max-line"],
+        loginTimeout=config["login-timeout"],
+        penalties=LoginPenalties(
+            reactor,
+            maxFailures=config["lockout-failures"],
+            window=config["lockout-window"],
+            duration=config["lockout-duration"],
+            exempt=config["lockout-exempt"],
+        ),
     )
     for description in config["echo"]:
         _listen(description, echoFactory, reactor).setServiceParent(top)

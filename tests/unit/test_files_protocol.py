@@ -305,6 +305,7 @@ def test_command_split_byte_by_byte(session):
 
 def test_idle_timeout(session, clock):
     protocol, transport = session
+    login(protocol, transport)
     clock.advance(299)
     send(protocol, b"HELP\r\n")
     replies(transport)
@@ -416,3 +417,32 @@ def test_caps(served, clock):
     protocol.connectionLost(None)
     _, again = connect(factory, port=4)
     assert replies(again) == [b"#Server Ready."]
+
+
+def test_login_deadline(session, clock):
+    protocol, transport = session
+    send(protocol, b"HELP\r\n")
+    clock.advance(59.9)
+    assert replies(transport) == [HELP.encode()]
+    clock.advance(0.2)
+    assert replies(transport) == [b"!Login timeout."]
+    assert transport.disconnecting
+
+
+def test_login_deadline_cancelled_by_login(session, clock):
+    protocol, transport = session
+    login(protocol, transport)
+    clock.advance(120)
+    assert replies(transport) == []
+    assert not transport.disconnecting
+
+
+def test_login_deadline_during_a_pending_auth(session, clock):
+    """The deadline wins over a late failure answer, and a late success is not kept."""
+    protocol, transport = session
+    clock.advance(59.5)
+    send(protocol, b"AUTH wrong\r\n")
+    clock.advance(0.6)
+    assert replies(transport) == [b"!Login timeout."]
+    clock.advance(1)
+    assert replies(transport) == []

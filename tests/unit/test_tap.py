@@ -104,3 +104,17 @@ def test_random_password_is_logged_once(served):
         globalLogPublisher.removeObserver(events.append)
     announcements = [e for e in events if "password" in e.get("log_format", "")]
     assert len(announcements) == 1 and len(announcements[0]["password"]) >= 16
+
+
+def test_abuse_options(served):
+    options = parse("--lockout-failures", "0", "--lockout-exempt", "10.0.0.0/8", "--login-timeout", "5", "--drain-timeout", "3")
+    assert options["lockout-failures"] == 0 and options["login-timeout"] == 5.0 and options["drain-timeout"] == 3.0
+    assert [str(n) for n in options["lockout-exempt"]] == ["10.0.0.0/8"]
+    for argv, option in [
+        (["--lockout-failures", "-1"], "lockout-failures"),
+        (["--lockout-exempt", "nope"], "lockout-exempt"),
+        (["--login-timeout", "0"], "login-timeout"),
+        (["--drain-timeout", "x"], "drain-timeout"),
+    ]:
+        with pytest.raises(usage.UsageError, match=f"--{option}"):
+            parse(*argv)
