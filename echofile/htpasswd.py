@@ -1,0 +1,143 @@
+"""
+A cred checker for bcrypt password files in Apache ``htpasswd -B`` format,
+and the strcred plugin that makes it ``--auth htpasswd:/path/to/file``.
+
+    $ htpasswd -cB /etc/echofile.htpasswd alice
+
+Every check (reading the file when it changed, and bcrypt itself, which is
+deliberately slow) runs in the reactor's thread pool, so one login never
+stalls the other sessions.  Lines whose hash is not bcrypt (``$2a$``,
+``$2b$``, ``$2y$``) are ignored with a warning: MD5, SHA-1 and crypt hashes
+are too cheap to guess.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import bcrypt
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.strcred import ICheckerFactory
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+_BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
+# Checked against when the user does not exist, so that the answer takes as
+# long as for a real account.
+_DUMMY_HASH = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=10))
+
+
+def parseHtpasswd(data: bytes) -> tuple[dict[bytes, bytes], list[bytes]]:
+    """Users and bcrypt hashes of an htpasswd file, plus the names whose hash is unusable."""
+    users: dict[bytes, bytes] = {}
+    skipped: list[bytes] = []
+    for raw in data.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(b"#") or b":" not in line:
+            continue
+        name, _, hashed = line.partition(b":")
+        if hashed.startswith(_BCRYPT_PREFIXES):
+            users[name] = hashed
+        else:
+            skipped.append(name)
+    return users, skipped
+
+
+@implementer(ICredentialsChecker)
+class HtpasswdChecker:
+    """
+    Checks user names and passwords against an htpasswd file of bcrypt hashes.
+
+    The file is read again whenever its modification time or size changes,
+    so accounts can be added with ``htpasswd -B`` while the server runs.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+    _log = Logger()
+
+    def __init__(self, path: str, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor
+        self.path = path
+        self._reactor = reactor
+        self._lock = threading.Lock()
+        self._signature: tuple[int, int] | None = None
+        self._users: dict[bytes, bytes] = {}
+
+    def _currentUsers(self) -> dict[bytes, bytes]:
+        """The parsed file, re-read if it changed (runs in a worker thread)."""
+        with self._lock:
+            info = os.stat(self.path)
+            signature = (info.st_mtime_ns, info.st_size)
+            if signature != self._signature:
+                with open(self.path, "rb") as f:
+                    users, skipped = parseHtpasswd(f.read())
+                if skipped:
+                    self._log.warn(
+                        "htpasswd {path}: ignoring {count} accounts without a bcrypt hash (use htpasswd -B)",
+                        path=self.path, count=len(skipped),
+                    )
+                self._users, self._signature = users, signature
+            return self._users
+
+    def _check(self, username: bytes, password: bytes) -> bool:
+        hashed = self._currentUsers().get(username)
+        if hashed is None:
+            bcrypt.checkpw(password, _DUMMY_HASH)
+            return False
+        try:
+            return bcrypt.checkpw(password, hashed)
+        except ValueError:  # a malformed hash
+            return False
+
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes]:
+        username = _asBytes(credentials.username)
+        password = _asBytes(credentials.password)
+        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._check, username, password)
+
+        def decide(ok: bool) -> bytes:
+            if not ok:
+                raise UnauthorizedLogin()
+            return username
+
+        return d.addCallback(decide)
+
+
+def _asBytes(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+@implementer(ICheckerFactory, IPlugin)
+class HtpasswdCheckerFactory:
+    """``--auth htpasswd:PATH`` for every twistd plugin that takes ``--auth``."""
+
+    authType = "htpasswd"
+    authHelp = (
+        "An Apache htpasswd file of bcrypt hashes (made with `htpasswd -B`). "
+        "Checks run in a thread; the file is re-read when it changes."
+    )
+    argStringFormat = "The path of the htpasswd file."
+    credentialInterfaces = (IUsernamePassword,)
+
+    def generateChecker(self, argstring: str) -> HtpasswdChecker:
+        if not argstring.strip():
+            raise ValueError("htpasswd needs the path of a file: --auth htpasswd:/path/to/file")
+        if not os.path.isfile(argstring):
+            raise ValueError(f"htpasswd file not found: {argstring}")
+        with open(argstring, "rb") as f:
+            users, _ = parseHtpasswd(f.read())
+        if not users:
+            raise ValueError(f"htpasswd file {argstring} has no bcrypt accounts (use htpasswd -B)")
+        return HtpasswdChecker(argstring)
+
+
+checkerFactory = HtpasswdCheckerFactory()
