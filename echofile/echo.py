@@ -19,6 +19,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echofile.shutdown import SessionTracker
 from echofile.limits import ConnectionLimiter, addressKey, closeWithin
 
 
@@ -80,7 +81,15 @@ class EchoProtocol(Protocol, TimeoutMixin):
         self.transport.unregisterProducer()
         self._abortCall = closeWithin(self.transport, self._clock)
 
+    def shutdown(self) -> None:
+        """The server is stopping: send back what is pending, then close."""
+        self._close()
+
+    def abort(self) -> None:
+        self.transport.abortConnection()
+
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.factory.sessions.discard(self)
         self.setTimeout(None)
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
@@ -99,10 +108,12 @@ class EchoFactory(ServerFactory):
         self.clock = clock
         self.limiter = limiter
         self.idleTimeout = idleTimeout
+        self.sessions = SessionTracker()
 
     def buildProtocol(self, addr: IAddress) -> EchoProtocol:
         protocol = EchoProtocol(self.clock, self.idleTimeout, self.limiter)
         protocol.factory = self
+        self.sessions.add(protocol)
         return protocol
 
 

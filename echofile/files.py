@@ -31,6 +31,7 @@ from echofile.auth import DEFAULT_USER, login
 from echofile.chat import ChatService, EventQueue, IChatListener, NotOnline
 from echofile.lockout import LoginPenalties
 from echofile.limits import ConnectionLimiter, addressKey, closeWithin
+from echofile.shutdown import SessionTracker
 from echofile.share import Entry, IShare, NotAvailable
 from echofile.telnet import TelnetCommandFilter
 from echofile.transfer import BodySender, TransferInterrupted
@@ -102,6 +103,7 @@ class FileSession(LineReceiver, TimeoutMixin):
         self.avatar: IShare | None = None
         self._logout: Callable[[], None] | None = None
         self._events = EventQueue()
+        self._shutdownAfterTransfer = False
 
     # -- connection life cycle -------------------------------------------------
 
@@ -141,6 +143,7 @@ class FileSession(LineReceiver, TimeoutMixin):
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
         self._logOut()
+        self.factory.sessions.discard(self)
         if self._admitted:
             self._admitted = False
             self.factory.limiter.release(self._peerKey)
@@ -165,6 +168,18 @@ class FileSession(LineReceiver, TimeoutMixin):
         call, self._loginCall = self._loginCall, None
         if call is not None and call.active():
             call.cancel()
+
+    def shutdown(self) -> None:
+        """The server is stopping: say so now, or right after the body being sent."""
+        if self._transfer is not None:
+            self._shutdownAfterTransfer = True
+        else:
+            self.endSession("!Server shutting down.")
+
+    def abort(self) -> None:
+        """Cut the connection now (a body in flight stays incomplete, without its trailer)."""
+        self._ending = True
+        self.transport.abortConnection()
 
     def endSession(self, lastLine: str) -> None:
         """Say C{lastLine}, read nothing more, close (abort if the peer does not read)."""
@@ -406,6 +421,8 @@ class FileSession(LineReceiver, TimeoutMixin):
             self.transport.write(b"\r\n")
             self.reply(f"#File {shown} sent successfully.")
             self._flushEvents()
+            if self._shutdownAfterTransfer:
+                self.endSession("!Server shutting down.")
             self._log.info(
                 "files: sent {file} ({size} bytes) to {user}@{peer} in {duration:.3f}s",
                 file=opened.path, size=size, user=share.user, peer=self._peerKey,
@@ -493,6 +510,9 @@ class FilesFactory(ServerFactory):
         self.authFailureDelay = authFailureDelay
         self.loginTimeout = loginTimeout
         self.penalties = penalties
+        self.sessions = SessionTracker()
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
-        return FileSession(self)
+        session = FileSession(self)
+        self.sessions.add(session)
+        return session

@@ -25,6 +25,7 @@ from echofile.echo import EchoDatagramProtocol, EchoFactory
 from echofile.files import FilesFactory
 from echofile.limits import ConnectionLimiter
 from echofile.lockout import LoginPenalties, parseExempt
+from echofile.shutdown import GracefulShutdown
 
 DEFAULT_ECHO = "tcp:8007:interface=127.0.0.1"
 DEFAULT_FILES = "tcp:8008:interface=127.0.0.1"
@@ -192,6 +193,12 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         _listen(description, echoFactory, reactor).setServiceParent(top)
     for description in config["files"]:
         _listen(description, filesFactory, reactor).setServiceParent(top)
+    GracefulShutdown(
+        [echoFactory.sessions, filesFactory.sessions],
+        reactor,
+        config.get("drain-timeout", 10.0),
+        callFromThread=getattr(reactor, "callFromThread", None),
+    ).setServiceParent(top)
     if config.get("echo-udp") is not None:
         host, port = config["echo-udp"]
         udp = UDPServer(port, EchoDatagramProtocol(), interface=host, reactor=reactor)
