@@ -20,7 +20,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echofile.shutdown import SessionTracker
-from echofile.limits import ConnectionLimiter, addressKey, closeWithin
+from echofile.limits import ConnectionLimiter, closeWithin
+from echofile.proxy import peerKey, whenPeerKnown
 
 
 @implementer(IHalfCloseableProtocol)
@@ -47,7 +48,11 @@ class EchoProtocol(Protocol, TimeoutMixin):
         return self._clock.callLater(period, func)
 
     def connectionMade(self) -> None:
-        key = addressKey(self.transport.getPeer())
+        # Behind a PROXY-protocol balancer, admit by the client's address from the header.
+        whenPeerKnown(self.transport, self._clock, self._idleTimeout).addCallback(self._admit)
+
+    def _admit(self, peer: IAddress) -> None:
+        key = peerKey(peer)
         if not self._limiter.admit(key):
             # Over a cap: close at once; RFC 862 has no room for a message.
             self._closing = True

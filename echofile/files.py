@@ -30,10 +30,12 @@ from zope.interface import implementer
 from echofile.auth import DEFAULT_USER, login
 from echofile.chat import ChatService, EventQueue, IChatListener, NotOnline
 from echofile.lockout import LoginPenalties
-from echofile.limits import ConnectionLimiter, addressKey, closeWithin
+from echofile.limits import ConnectionLimiter, closeWithin
+from echofile.proxy import peerKey, whenPeerKnown
 from echofile.shutdown import SessionTracker
 from echofile.share import Entry, IShare, NotAvailable
 from echofile.telnet import TelnetCommandFilter
+from echofile.tls import cleartextOverNetwork
 from echofile.transfer import BodySender, TransferInterrupted
 
 GREETING = "#Server Ready."
@@ -88,6 +90,7 @@ class FileSession(LineReceiver, TimeoutMixin):
         self.factory = factory
         self._clock = factory.clock
         self._peerKey = ""
+        self._peerAddress: IAddress | None = None
         self._admitted = False
         self.MAX_LENGTH = factory.maxLine + 1  # room for the CR of CR LF
         self._telnet = TelnetCommandFilter()
@@ -113,17 +116,18 @@ class FileSession(LineReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self._connected = True
-        self._start()
+        # Behind a PROXY-protocol balancer the client's address is only known
+        # once the header arrived: admission, logs and greeting wait for it.
+        whenPeerKnown(self.transport, self._clock, self.factory.idleTimeout).addCallback(self._start)
 
-    def _start(self) -> None:
+    def _start(self, peer: IAddress) -> None:
         """
         Admit the peer (or refuse it) and greet it.
 
-        Admission looks at C{transport.getPeer()} here rather than at the
-        address C{buildProtocol} got, so that a transport that learns the
-        real client address later (a PROXY protocol header) can delay this.
+        @param peer: the client's address (from the PROXY header, if any).
         """
-        self._peerKey = addressKey(self.transport.getPeer())
+        self._peerAddress = peer
+        self._peerKey = peerKey(peer)
         if not self.factory.limiter.admit(self._peerKey):
             self.endSession(BUSY)
             return
@@ -375,6 +379,12 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._cancelLoginDeadline()
         self.avatar, self._logout = avatar, logout
         self._log.info("files: {peer} logged in as {user}", peer=self._peerKey, user=avatar.user)
+        if self._peerAddress is not None and cleartextOverNetwork(self.transport, self._peerAddress):
+            self._log.warn(
+                "files: {user} logged in from {peer} over plain TCP: the password crossed the network "
+                "in clear text; serve --files on a TLS endpoint (ssl:/tls:, see docs/deploy.md)",
+                peer=self._peerKey, user=avatar.user,
+            )
         self.reply("#You are logged in.")
 
     def _loginFailed(self, failure: Failure, user: str) -> Deferred[None]:
