@@ -71,11 +71,17 @@ class EchoClient(Protocol, TimeoutMixin):
     def abandon(self) -> None:
         """Nobody reads our output any more: end quietly, without waiting for the rest."""
         self._inputDone = self._abandoned = True
-        self.transport.loseConnection()
+        self._close()
 
     def _checkDone(self) -> None:
         if self._inputDone and self.received >= self.sent:
-            self.transport.loseConnection()
+            self._close()
+
+    def _close(self) -> None:
+        # A transport whose (paused) producer is still registered resumes it
+        # instead of closing once its buffer drains: unregister first.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def timeoutConnection(self) -> None:
         self._failure = Failure(

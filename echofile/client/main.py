@@ -336,6 +336,7 @@ def _echoSession(
         except ClientError as e:
             raise Fatal(str(e)) from None
         finally:
+            stdio.unregisterProducer()  # else a paused producer keeps the output open (see EchoClient._close)
             stdio.loseConnection()
             yield bridge.closed
     finally:
