@@ -18,7 +18,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -67,7 +67,7 @@ def printable(text: str) -> str:
     return _CONTROL.sub("?", text)
 
 
-@implementer(IChatListener)
+@implementer(IChatListener, IHalfCloseableProtocol)
 class FileSession(LineReceiver, TimeoutMixin):
     """
     One client session of the file protocol.
@@ -107,6 +107,7 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._logout: Callable[[], None] | None = None
         self._events = EventQueue()
         self._shutdownAfterTransfer = False
+        self._inputEnded = False
 
     # -- connection life cycle -------------------------------------------------
 
@@ -185,8 +186,8 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._ending = True
         self.transport.abortConnection()
 
-    def endSession(self, lastLine: str) -> None:
-        """Say C{lastLine}, read nothing more, close (abort if the peer does not read)."""
+    def endSession(self, lastLine: str | None) -> None:
+        """Say C{lastLine} (if any), read nothing more, close (abort if the peer does not read)."""
         if self._ending:
             return
         self._ending = True
@@ -194,7 +195,8 @@ class FileSession(LineReceiver, TimeoutMixin):
         self.setTimeout(None)
         self._cancelLoginDeadline()
         self._logOut()
-        self.reply(lastLine)
+        if lastLine is not None:
+            self.reply(lastLine)
         self._unregisterAsProducer()
         self._abortCall = closeWithin(self.transport, self._clock)
 
@@ -226,8 +228,10 @@ class FileSession(LineReceiver, TimeoutMixin):
         if self._holds or self._ending or not self._connected:
             return
         self.paused = False
-        self.transport.resumeProducing()
+        if not self._inputEnded:
+            self.transport.resumeProducing()
         self.dataReceived(b"")  # run lines that arrived meanwhile
+        self._closeIfInputDone()
 
     def pauseProducing(self) -> None:
         """The transport's write buffer is full: stop taking commands."""
@@ -241,6 +245,29 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._ending = True
 
     # -- input -----------------------------------------------------------------
+
+    def readConnectionLost(self) -> None:
+        """
+        The client shut down its sending side (``nc -N``, a script's EOF):
+        answer every command it sent, an unterminated last line included,
+        then close.
+        """
+        if self._inputEnded or self._ending:
+            return
+        self._inputEnded = True
+        if self._buffer:
+            self.dataReceived(b"\n")
+        self._closeIfInputDone()
+
+    def writeConnectionLost(self) -> None:
+        """We never half-close; if the socket did, nothing more can be said."""
+        self._ending = True
+        self.transport.loseConnection()
+
+    def _closeIfInputDone(self) -> None:
+        if self._inputEnded and not self._holds and not self._ending:
+            self._log.info("files: {peer} finished sending, closing", peer=self._peerKey)
+            self.endSession(None)
 
     def dataReceived(self, data: bytes) -> None:
         if self._ending:

@@ -446,3 +446,21 @@ def test_login_deadline_during_a_pending_auth(session, clock):
     assert replies(transport) == [b"!Login timeout."]
     clock.advance(1)
     assert replies(transport) == []
+
+
+def test_half_close_answers_everything_then_closes(session):
+    protocol, transport = session
+    send(protocol, b"AUTH " + PASSWORD.encode() + b"\nFILE binary.bin\nHELP\nHEL")
+    protocol.readConnectionLost()
+    assert not transport.disconnecting  # the body is still on its way
+    drainTransfer(transport)
+    lines = replies(transport)
+    # ... and the unterminated "HEL" was run too.
+    assert lines[-3:] == [b"#File binary.bin sent successfully.", HELP.encode(), b"!Invalid command."]
+    assert transport.disconnecting
+
+
+def test_half_close_when_idle_closes_at_once(session):
+    protocol, transport = session
+    protocol.readConnectionLost()
+    assert transport.disconnecting and replies(transport) == []
