@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Generator, Mapping, NoReturn, Sequence, TextIO
 
 from twisted.internet import fdesc
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, race
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.error import ConnectError
 from twisted.internet.error import TimeoutError as ConnectTimeout
@@ -27,6 +27,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.stdio import StandardIO
 from twisted.internet.task import react
 
+from echofile.client.chat import ChatInput
 from echofile.client.commands import formatListing, getFiles
 from echofile.client.echo import EchoClient, StdioBridge
 from echofile.client.progress import makeDisplay
@@ -107,12 +108,12 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     top = _Parser(
         prog=PROGRAM, allow_abbrev=False,
         description="Client of the echofile services: fetch and list files, use the echo service.",
-        epilog="Commands: get NAME... [-o DIR] [--force] | list [DIR] | echo [TEXT...]. "
+        epilog="Commands: get NAME... [-o DIR] [--force] | list [DIR] | echo [TEXT...] | chat. "
         f"'{PROGRAM} COMMAND --help' describes one. Exit status: 0 all succeeded, "
         "1 some files failed, 2 usage, connection or login error.",
     )
     _addGlobalOptions(top, None)
-    top.add_argument("command", choices=["get", "list", "echo"], help="what to do")
+    top.add_argument("command", choices=["get", "list", "echo", "chat"], help="what to do")
     commands: dict[str, argparse.ArgumentParser] = {}
 
     def command(name: str, description: str) -> argparse.ArgumentParser:
@@ -129,6 +130,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     listing.add_argument("directory", nargs="?", metavar="DIR")
     echo = command("echo", "Send TEXT (or standard input) to the echo service; print what comes back.")
     echo.add_argument("text", nargs="*", metavar="TEXT")
+    command("chat", "Interactive chat: each line is said to everyone; /msg USER TEXT, /who, /help, /quit.")
     return top, commands
 
 
@@ -288,6 +290,9 @@ def _fileSession(
             if result.connectionError is not None:
                 return EXIT_ERROR
             status = EXIT_SOME_FAILED if result.failed else EXIT_OK
+        elif options.command == "chat":
+            yield _chat(reactor, client, streams)
+            status = EXIT_OK
         else:
             try:
                 entries = yield client.list(options.directory)
@@ -310,6 +315,23 @@ def _fileSession(
         if client.transport is not None and client.transport.connected:
             client.transport.loseConnection()
         yield closed
+
+
+@inlineCallbacks
+def _chat(reactor: Any, client: FileClient, streams: Streams) -> Generator[Deferred[Any], Any, None]:
+    """Until /quit, end of input, or the server goes away (a L{Fatal} error)."""
+    chat = ChatInput(client, streams.err)
+    inputFd = streams.stdin.fileno()
+    stdio = StandardIO(chat, stdin=inputFd, stdout=streams.stdout.fileno(), reactor=reactor)
+    try:
+        index, _ = yield race([chat.finished, client.whenDisconnected()])
+    finally:
+        stdio.loseConnection()
+        yield chat.closed  # standard output flushed
+        fdesc.setBlocking(inputFd)  # StandardIO made it non-blocking: give a terminal back as it was
+    if index == 1:
+        reason = f" (server said: {client.serverSaid})" if client.serverSaid else ""
+        raise Fatal(f"the server closed the connection{reason}")
 
 
 @inlineCallbacks

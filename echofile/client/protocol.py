@@ -327,7 +327,8 @@ class FileClient(LineReceiver, TimeoutMixin):
     @param timeout: seconds without any reply or progress while a request is
         pending before every pending request fails with L{ReplyTimeout} and
         the connection is dropped; C{None} waits forever.
-    @param onEvent: called with each ``*`` event line (without the ``*``).
+    @param onEvent: called with each ``*`` event line (without the ``*``);
+        a public attribute, so a program may replace it once connected.
     """
 
     delimiter = b"\n"
@@ -342,7 +343,7 @@ class FileClient(LineReceiver, TimeoutMixin):
     ) -> None:
         self._clock = clock
         self._timeout = timeout
-        self._onEvent = onEvent
+        self.onEvent = onEvent
         greeting = _SimpleRequest(expect=GREETING)
         self._pending: list[_Request] = [greeting]
         self._readyWaiters: list[Deferred[None]] = []
@@ -386,6 +387,11 @@ class FileClient(LineReceiver, TimeoutMixin):
         else:
             self._readyWaiters.append(d)
         return d
+
+    @property
+    def serverSaid(self) -> str | None:
+        """The server's last unsolicited error line (``Idle timeout.``, ...), which explains a close."""
+        return self._serverSaid
 
     def whenDisconnected(self) -> Deferred[None]:
         """Fires once the connection is closed, however that happened."""
@@ -497,8 +503,8 @@ class FileClient(LineReceiver, TimeoutMixin):
         head = self._pending[0] if self._pending else None
         if text.startswith("*") and (head is None or head.atReplyStart):
             self._log.debug("event: {event}", event=text[1:])
-            if self._onEvent is not None:
-                self._onEvent(text[1:])
+            if self.onEvent is not None:
+                self.onEvent(text[1:])
             return
         if head is None:
             if text.startswith("!"):

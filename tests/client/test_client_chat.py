@@ -1,0 +1,144 @@
+"""
+The chat command: ChatInput on StringTransports, then the real program
+(spawned with reactor.spawnProcess) chatting with a library session on the
+real server over loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from clienthelpers import ALICE_PASSWORD
+from echofile.client.chat import ChatInput
+from echofile.client.protocol import FileClient
+from support import PASSWORD
+
+
+def chatOnStringTransports():
+    client = FileClient(Clock(), 10)
+    network = StringTransport()
+    client.makeConnection(network)
+    client.dataReceived(b"#Server Ready.\r\n")
+    errors: list[str] = []
+    chat = ChatInput(client, errors.append)
+    terminal = StringTransport()
+    chat.makeConnection(terminal)
+    errors.clear()  # the greeting
+    return client, network, chat, terminal, errors
+
+
+def test_lines_and_commands_become_requests():
+    client, network, chat, terminal, errors = chatOnStringTransports()
+    chat.dataReceived(b"hello there\n  \n/msg bob  how are you \n/who\n/frobnicate\n/msg bob\n")
+    assert network.value() == b"SAY hello there\r\nMSG bob how are you\r\nWHO\r\n"
+    assert len(errors) == 2 and errors[0].startswith("Unknown or incomplete command: /frobnicate.")
+    client.dataReceived(b"#Said.\r\n!No such user online: bob.\r\n*bob: hi\r\n#2 users online.\r\nalice\r\nguest\r\n")
+    assert errors[2:] == ["No such user online: bob."]
+    assert terminal.value() == b"bob: hi\n2 online: alice, guest\n"
+
+
+def test_quit_waits_for_outstanding_replies():
+    client, network, chat, terminal, errors = chatOnStringTransports()
+    chat.dataReceived(b"/who\n/quit\nnot sent\n")
+    assert network.value() == b"WHO\r\n"
+    assert not chat.finished.called
+    client.dataReceived(b"#1 users online.\r\nguest\r\n")
+    assert chat.finished.called
+    assert terminal.value() == b"1 online: guest\n"
+
+
+class Spawned(ProcessProtocol):
+    """The chat program; fires Deferreds when its output says what a test waits for."""
+
+    def __init__(self) -> None:
+        self.out = b""
+        self.err = b""
+        self._waits: list[tuple[Callable[[], bool], Deferred[None]]] = []
+        self.ended: Deferred[int] = Deferred()
+
+    def until(self, condition: Callable[[], bool]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self._waits.append((condition, d))
+        self._check()
+        return d
+
+    def _check(self) -> None:
+        for wait in list(self._waits):
+            if wait[0]():
+                self._waits.remove(wait)
+                wait[1].callback(None)
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+        self._check()
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+        self._check()
+
+    def processEnded(self, reason) -> None:
+        self.ended.callback(reason.value.exitCode)
+
+
+@pytest_twisted.inlineCallbacks
+def test_chat_with_another_session(fileServer):
+    events: list[str] = []
+    heard: list[Deferred[None]] = []
+
+    def onEvent(text: str) -> None:
+        events.append(text)
+        if heard:
+            heard.pop(0).callback(None)
+
+    def nextEvent() -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        heard.append(d)
+        return d
+
+    alice = FileClient(reactor, 10, onEvent=onEvent)
+    yield connectProtocol(clientFromString(reactor, fileServer.endpoint), alice)
+    yield alice.login(ALICE_PASSWORD, user="alice")
+
+    program = Spawned()
+    env = {**os.environ, "ECHOFILE_PASSWORD": PASSWORD}
+    process = reactor.spawnProcess(
+        program, sys.executable, [sys.executable, "-m", "echofile.client", "--connect", fileServer.endpoint, "chat"],
+        env=env,
+    )
+    try:
+        yield program.until(lambda: b"Chatting." in program.err)
+        # Logged in before the banner: this SAY reaches the program.
+        said = nextEvent()
+        process.write(b"hello everyone\n")
+        yield said
+        assert events == ["guest: hello everyone"]
+
+        yield alice.say("hi guest")
+        yield program.until(lambda: b"alice: hi guest\n" in program.out)
+
+        private = nextEvent()
+        process.write(b"/msg alice psst\n/who\n")
+        yield private
+        assert events[-1] == "guest (private): psst"
+        yield program.until(lambda: b"2 online: alice, guest\n" in program.out)
+
+        process.closeStdin()  # end of input: leave
+        status = yield program.ended
+    finally:
+        if not program.ended.called:
+            process.signalProcess("KILL")
+            yield program.ended
+        yield alice.quit()
+        yield alice.whenDisconnected()
+    assert status == 0
+    assert program.out == b"alice: hi guest\n2 online: alice, guest\n"
