@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Protocol
+import typing
+from typing import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -80,7 +81,7 @@ class ProtocolViolation(ClientError):
     """The server said something this client cannot make sense of; the connection was dropped."""
 
 
-class FileSink(Protocol):
+class FileSink(typing.Protocol):
     """Where L{FileClient.get} puts a body: told its size first, then given it chunk by chunk."""
 
     def begin(self, size: int) -> None: ...
@@ -344,16 +345,17 @@ class FileClient(LineReceiver, TimeoutMixin):
         self._clock = clock
         self._timeout = timeout
         self.onEvent = onEvent
-        greeting = _SimpleRequest(expect=GREETING)
-        self._pending: list[_Request] = [greeting]
-        self._readyWaiters: list[Deferred[None]] = []
-        greeting.deferred.addBoth(self._greeted)
-        self._greeting: Failure | None = None
-        self._greeted_ = False
-        self._held: list[str] | None = None
+        self._held: list[str] | None = None  # lines queued behind a USER awaiting its reply
         self._serverSaid: str | None = None
         self._disconnected = False
         self._closeWaiters: list[Deferred[None]] = []
+        # The greeting is the reply to a request nobody sent: the first in the queue.
+        self._greeting: Failure | None = None
+        self._greetingDone = False
+        self._readyWaiters: list[Deferred[None]] = []
+        greeting = _SimpleRequest(expect=GREETING)
+        greeting.deferred.addBoth(self._greeted)
+        self._pending: list[_Request] = [greeting]
 
     # -- life cycle ----------------------------------------------------------
 
@@ -365,7 +367,7 @@ class FileClient(LineReceiver, TimeoutMixin):
         self.setTimeout(self._timeout)
 
     def _greeted(self, result: object) -> None:
-        self._greeted_ = True
+        self._greetingDone = True
         self._greeting = result if isinstance(result, Failure) else None
         if self._greeting is not None and self._greeting.check(ServerError):
             self._serverSaid = self._greeting.value.reply  # "busy": why the connection will close
@@ -382,7 +384,7 @@ class FileClient(LineReceiver, TimeoutMixin):
     def whenReady(self) -> Deferred[None]:
         """Fires once the server greeted us; fails if it refused (busy) or went away."""
         d: Deferred[None] = Deferred()
-        if self._greeted_:
+        if self._greetingDone:
             self._fireReady(d)
         else:
             self._readyWaiters.append(d)
