@@ -14,8 +14,8 @@ handed to C{onEvent} and never taken for a reply.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 import typing
+from dataclasses import dataclass
 from typing import Callable
 
 from twisted.internet.defer import Deferred

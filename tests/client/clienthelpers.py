@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from support import PASSWORD
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import serverFromString
@@ -14,7 +15,6 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import WrappingFactory
 
 from echofile.client.main import Streams, run
-from support import PASSWORD
 
 ALICE_PASSWORD = "alice's secret"
 

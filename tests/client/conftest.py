@@ -6,13 +6,12 @@ from typing import Callable
 
 import pytest
 import pytest_twisted
+from clienthelpers import ALICE_PASSWORD, Listening, Scripted
+from support import makeFilesFactory
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
-
-from clienthelpers import ALICE_PASSWORD, Listening, Scripted
-from support import makeFilesFactory
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import sys
 from typing import Callable
 
 import pytest_twisted
+from clienthelpers import ALICE_PASSWORD
+from support import PASSWORD
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, connectProtocol
@@ -18,10 +20,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from clienthelpers import ALICE_PASSWORD
 from echofile.client.chat import ChatInput
 from echofile.client.protocol import FileClient
-from support import PASSWORD
 
 
 def chatOnStringTransports():

@@ -12,7 +12,6 @@ import hashlib
 import os
 import pty
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -23,7 +22,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from support import PASSWORD, populate
 
 TWISTD = Path(sys.executable).with_name("twistd")

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from clienthelpers import ALICE_PASSWORD, Listening, names, runClient
+from support import PASSWORD, makeFilesFactory
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, connectProtocol, serverFromString
 from twisted.internet.protocol import Factory, Protocol
 
-from clienthelpers import ALICE_PASSWORD, Listening, names, runClient
 from echofile.client.commands import SaveError, TempFileSink, baseName
 from echofile.client.progress import RichDisplay, Transfer, makeDisplay
 from echofile.client.protocol import Entry, FileClient
-from support import PASSWORD, makeFilesFactory
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.internet.error import ConnectionDone
 
 from echofile.client.protocol import (
     ConnectionClosed,
