@@ -258,10 +258,26 @@ class Server:
         return sum(1 for target in self.fds().values() if target.startswith("socket:"))
 
 
-def launch(root: Path, logDir: Path, *extra: str, password: str | None = PASSWORD, cwd: Path | None = None) -> Server:
-    """Start the server on free loopback ports and wait until both services listen."""
+def launch(
+    root: Path,
+    logDir: Path,
+    *extra: str,
+    password: str | None = PASSWORD,
+    cwd: Path | None = None,
+    twistdOptions: tuple[str, ...] = (),
+    preexec_fn: Callable[[], None] | None = None,
+) -> Server:
+    """
+    Start the server on free loopback ports and wait until both services listen.
+
+    @param extra: options of the echofile plugin (after ``echofile``).
+    @param twistdOptions: options of twistd itself (before ``echofile``),
+        e.g. ``--uid=nobody``.
+    @param preexec_fn: run in the child before twistd starts (e.g. to lower
+        a resource limit), as for L{subprocess.Popen}.
+    """
     args = [
-        twistdPath(), "-n", "--pidfile=", "echofile",
+        twistdPath(), "-n", "--pidfile=", *twistdOptions, "echofile",
         "--echo", "tcp:0:interface=127.0.0.1",
         "--files", "tcp:0:interface=127.0.0.1",
         "--root", str(root),
@@ -273,7 +289,7 @@ def launch(root: Path, logDir: Path, *extra: str, password: str | None = PASSWOR
     handle = open(log, "wb")
     proc = subprocess.Popen(
         args, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
-        env=serverEnvironment(password), cwd=str(cwd or logDir),
+        env=serverEnvironment(password), cwd=str(cwd or logDir), preexec_fn=preexec_fn,
     )
     server = Server(proc=proc, log=log, root=root, args=args, password=password, _logHandle=handle)
     try:
@@ -306,6 +322,36 @@ def stop(server: Server, check: bool = True) -> None:
     assert "Server Shut Down." in text, f"no clean shutdown in the log:\n{text}"
     for bad in ("Traceback", "Unhandled"):
         assert bad not in text, f"server log contains {bad!r}:\n{text}"
+
+
+def cpuSeconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far (/proc/PID/stat), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; fields[0] is the state
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def procIds(pid: int) -> dict[str, list[int]]:
+    """The Uid, Gid (real, effective, saved, fs) and Groups lines of /proc/PID/status."""
+    result = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Uid", "Gid", "Groups"):
+            result[key] = [int(v) for v in value.split()]
+    return result
+
+
+def waitExit(server: Server, timeout: float) -> float:
+    """Wait for the server to exit on its own; the seconds it took.  Fails (and kills it) after C{timeout}."""
+    started = time.monotonic()
+    try:
+        server.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+        pytest.fail(f"server did not exit within {timeout}s:\n{server.logText()}")
+    return time.monotonic() - started
 
 
 HELP = b"#Commands: AUTH, FILE, HELP, LIST, MSG, QUIT, SAY, USER, WHO."
