@@ -18,7 +18,9 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress, IDelayedCall, IHalfCloseableProtocol, IHandshakeListener, IReactorTime,
+)
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -35,7 +37,7 @@ from echofile.proxy import peerKey, whenPeerKnown
 from echofile.shutdown import SessionTracker
 from echofile.share import Entry, IShare, NotAvailable
 from echofile.telnet import TelnetCommandFilter
-from echofile.tls import cleartextOverNetwork
+from echofile.tls import TLSHandshake, cleartextOverNetwork
 from echofile.transfer import BodySender, TransferInterrupted
 
 GREETING = "#Server Ready."
@@ -67,7 +69,7 @@ def printable(text: str) -> str:
     return _CONTROL.sub("?", text)
 
 
-@implementer(IChatListener, IHalfCloseableProtocol)
+@implementer(IChatListener, IHalfCloseableProtocol, IHandshakeListener)
 class FileSession(LineReceiver, TimeoutMixin):
     """
     One client session of the file protocol.
@@ -91,6 +93,7 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._clock = factory.clock
         self._peerKey = ""
         self._peerAddress: IAddress | None = None
+        self._handshake: TLSHandshake | None = None
         self._admitted = False
         self.MAX_LENGTH = factory.maxLine + 1  # room for the CR of CR LF
         self._telnet = TelnetCommandFilter()
@@ -117,9 +120,18 @@ class FileSession(LineReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self._connected = True
-        # Behind a PROXY-protocol balancer the client's address is only known
-        # once the header arrived: admission, logs and greeting wait for it.
-        whenPeerKnown(self.transport, self._clock, self.factory.idleTimeout).addCallback(self._start)
+        # The session starts once the connection is usable: over TLS once the
+        # handshake is done (a greeting before it would stall it, see
+        # echofile.tls), and behind a PROXY-protocol balancer once the header
+        # with the client's address arrived (see echofile.proxy).
+        timeout = self.factory.idleTimeout
+        self._handshake = TLSHandshake(self.transport, self._clock, timeout)
+        self._handshake.done.addCallback(lambda _: whenPeerKnown(self.transport, self._clock, timeout))
+        self._handshake.done.addCallback(self._start)
+
+    def handshakeCompleted(self) -> None:
+        """IHandshakeListener: TLS is up, the session may start."""
+        self._handshake.completed()
 
     def _start(self, peer: IAddress) -> None:
         """
@@ -142,6 +154,8 @@ class FileSession(LineReceiver, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._connected = False
+        if self._handshake is not None:
+            self._handshake.cancel()
         self._ending = True
         self.setTimeout(None)
         self._cancelLoginDeadline()

@@ -82,6 +82,11 @@ def peerKey(address: IAddress) -> str:
         return key
 
 
+def isProxyWrapper(transport: object) -> bool:
+    """Is C{transport} Twisted's PROXY protocol wrapper (a C{haproxy:} endpoint)?"""
+    return HAProxyProtocolWrapper is not None and isinstance(transport, HAProxyProtocolWrapper)
+
+
 def whenPeerKnown(transport: ITransport, clock: IReactorTime, timeout: float | None) -> Deferred[IAddress]:
     """
     A Deferred that fires with the peer address once it is known: now for
@@ -94,7 +99,7 @@ def whenPeerKnown(transport: ITransport, clock: IReactorTime, timeout: float | N
     @param timeout: seconds the balancer has to send the header before the
         connection is aborted; None waits forever.
     """
-    if HAProxyProtocolWrapper is None or not isinstance(transport, HAProxyProtocolWrapper):
+    if not isProxyWrapper(transport):
         return succeed(transport.getPeer())
     if transport._proxyInfo is not None:
         return succeed(_peerFrom(transport))

@@ -16,7 +16,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from zope.interface import directlyProvides
 
-from echofile.tls import cleartextOverNetwork, isLoopback
+from echofile.tls import TLSHandshake, cleartextOverNetwork, isLoopback
 from support import PASSWORD, connect, makeFilesFactory, replies
 
 
@@ -86,6 +86,7 @@ def test_no_warning_over_tls(served, logged):
     transport = StringTransport(peerAddress=address)
     directlyProvides(transport, ISSLTransport)
     protocol.makeConnection(transport)
+    protocol.handshakeCompleted()
     logIn(protocol, transport)
     assert warnings(logged) == []
 
@@ -107,3 +108,53 @@ def test_behind_a_balancer_the_header_address_decides(served, logged, client, wa
     wrapper.dataReceived(f"PROXY TCP4 {client} 127.0.0.1 5000 8008\r\n".encode())
     logIn(wrapper.wrappedProtocol, transport)
     assert bool(warnings(logged)) is warned
+
+
+def tlsSession(served, clock: Clock, idleTimeout: float = 30):
+    """A session on a transport that says it is TLS, before the handshake is done."""
+    address = IPv4Address("TCP", "192.0.2.1", 40000)
+    factory = makeFilesFactory(served, clock, idleTimeout=idleTimeout)
+    protocol = factory.buildProtocol(address)
+    transport = StringTransport(peerAddress=address)
+    directlyProvides(transport, ISSLTransport)
+    protocol.makeConnection(transport)
+    return factory, protocol, transport
+
+
+def test_greeting_waits_for_the_handshake(served):
+    """Written before the handshake, the greeting would make Twisted's TLS pause the session, which stops reading."""
+    clock = Clock()
+    factory, protocol, transport = tlsSession(served, clock)
+    assert transport.value() == b""
+    assert factory.limiter.total == 0
+    assert transport.producer is None
+    protocol.handshakeCompleted()
+    assert replies(transport) == [b"#Server Ready."]
+    assert factory.limiter.total == 1
+    assert clock.getDelayedCalls() != []  # now the idle timeout runs
+
+
+def test_stalled_handshake_is_aborted(served, logged):
+    clock = Clock()
+    factory, protocol, transport = tlsSession(served, clock, idleTimeout=30)
+    clock.advance(29.9)
+    assert not transport.disconnecting
+    clock.advance(0.1)
+    assert transport.disconnecting
+    assert transport.value() == b""
+    assert any("TLS handshake with" in formatEvent(e) for e in logged)
+
+
+def test_lost_before_the_handshake(served):
+    clock = Clock()
+    factory, protocol, transport = tlsSession(served, clock)
+    protocol.connectionLost(None)
+    assert clock.getDelayedCalls() == []
+    assert factory.limiter.total == 0
+
+
+def test_plain_transport_is_ready_at_once():
+    clock = Clock()
+    handshake = TLSHandshake(StringTransport(), clock, 5)
+    assert handshake.done.called
+    assert clock.getDelayedCalls() == []
