@@ -1,0 +1,168 @@
+"""
+Behind a real HAProxy (Debian package): two ``twistd echofile`` instances on
+``haproxy:tcp:`` endpoints, ``send-proxy-v2``, round-robin, health checks
+with ``check-send-proxy`` that expect the greeting.
+
+Clients connect from 127.0.0.2 (any 127/8 address is loopback on Linux), the
+balancer reaches the instances from 127.0.0.1: the instances' logs must name
+127.0.0.2, and health checks must never be counted against 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from deployhelpers import freePort, requireTool, startServer, terminate
+from e2ehelpers import PASSWORD, Conn, Server, stop
+from support import populate
+
+CLIENT_HOST = "127.0.0.2"
+
+HAPROXY_CFG = """\
+global
+    log stdout format raw local0 info
+
+defaults
+    mode tcp
+    log global
+    option tcplog
+    timeout connect 5s
+    timeout client 10m
+    timeout server 10m
+
+frontend echofile_files
+    bind 127.0.0.1:{front}
+    default_backend echofile_files
+
+backend echofile_files
+    balance roundrobin
+    option tcp-check
+    tcp-check expect string "#Server Ready."
+    server a 127.0.0.1:{a} send-proxy-v2 check check-send-proxy inter 500ms
+    server b 127.0.0.1:{b} send-proxy-v2 check check-send-proxy inter 500ms
+
+frontend echofile_echo
+    bind 127.0.0.1:{echoFront}
+    default_backend echofile_echo
+
+backend echofile_echo
+    balance roundrobin
+    server a 127.0.0.1:{echoA} send-proxy-v2
+    server b 127.0.0.1:{echoB} send-proxy-v2
+"""
+
+
+class Balanced:
+    def __init__(self, haproxy: subprocess.Popen, log: Path, front: int, echoFront: int, servers: list[Server]):
+        self.haproxy, self.log, self.front, self.echoFront, self.servers = haproxy, log, front, echoFront, servers
+
+    def connect(self, port: int | None = None) -> Conn:
+        """A client connection from 127.0.0.2 to the balancer."""
+        conn = Conn.__new__(Conn)
+        conn.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        conn.sock.settimeout(10)
+        conn.sock.bind((CLIENT_HOST, 0))
+        conn.sock.connect(("127.0.0.1", port or self.front))
+        conn.buf = b""
+        conn.reset = False
+        return conn
+
+
+@pytest.fixture(scope="module")
+def balanced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Balanced]:
+    haproxyPath = requireTool("haproxy")
+    root = populate(tmp_path_factory.mktemp("shared-root"))  # one --root for both instances
+    logs = tmp_path_factory.mktemp("logs")
+    servers: list[Server] = []
+    haproxy = None
+    try:
+        for _ in range(2):
+            server = startServer(
+                logs, root,
+                "--files", "haproxy:tcp:0:interface=127.0.0.1",
+                "--echo", "haproxy:tcp:0:interface=127.0.0.1",
+                ready=r"FilesFactory \(PROXY\) starting on (\d+)",
+            )
+            server.echo_port = int(server.waitLog(r"EchoFactory \(PROXY\) starting on (\d+)")[0].group(1))
+            servers.append(server)
+        front, echoFront = freePort(), freePort()
+        config = logs / "haproxy.cfg"
+        config.write_text(HAPROXY_CFG.format(
+            front=front, a=servers[0].files_port, b=servers[1].files_port,
+            echoFront=echoFront, echoA=servers[0].echo_port, echoB=servers[1].echo_port,
+        ))
+        check = subprocess.run([haproxyPath, "-c", "-f", str(config)], capture_output=True, timeout=20)
+        assert check.returncode == 0, check.stdout + check.stderr
+        haproxyLog = logs / "haproxy.log"
+        with open(haproxyLog, "wb") as out:
+            haproxy = subprocess.Popen(
+                [haproxyPath, "-db", "-f", str(config)], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            )
+        # HAProxy binds its frontends before it runs checks: once both instances
+        # passed one, it listens and both are in the rotation.  (No probe
+        # connection: it would be a session of its own.)
+        for server in servers:
+            if haproxy.poll() is not None:
+                pytest.fail(f"haproxy exited ({haproxy.returncode}):\n{haproxyLog.read_text(errors='replace')}")
+            server.waitLog(r"files: connection from health-check from 127\.0\.0\.1:\d+ closed", timeout=15)
+        yield Balanced(haproxy, haproxyLog, front, echoFront, servers)
+    finally:
+        if haproxy is not None:
+            terminate(haproxy)
+        for server in servers:
+            stop(server)
+
+
+def test_sessions_on_both_instances_with_the_client_address(balanced: Balanced):
+    conns = [balanced.connect() for _ in range(4)]
+    try:
+        for conn in conns:
+            conn.login()
+            assert conn.command("FILE notes.txt") == b"#Sending notes.txt (12 bytes)."
+            assert conn.exact(12 + 2) == b"hello notes\n\r\n"
+            assert conn.line() == b"#File notes.txt sent successfully."
+    finally:
+        for conn in conns:
+            conn.close()
+    for server in balanced.servers:
+        # Round-robin: two sessions each, logged with the client's address (not the balancer's).
+        server.waitLog(rf"files: connection from {re.escape(CLIENT_HOST)}\n", count=2)
+        server.waitLog(rf"files: {re.escape(CLIENT_HOST)} logged in as guest", count=2)
+        server.waitLog(rf"files: sent \S*notes\.txt \(12 bytes\) to guest@{re.escape(CLIENT_HOST)}", count=2)
+        text = server.logText()
+        assert "files: connection from 127.0.0.1\n" not in text  # the balancer itself never appears as a client
+
+
+def test_health_checks_are_not_clients(balanced: Balanced):
+    """HAProxy's checks (PROXY v2 LOCAL) are greeted, and logged as checks from the balancer, never counted as it."""
+    for server in balanced.servers:
+        matches = server.waitLog(r"files: connection from (health-check from 127\.0\.0\.1:\d+)\n", count=2)
+        assert matches[0].group(1) != matches[1].group(1)  # one key per check: they never add up
+        assert "refused" not in server.logText()
+    # HAProxy saw both servers healthy (no DOWN transition in its log).
+    assert " is DOWN" not in balanced.log.read_text(errors="replace")
+
+
+def test_echo_through_the_balancer(balanced: Balanced):
+    payload = bytes(range(256)) * 64
+    for _ in range(2):
+        conn = balanced.connect(balanced.echoFront)
+        try:
+            conn.send(payload)
+            assert conn.exact(len(payload)) == payload
+        finally:
+            conn.close()
+
+
+def test_a_direct_connection_without_header_is_dropped(balanced: Balanced):
+    """The instances only speak to the balancer: a client that skips it sends no PROXY header and is cut off."""
+    server = balanced.servers[0]
+    with Conn(server.files_port) as conn:
+        conn.send(b"AUTH " + PASSWORD.encode() + b"\r\n")
+        assert conn.rest() == b""
