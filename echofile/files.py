@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress, IDelayedCall, IHalfCloseableProtocol, IHandshakeListener, IReactorTime,
@@ -104,7 +104,8 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._abortCall: IDelayedCall | None = None
         self._loginCall: IDelayedCall | None = None
         self._transfer: BodySender | None = None
-        self._selectedUser = DEFAULT_USER
+        # None after a refused USER: the next AUTH must fail, not fall back to guest.
+        self._selectedUser: str | None = DEFAULT_USER
         self._failures = 0
         self.avatar: IShare | None = None
         self._logout: Callable[[], None] | None = None
@@ -391,10 +392,9 @@ class FileSession(LineReceiver, TimeoutMixin):
         self.endSession("#Bye.")
 
     def cmd_USER(self, argument: str) -> None:
-        if not argument:
-            raise CommandError("Usage: USER <name>")
-        if not _USER_NAME.fullmatch(argument):
-            raise CommandError("Invalid user name.")
+        if not argument or not _USER_NAME.fullmatch(argument):
+            self._selectedUser = None
+            raise CommandError("Invalid user name." if argument else "Usage: USER <name>")
         self._selectedUser = argument
         self.reply(f"#User {argument} accepted, send AUTH.")
 
@@ -408,7 +408,11 @@ class FileSession(LineReceiver, TimeoutMixin):
         if penalties is not None and penalties.isLockedOut(self._peerKey):
             self._log.info("files: AUTH from locked-out {peer} refused", peer=self._peerKey)
             return self._answerLater(CommandError("Too many failed attempts.", closes=True))
-        d = login(self.factory.portal, user, password, self)
+        if user is None:
+            d: Deferred[Any] = fail(UnauthorizedLogin("AUTH after a refused USER"))
+            user = "(refused name)"
+        else:
+            d = login(self.factory.portal, user, password, self)
         d.addCallbacks(self._loggedIn, self._loginFailed, errbackArgs=(user,))
         return d
 

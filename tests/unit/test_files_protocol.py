@@ -464,3 +464,15 @@ def test_half_close_when_idle_closes_at_once(session):
     protocol, transport = session
     protocol.readConnectionLost()
     assert transport.disconnecting and replies(transport) == []
+
+
+@pytest.mark.parametrize("user", [b"USER bad name", b"USER"])
+def test_auth_after_a_refused_user_fails(session, clock, user):
+    """A pipelined AUTH must not fall back to the default account."""
+    protocol, transport = session
+    send(protocol, user + b"\r\nAUTH " + PASSWORD.encode() + b"\r\nWHO\r\n")
+    clock.advance(1)
+    lines = replies(transport)
+    assert lines[1:] == [b"!Bad password.", b"!You are not logged in."]
+    send(protocol, b"USER guest\r\nAUTH " + PASSWORD.encode() + b"\r\n")
+    assert replies(transport)[-1] == b"#You are logged in."
