@@ -434,6 +434,101 @@ def test_file_truncated_during_transfer(server: Server) -> None:
     waitFor(lambda: not fdsTo(server.pid, path), 5, "the server to close the truncated file")
 
 
+def test_file_growing_during_transfer(server: Server) -> None:
+    """Exactly the announced size is sent, even if the file grows meanwhile; then the trailer."""
+    path = server.root / "growing.bin"
+    size = 8 * MB
+    content = patterned(size)
+    path.write_bytes(content)
+    with server.files(rcvbuf=32 * 1024) as c:
+        c.login()
+        assert c.command("FILE growing.bin") == f"#Sending growing.bin ({size} bytes).".encode()
+        head = c.exact(256 * 1024)
+        with open(path, "ab") as f:
+            f.write(b"\xee" * (4 * MB))
+        body = head + c.exact(size - len(head))
+        assert c.exact(2) == b"\r\n"
+        assert c.line() == b"#File growing.bin sent successfully."
+        assert body == content
+        assert c.command("HELP") == HELP
+
+
+def test_pipelined_commands_peer_never_reads(startServer) -> None:
+    """
+    A peer pipes endless HELPs (each answer ten times the size of the
+    question) and never reads: the server stops taking commands once its
+    output backs up, so the peer's writes stall and memory stays put.
+    """
+    server = startServer()
+    before = server.rssKB()
+    c = server.files(rcvbuf=16 * 1024)
+    try:
+        c.sock.setblocking(False)
+        chunk = b"HELP\r\n" * (MB // 6)
+        sent = 0
+        while sent < 100 * MB:
+            try:
+                sent += c.sock.send(chunk)
+            except BlockingIOError:
+                _, writable, _ = select.select([], [c.sock], [], 1.0)
+                if not writable:
+                    break
+        after = server.rssKB()
+        hwm = procStatus(server.pid, "VmHWM")
+        print(f"\npipelined HELPs, peer never reads: wrote {sent / MB:.1f} MB before stalling; "
+              f"server VmRSS {before} kB -> {after} kB (peak VmHWM {hwm} kB)")
+        assert sent < 100 * MB, "the server kept taking commands from a peer that does not read"
+        assert after - before < MEMORY_SLACK_KB
+        assert hwm - before < MEMORY_SLACK_KB
+    finally:
+        c.abort()
+
+
+def test_caps_released_after_resets(startServer) -> None:
+    """Connections reset at every stage (before the greeting, over the cap, mid-body) give their slot back."""
+    server = startServer("--max-per-ip", "2")
+
+    def admitted(port: int, greeting: bytes) -> bool:
+        """Two connections at once are accepted again (both slots free)."""
+        conns = []
+        try:
+            for _ in range(2):
+                conns.append(Conn(port))
+                if greeting:
+                    if conns[-1].line() != greeting:
+                        return False
+                else:
+                    conns[-1].send(b"ping")
+                    if conns[-1].exact(4) != b"ping":
+                        return False
+            return True
+        except (EOFError, OSError):
+            return False
+        finally:
+            for conn in conns:
+                conn.close()
+
+    def bothFree() -> None:
+        waitFor(lambda: admitted(server.files_port, b"#Server Ready."), 5, "both files slots to be free again")
+        waitFor(lambda: admitted(server.echo_port, b""), 5, "both echo slots to be free again")
+
+    for _ in range(4):
+        server.files().abort()  # maybe before the server even said hello
+        server.echo().abort()
+        bothFree()
+        a, b = server.files(), server.files()
+        a.login()
+        b.login()
+        a.send(f"FILE {BIG_NAME}\r\n".encode())
+        assert a.line() == f"#Sending {BIG_NAME} ({BIG_SIZE} bytes).".encode()
+        server.files().abort()  # over the cap
+        e1, e2, e3 = server.echo(), server.echo(), server.echo()
+        e1.send(b"x" * MB)
+        for conn in (a, b, e1, e2, e3):
+            conn.abort()
+        bothFree()
+
+
 def test_rst_in_the_middle_of_transfers_leaks_nothing(startServer) -> None:
     """Peers that reset mid-body (files) or mid-stream (echo): every descriptor is given back."""
     server = startServer()

@@ -237,7 +237,7 @@ def test_udp_echo_when_enabled(startServer) -> None:
     server = startServer("--echo-udp", f"127.0.0.1:{port}")
     server.waitLog(rf"starting on {port}\b")
     assert _udpSocketInodes(server.pid)
-    datagrams = [b"hello", bytes(range(256)), b"\x00", b"x" * 8000]
+    datagrams = [b"hello", bytes(range(256)), b"\x00", b"x" * 8000, b""]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(5)
         for datagram in datagrams:
