@@ -1,0 +1,83 @@
+"""`echofile-client chat` as people use it: two interactive terminals (ptys) against `twistd -n echofile`."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import time
+
+import pytest
+from support import populate
+from test_client_e2e import ALICE, CLIENT, Twistd, clientEnv
+
+
+@pytest.fixture(scope="module")
+def chatServer(tmp_path_factory):
+    server = Twistd(populate(tmp_path_factory.mktemp("chat")))
+    try:
+        server.waitReady()
+        yield server
+    finally:
+        server.stop()
+
+
+class Terminal:
+    """A client whose stdin, stdout and stderr are one pseudo-terminal."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.master, slave = pty.openpty()
+        self.process = subprocess.Popen([*CLIENT, *argv], stdin=slave, stdout=slave, stderr=slave, env=env)
+        os.close(slave)
+        self.screen = b""
+
+    def type(self, line: str) -> None:
+        os.write(self.master, line.encode() + b"\n")
+
+    def waitFor(self, text: str, timeout: float = 20.0) -> None:
+        """Read the terminal until C{text} shows (generous deadline: a hung client fails, not a slow one)."""
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.screen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{text!r} never showed; the terminal has:\n{self.screen.decode(errors='replace')}"
+            ready, _, _ = select.select([self.master], [], [], left)
+            if ready:
+                try:
+                    self.screen += os.read(self.master, 4096)
+                except OSError:  # EIO: the client exited
+                    assert text.encode() in self.screen, self.screen.decode(errors="replace")
+
+    def close(self) -> int:
+        try:
+            return self.process.wait(timeout=20)
+        finally:
+            os.close(self.master)
+
+
+def test_two_people_chat_on_terminals(chatServer, tmp_path):
+    passwordFile = tmp_path / "alice.pw"
+    passwordFile.write_text(ALICE + "\n")
+    alice = Terminal(["--connect", chatServer.files, "--user", "alice", "--password-file", str(passwordFile), "chat"], clientEnv())
+    guest = Terminal(["--connect", chatServer.files, "chat"], clientEnv())
+    try:
+        alice.waitFor("Chatting.")
+        guest.waitFor("Chatting.")
+        alice.type("hello from alice")
+        guest.waitFor("alice: hello from alice")
+        guest.type("/msg alice psst")
+        alice.waitFor("guest (private): psst")
+        alice.type("/who")
+        alice.waitFor("2 online: alice, guest")
+        alice.type("/quit")
+        assert alice.close() == 0
+        guest.type("/who")
+        guest.waitFor("1 online: guest")
+        guest.type("/quit")
+        assert guest.close() == 0
+    finally:
+        for terminal in (alice, guest):
+            if terminal.process.poll() is None:
+                terminal.process.kill()
+                terminal.process.wait()
+    assert b"Traceback" not in alice.screen + guest.screen
