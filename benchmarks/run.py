@@ -1,0 +1,498 @@
+"""
+echofile benchmarks: echo ping-pong, file download, 10,000 sessions.
+
+    python benchmarks/run.py            # full run (about 10 minutes)
+    python benchmarks/run.py --quick    # under 2 minutes
+    python benchmarks/run.py --only echo,file --reps 5
+
+Every server (echofile under ``twistd``, and the reference servers in
+``benchmarks/servers/``) is started here on 127.0.0.1, pinned to one core;
+the load generators run in other processes pinned to another core.  Runs are
+interleaved (each repetition goes through every server, in a rotating order)
+and the medians are reported.  Results go to ``benchmarks/results/``:
+``results.md`` (tables), ``results.json`` (every sample) and
+``performance.png`` (requests/s against connections, MB/s against file size).
+
+Needs: gcc (the echo load generator is a small C program), and the ``bench``
+extra (``pip install -e '.[bench]'``: uvloop, psutil, matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SERVERS = HERE / "servers"
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
+PYTHON = sys.executable
+
+# -- process plumbing -----------------------------------------------------------
+
+
+def cpuPlan() -> tuple[set[int] | None, set[int] | None]:
+    """Server on the first allowed core, clients on the others (None: no pinning possible)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None, None
+    return {allowed[0]}, set(allowed[1:])
+
+
+SERVER_CPUS, CLIENT_CPUS = cpuPlan()
+
+
+def _preexec(cpus: set[int] | None):
+    def run() -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return run
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def waitForPort(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {proc.args}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port}: {proc.args}")
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen
+    ports: dict[str, int]
+    ps: psutil.Process = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ps = psutil.Process(self.proc.pid)
+
+    def cpuSeconds(self) -> float:
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def rss(self) -> int:
+        return self.ps.memory_info().rss
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def startServer(name: str, argv: list[str], ports: dict[str, int], env: dict[str, str] | None = None,
+                cwd: str | None = None, log: Path | None = None) -> Server:
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})}, cwd=cwd, preexec_fn=_preexec(SERVER_CPUS),
+    )
+    for port in ports.values():
+        waitForPort(port, proc)
+    return Server(name, proc, ports)
+
+
+@contextlib.contextmanager
+def running(server: Server) -> Iterator[Server]:
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def echofileServer(root: str, password: str, logDir: Path) -> Server:
+    echo, files = freePort(), freePort()
+    argv = [
+        PYTHON, "-c", "from twisted.scripts.twistd import run; run()",
+        "-n", "--pidfile=", "--reactor=epoll", f"--logfile={logDir / 'twistd.log'}",
+        "echofile",
+        f"--echo=tcp:{echo}:interface=127.0.0.1:backlog=4096",
+        f"--files=tcp:{files}:interface=127.0.0.1:backlog=4096",
+        f"--root={root}", "--max-connections=50000", "--max-per-ip=50000", "--idle-timeout=3600",
+    ]
+    return startServer("echofile", argv, {"echo": echo, "files": files},
+                       env={"ECHOFILE_PASSWORD": password}, cwd=root, log=logDir / "echofile.out")
+
+
+def twistedEchoServer(logDir: Path) -> Server:
+    port = freePort()
+    return startServer("twisted-minimal", [PYTHON, str(SERVERS / "twisted_echo.py"), str(port)],
+                       {"echo": port}, log=logDir / "twisted_echo.out")
+
+
+def uvloopEchoServer(logDir: Path) -> Server:
+    port = freePort()
+    return startServer("asyncio-uvloop", [PYTHON, str(SERVERS / "uvloop_echo.py"), str(port)],
+                       {"echo": port}, log=logDir / "uvloop_echo.out")
+
+
+def sendfileServer(root: str, logDir: Path) -> Server:
+    port = freePort()
+    return startServer("plain-sendfile", [PYTHON, str(SERVERS / "sendfile_server.py"), str(port), root],
+                       {"files": port}, log=logDir / "sendfile.out")
+
+
+def client(argv: list[str], timeout: float = 600) -> dict:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, preexec_fn=_preexec(CLIENT_CPUS))
+    if done.returncode != 0:
+        raise RuntimeError(f"client failed ({done.returncode}): {argv}\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def rotated(items: list, shift: int) -> list:
+    shift %= len(items)
+    return items[shift:] + items[:shift]
+
+
+# -- echo ---------------------------------------------------------------------
+
+
+def buildLoadGenerator(buildDir: Path) -> Path:
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise SystemExit("the echo benchmark needs gcc (or cc) to build benchmarks/echoload.c")
+    binary = buildDir / "echoload"
+    subprocess.run([gcc, "-O2", "-o", str(binary), str(HERE / "echoload.c")], check=True)
+    return binary
+
+
+def benchEcho(args, results: dict, logDir: Path) -> None:
+    loadgen = buildLoadGenerator(logDir)
+    if args.quick:
+        configs = [(100, 1 * KiB), (10, 1 * KiB)]
+        warmup, duration = 0.5, 2.0
+    else:
+        configs = [(1, 1 * KiB), (10, 1 * KiB), (100, 1 * KiB), (1000, 1 * KiB), (100, 16 * KiB)]
+        warmup, duration = 1.0, 4.0
+    samples = results.setdefault("echo", [])
+    password = secrets.token_hex(8)
+    root = tempfile.mkdtemp(prefix="echofile-bench-")
+    try:
+        servers = [echofileServer(root, password, logDir), twistedEchoServer(logDir), uvloopEchoServer(logDir)]
+        try:
+            for rep in range(args.reps):
+                for conns, size in configs:
+                    for server in rotated(servers, rep):
+                        cpu0 = server.cpuSeconds()
+                        r = client([str(loadgen), "127.0.0.1", str(server.ports["echo"]), str(conns), str(size),
+                                    str(warmup), str(duration)])
+                        cpu = server.cpuSeconds() - cpu0
+                        sample = {
+                            "server": server.name, "connections": conns, "size": size, "rep": rep,
+                            "rps": r["requests"] / r["seconds"], "mbps": r["requests"] * size / r["seconds"] / 1e6,
+                            "p50_us": r["p50_us"], "p99_us": r["p99_us"], "errors": r["errors"],
+                            "server_cpu": cpu / (warmup + duration),
+                        }
+                        samples.append(sample)
+                        progress(f"echo {server.name:16} {conns:5} x {size:6} B: {sample['rps']:9.0f} req/s "
+                                 f"p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us cpu {sample['server_cpu']:.2f}")
+        finally:
+            for server in servers:
+                server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- file ---------------------------------------------------------------------
+
+
+def makeFile(path: Path, size: int) -> None:
+    block = os.urandom(MiB)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, len(block))
+            f.write(block[:n])
+            left -= n
+    with open(path, "rb") as f:  # warm the page cache: the benchmark is about the cached case
+        while f.read(16 * MiB):
+            pass
+
+
+def benchFile(args, results: dict, logDir: Path) -> None:
+    sizes = [10 * MiB, 1 * GiB] if args.quick else [1 * MiB, 10 * MiB, 100 * MiB, 1 * GiB]
+    samples = results.setdefault("file", [])
+    password = secrets.token_hex(8)
+    root = tempfile.mkdtemp(prefix="echofile-bench-")
+    try:
+        names = {}
+        for size in sizes:
+            names[size] = f"file-{size // MiB}MiB.bin"
+            makeFile(Path(root) / names[size], size)
+        servers = [echofileServer(root, password, logDir), sendfileServer(root, logDir)]
+        try:
+            for rep in range(args.reps):
+                for size in sizes:
+                    repeats = max(1, min(50, GiB // 2 // size)) if size < GiB else 1
+                    for server in rotated(servers, rep):
+                        cpu0 = server.cpuSeconds()
+                        r = client([PYTHON, str(HERE / "fileclient.py"), str(server.ports["files"]), password,
+                                    names[size], str(repeats)])
+                        cpu = server.cpuSeconds() - cpu0
+                        assert r["size"] == size, r
+                        total = size * repeats
+                        sample = {
+                            "server": server.name, "size": size, "rep": rep, "repeats": repeats,
+                            "mbps": total / sum(r["seconds"]) / 1e6, "cpu_per_gib": cpu / (total / GiB),
+                        }
+                        samples.append(sample)
+                        progress(f"file {server.name:16} {size // MiB:5} MiB x {repeats:3}: "
+                                 f"{sample['mbps']:8.0f} MB/s, {sample['cpu_per_gib']:.3f} CPU-s/GiB")
+        finally:
+            for server in servers:
+                server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- scale --------------------------------------------------------------------
+
+
+def benchScale(args, results: dict, logDir: Path) -> None:
+    count = args.sessions
+    samples = results.setdefault("scale", [])
+    password = secrets.token_hex(8)
+    root = tempfile.mkdtemp(prefix="echofile-bench-")
+    plan = [("echofile", "files"), ("echofile", "echo"), ("twisted-minimal", "echo")]
+    if not args.quick:
+        plan.append(("asyncio-uvloop", "echo"))
+    try:
+        for rep in range(1 if args.quick else args.reps):
+            for name, mode in rotated(plan, rep):
+                if name == "echofile":
+                    server = echofileServer(root, password, logDir)
+                elif name == "twisted-minimal":
+                    server = twistedEchoServer(logDir)
+                else:
+                    server = uvloopEchoServer(logDir)
+                with running(server):
+                    port = server.ports[mode]
+                    # One session first, so that lazily imported code is not counted per session.
+                    with socket.create_connection(("127.0.0.1", port)) as s:
+                        if mode == "files":
+                            s.recv(100)
+                        else:
+                            s.sendall(b"x")
+                            s.recv(10)
+                    time.sleep(0.3)
+                    before = server.rss()
+                    proc = subprocess.Popen(
+                        [PYTHON, str(HERE / "scaleclient.py"), mode, str(port), str(count)],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_preexec(CLIENT_CPUS),
+                    )
+                    try:
+                        line = proc.stdout.readline()
+                        if not line:
+                            raise RuntimeError("scale client failed")
+                        r = json.loads(line)
+                        time.sleep(0.5)
+                        after = server.rss()
+                    finally:
+                        with contextlib.suppress(BrokenPipeError):
+                            proc.stdin.write("\n")
+                            proc.stdin.close()
+                        proc.wait(60)
+                sample = {
+                    "server": name, "mode": mode, "sessions": r["sessions"], "rep": rep,
+                    "connect_s": r["connect_s"], "echo_all_s": r.get("echo_all_s"),
+                    "rss_before": before, "rss_after": after, "bytes_per_session": (after - before) / r["sessions"],
+                }
+                samples.append(sample)
+                progress(f"scale {name:16} {mode:5} {count} sessions: ready in {r['connect_s']:.2f} s"
+                         + (f", one echo each in {r['echo_all_s']:.2f} s" if "echo_all_s" in r else "")
+                         + f", {sample['bytes_per_session'] / 1000:.2f} KB/session")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- report -------------------------------------------------------------------
+
+
+def progress(text: str) -> None:
+    print(text, flush=True)
+
+
+def group(samples: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = {}
+    for s in samples:
+        out.setdefault(tuple(s[k] for k in keys), []).append(s)
+    return out
+
+
+def report(results: dict) -> str:
+    lines = [f"# echofile benchmark results ({results['meta']['date']})", ""]
+    meta = results["meta"]
+    lines.append(
+        f"{meta['cpu']}, {meta['cores']} cores, Linux {meta['kernel']}, Python {meta['python']}, "
+        f"Twisted {meta['twisted']}, commit {meta['commit']}; server pinned to CPU {meta['server_cpus']}, "
+        f"clients to {meta['client_cpus']}; load average at start {meta['loadavg']}. "
+        f"Medians of {meta['reps']} interleaved runs."
+    )
+    if "echo" in results:
+        lines += ["", "## Echo ping-pong (C load generator)", "",
+                  "| connections x size | server | req/s | MB/s | p50 µs | p99 µs | server CPU | echofile / this |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        byConfig = group(results["echo"], "connections", "size")
+        for (conns, size), samples in sorted(byConfig.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            perServer = group(samples, "server")
+            meds = {name: median([s["rps"] for s in ss]) for (name,), ss in perServer.items()}
+            for (name,), ss in perServer.items():
+                ratio = meds.get("echofile", float("nan")) / meds[name]
+                lines.append(
+                    f"| {conns} x {size} B | {name} | {meds[name]:,.0f} | {median([s['mbps'] for s in ss]):.1f} | "
+                    f"{median([s['p50_us'] for s in ss]):.0f} | {median([s['p99_us'] for s in ss]):.0f} | "
+                    f"{median([s['server_cpu'] for s in ss]):.0%} | {ratio:.2f} |"
+                )
+    if "file" in results:
+        lines += ["", "## File download (FILE on one logged-in connection, cached file)", "",
+                  "| file size | server | MB/s | server CPU-s per GiB | echofile / this (MB/s) |",
+                  "|---|---|---:|---:|---:|"]
+        for (size,), samples in sorted(group(results["file"], "size").items()):
+            perServer = group(samples, "server")
+            meds = {name: median([s["mbps"] for s in ss]) for (name,), ss in perServer.items()}
+            for (name,), ss in perServer.items():
+                ratio = meds.get("echofile", float("nan")) / meds[name]
+                lines.append(f"| {size // MiB} MiB | {name} | {meds[name]:,.0f} | "
+                             f"{median([s['cpu_per_gib'] for s in ss]):.3f} | {ratio:.2f} |")
+    if "scale" in results:
+        lines += ["", "## Many idle sessions", "",
+                  "| server | service | sessions | all ready (s) | one echo on each (s) | server memory per session |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for (name, mode), ss in group(results["scale"], "server", "mode").items():
+            echoAll = [s["echo_all_s"] for s in ss if s["echo_all_s"] is not None]
+            lines.append(
+                f"| {name} | {mode} | {ss[0]['sessions']:,} | {median([s['connect_s'] for s in ss]):.2f} | "
+                f"{f'{median(echoAll):.2f}' if echoAll else '-'} | "
+                f"{median([s['bytes_per_session'] for s in ss]) / 1000:.2f} KB |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    if "echo" in results:
+        oneK = [s for s in results["echo"] if s["size"] == KiB]
+        for (name,), ss in sorted(group(oneK, "server").items()):
+            points = sorted((c, median([s["rps"] for s in cs])) for (c,), cs in group(ss, "connections").items())
+            left.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        left.set_xscale("log")
+        left.set_xlabel("connections (1 KiB messages)")
+        left.set_ylabel("requests/s (median)")
+        left.set_title("Echo ping-pong")
+        left.legend()
+        left.grid(True, alpha=0.3)
+    if "file" in results:
+        for (name,), ss in sorted(group(results["file"], "server").items()):
+            points = sorted((size / MiB, median([s["mbps"] for s in cs]))
+                            for (size,), cs in group(ss, "size").items())
+            right.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        right.set_xscale("log")
+        right.set_xlabel("file size (MiB)")
+        right.set_ylabel("MB/s (median)")
+        right.set_title("File download")
+        right.legend()
+        right.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def meta(args) -> dict:
+    import twisted
+
+    cpu = platform.processor() or "?"
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count(),
+        "kernel": platform.release(), "python": platform.python_version(), "twisted": twisted.__version__,
+        "commit": commit, "server_cpus": sorted(SERVER_CPUS or []), "client_cpus": sorted(CLIENT_CPUS or []),
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()), "reps": args.reps, "quick": args.quick,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer configurations and shorter runs (< 2 minutes)")
+    parser.add_argument("--only", default="echo,file,scale", help="comma-separated subset of echo,file,scale")
+    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per measurement (default 3)")
+    parser.add_argument("--sessions", type=int, default=10_000, help="sessions for the scale benchmark")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder (git-ignored)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    logDir = Path(tempfile.mkdtemp(prefix="echofile-bench-logs-"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < args.sessions + 200:
+        progress(f"RLIMIT_NOFILE hard limit is {hard}: scale benchmark limited to {hard - 200} sessions")
+        args.sessions = hard - 200
+    results: dict = {"meta": meta(args)}
+    if SERVER_CPUS is None:
+        progress("only one core available: server and clients are not pinned apart")
+    started = time.monotonic()
+    try:
+        for part in args.only.split(","):
+            {"echo": benchEcho, "file": benchFile, "scale": benchScale}[part.strip()](args, results, logDir)
+    finally:
+        results["meta"]["seconds"] = round(time.monotonic() - started, 1)
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+        text = report(results)
+        (args.out / "results.md").write_text(text)
+        plot(results, args.out / "performance.png")
+        print()
+        print(text)
+        print(f"written to {args.out}/ (results.md, results.json, performance.png) in "
+              f"{results['meta']['seconds']} s; server logs in {logDir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""
+Many-sessions client for the scale benchmark (run as a subprocess by run.py).
+
+    python scaleclient.py MODE PORT COUNT
+
+MODE ``files``: open COUNT sessions and wait for every greeting.
+MODE ``echo``: open COUNT sessions, then send one byte on each and wait for
+every answer.  Prints a JSON line with the timings, then keeps the sessions
+open (idle) until it reads a line on stdin, so that run.py can measure the
+server's memory with all of them open.
+"""
+
+import json
+import os
+import resource
+import select
+import socket
+import sys
+import time
+
+MAX_PENDING = 512  # connects in flight at once, so the listen backlog never overflows
+
+
+def raiseFileLimit(count: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, count + 100))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def main(mode: str, port: int, count: int) -> None:
+    raiseFileLimit(count)
+    ep = select.epoll()
+    socks: dict[int, socket.socket] = {}
+    pending: dict[int, bytes] = {}
+    started = time.perf_counter()
+    opened = 0
+    connecting: set[int] = set()
+    waiting: set[int] = set()  # fds still expecting their greeting
+    greeted = 0
+    while greeted < count if mode == "files" else len(socks) - len(connecting) < count:
+        while opened < count and len(connecting) < MAX_PENDING:
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fd = s.fileno()
+            socks[fd] = s
+            connecting.add(fd)
+            ep.register(fd, select.EPOLLOUT)
+            opened += 1
+        for fd, ev in ep.poll(1.0):
+            if fd in connecting:
+                err = socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise SystemExit(f"connect failed: {os.strerror(err)}")
+                connecting.discard(fd)
+                if mode == "files":
+                    ep.modify(fd, select.EPOLLIN)
+                    waiting.add(fd)
+                    pending[fd] = b""
+                else:
+                    ep.unregister(fd)
+            elif ev & select.EPOLLIN:
+                data = socks[fd].recv(4096)
+                if not data:
+                    raise SystemExit("server closed a session")
+                pending[fd] += data
+                if pending[fd].endswith(b"\r\n"):
+                    if not pending[fd].startswith(b"#Server Ready."):
+                        raise SystemExit(f"unexpected greeting {pending[fd]!r}")
+                    waiting.discard(fd)
+                    ep.unregister(fd)
+                    greeted += 1
+    result = {"sessions": len(socks), "connect_s": time.perf_counter() - started}
+    if mode == "echo":
+        started = time.perf_counter()
+        answered = 0
+        for fd, s in socks.items():
+            ep.register(fd, select.EPOLLIN)
+            s.send(b"x")
+        while answered < count:
+            for fd, ev in ep.poll(1.0):
+                data = socks[fd].recv(16)
+                if data != b"x":
+                    raise SystemExit(f"bad echo {data!r}")
+                ep.unregister(fd)
+                answered += 1
+        result["echo_all_s"] = time.perf_counter() - started
+    print(json.dumps(result), flush=True)
+    sys.stdin.readline()
+    for s in socks.values():
+        s.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
