@@ -4,40 +4,94 @@ Stream exactly the announced number of bytes of an open file to a consumer.
 Twisted's ``FileSender`` is not used as is: it reports success when a file
 ends early (the client would get a short body followed by a success trailer)
 and it has no notion of an announced size.  This producer sends exactly
-``size`` bytes, reads one chunk at a time (never the whole file), and fails
-with L{TransferInterrupted} if the file ends or cannot be read before that.
+``size`` bytes and fails with L{TransferInterrupted} if the file ends or
+cannot be read before that.
+
+Two ways to move the bytes, chosen per transfer:
+
+- B{sendfile}: on a plain TCP (or UNIX) socket transport of a
+  file-descriptor reactor, the kernel copies file pages straight into the
+  socket with ``os.sendfile``; nothing passes through Python.  It is driven
+  by the transport's own writability: the sender is the transport's pull
+  producer, so the transport calls it once its buffer (the header line) has
+  been flushed, and when the socket buffer fills the sender asks the
+  transport to watch for writability again.
+- B{chunks}: everywhere else (TLS, wrapped transports, test transports,
+  platforms without ``os.sendfile``) and when ``sendfile`` fails before the
+  first byte: one chunk read per request of the transport, written to it.
+
+Either way nothing is buffered in user space beyond one chunk, so a client
+that does not read slows the transfer instead of growing the server.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+from socket import AF_INET, AF_INET6
 from typing import Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IConsumer, IPullProducer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echofile.share import OpenedFile
+
+#: ``os.sendfile`` where the platform has it; None elsewhere (and in tests of the fallback).
+_sendfile: Callable[[int, int, int, int], int] | None = getattr(os, "sendfile", None)
 
 
 class TransferInterrupted(Exception):
     """The body could not be sent in full; the connection must be closed."""
 
 
+def _socketTransportFileno(consumer: object) -> int | None:
+    """
+    The socket descriptor to C{sendfile} into, or None when C{consumer} is
+    not a plain socket transport whose buffer we know how to check.
+
+    TLS (started on the connection, or a TLS wrapper protocol in between),
+    wrapping policies and in-memory transports all come out as None.
+    """
+    from twisted.internet import tcp
+
+    if not isinstance(consumer, tcp.Connection) or getattr(consumer, "TLS", False):
+        return None
+    if not all(hasattr(consumer, name) for name in ("dataBuffer", "offset", "_tempDataLen", "startWriting")):
+        return None  # a Twisted whose FileDescriptor buffer looks different: stay on the safe path
+    try:
+        return consumer.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _unsent(transport: object) -> int:
+    """Bytes still in the transport's own write buffer."""
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[attr-defined]
+
+
 @implementer(IPullProducer)
 class BodySender:
     """
-    A pull producer: the transport asks for the next chunk each time its
-    buffer has drained, so a slow client slows us down instead of growing
-    the server's memory.
+    A pull producer: the transport asks for more each time its buffer has
+    drained, so a slow client slows us down instead of growing the
+    server's memory.
 
     @param opened: the file; it is closed when the transfer ends, either way.
     @param onProgress: called after each chunk with the byte count, so the
         session can treat a moving transfer as activity.
     """
 
-    CHUNK_SIZE = 64 * 1024
+    #: Bytes read and written per request in the chunked mode (more than 16 KiB, on purpose:
+    #: each chunk costs a trip through the reactor; 128 KiB is what one send of a Twisted socket takes).
+    CHUNK_SIZE = 128 * 1024
+    #: At most this many bytes per C{sendfile} call, so that one fast transfer does not keep
+    #: the reactor from other sessions for long.
+    SENDFILE_CHUNK = 8 * 1024 * 1024
+
+    _log = Logger()
 
     def __init__(self, opened: OpenedFile, onProgress: Callable[[int], None] | None = None) -> None:
         self._file = opened
@@ -45,6 +99,9 @@ class BodySender:
         self._onProgress = onProgress
         self._consumer: IConsumer | None = None
         self._done: Deferred[int] | None = None
+        self._socketFd: int | None = None
+        #: "sendfile" or "chunks" once sending began (for logs and tests).
+        self.mode: str | None = None
 
     @property
     def sent(self) -> int:
@@ -54,42 +111,98 @@ class BodySender:
         """
         Start streaming into C{consumer}.
 
-        @return: fires with the byte count once every byte was written, or
-            fails with L{TransferInterrupted} (the file ended or failed) or
-            the reason the consumer stopped us.
+        @return: fires with the byte count once every byte was handed over,
+            or fails with L{TransferInterrupted} (the file ended or failed,
+            or the connection went away).
         """
         if self._remaining == 0:
             self._file.close()
             return succeed(0)
         self._consumer = consumer
         self._done = done = Deferred()
+        self._socketFd = _socketTransportFileno(consumer) if _sendfile is not None else None
+        self.mode = "chunks" if self._socketFd is None else "sendfile"
+        if self.mode == "sendfile" and getattr(getattr(consumer, "socket", None), "family", None) in (AF_INET, AF_INET6):
+            # The trailer is a separate small write after the body: with
+            # Nagle it would wait for the peer's delayed ACK (40 ms a file).
+            consumer.setTcpNoDelay(True)  # type: ignore[attr-defined]
         consumer.registerProducer(self, False)
         return done
 
     def resumeProducing(self) -> None:
         if self._done is None:
             return
+        if self.mode == "sendfile":
+            self._sendSome()
+        else:
+            self._writeChunk()
+
+    def stopProducing(self) -> None:
+        """The connection went away: release the file, report the failure."""
+        self._finish(Failure(TransferInterrupted(f"connection lost after {self.sent} bytes")))
+
+    # -- the two modes -------------------------------------------------------------
+
+    def _writeChunk(self) -> None:
         try:
             chunk = os.read(self._file.fd, min(self.CHUNK_SIZE, self._remaining))
         except OSError as e:
             self._finish(Failure(TransferInterrupted(f"read failed after {self.sent} bytes: {e}")))
             return
         if not chunk:
-            self._finish(
-                Failure(TransferInterrupted(f"file ended after {self.sent} of {self._file.size} bytes"))
-            )
+            self._fileEnded()
             return
         self._remaining -= len(chunk)
         assert self._consumer is not None
         self._consumer.write(chunk)
+        self._progressed(len(chunk))
+
+    def _sendSome(self) -> None:
+        transport = self._consumer
+        if _unsent(transport) > 0:
+            # Called at registration while the header is still buffered: the
+            # transport calls again once its buffer has drained.
+            return
+        assert _sendfile is not None and self._socketFd is not None
+        offset = self.sent
+        try:
+            count = _sendfile(self._socketFd, self._file.fd, offset, min(self._remaining, self.SENDFILE_CHUNK))
+        except BlockingIOError:
+            count = None
+        except InterruptedError:
+            count = None
+        except OSError as e:
+            if offset == 0 and e.errno not in (errno.EPIPE, errno.ECONNRESET):
+                # This file or socket cannot be sent from (a file system
+                # without sendfile support, ...): do it the portable way.
+                self._log.info("sendfile failed before the first byte ({error}), sending in chunks", error=e)
+                self.mode = "chunks"
+                self._writeChunk()
+                return
+            self._finish(Failure(TransferInterrupted(f"sendfile failed after {offset} bytes: {e}")))
+            return
+        if count == 0:
+            self._fileEnded()
+            return
+        if count is not None:
+            self._remaining -= count
+            self._progressed(count)
+            if self._done is None:
+                return
+        # The socket buffer is full (or the chunk limit reached): let the
+        # reactor tell the transport when it can write, which calls us again.
+        transport.startWriting()  # type: ignore[union-attr]
+
+    # -- the end -------------------------------------------------------------------
+
+    def _progressed(self, count: int) -> None:
         if self._onProgress is not None:
-            self._onProgress(len(chunk))
+            self._onProgress(count)
         if self._remaining == 0:
             self._finish(None)
 
-    def stopProducing(self) -> None:
-        """The connection went away: release the file, report the failure."""
-        self._finish(Failure(TransferInterrupted(f"connection lost after {self.sent} bytes")))
+    def _fileEnded(self) -> None:
+        self._finish(Failure(TransferInterrupted(f"file ended after {self.sent} of {self._file.size} bytes")))
 
     def _finish(self, failure: Failure | None) -> None:
         done, self._done = self._done, None

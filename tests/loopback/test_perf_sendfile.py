@@ -1,0 +1,248 @@
+"""
+BodySender on real 127.0.0.1 connections: the sendfile fast path and each
+of its fallbacks (TLS, no sendfile on the platform, sendfile failing before
+the first byte), with exact byte counts, truncation, backpressure and no
+descriptor leak.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import twisted.test
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, connectProtocol, serverFromString
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+
+from echofile import transfer
+from echofile.share import OpenedFile
+from echofile.transfer import BodySender, TransferInterrupted
+
+HEADER = b"#Sending body.\r\n"
+TRAILER = b"\r\n#Sent.\r\n"
+SERVER_PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+
+
+def openFile(path: Path) -> OpenedFile:
+    fd = os.open(path, os.O_RDONLY)
+    return OpenedFile(fd=fd, size=os.fstat(fd).st_size, path=str(path))
+
+
+class SendOnConnect(Protocol):
+    """Says a header, sends the body with BodySender, then a trailer (or just closes on failure)."""
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.transport.write(HEADER)
+        factory.sender = BodySender(factory.opened)
+        d = factory.sender.beginSending(self.transport)
+        d.addCallbacks(self._sent, self._failed)
+
+    def _sent(self, size: int) -> None:
+        self.transport.write(TRAILER)
+        self.transport.loseConnection()
+        self.factory.outcome.callback(size)
+
+    def _failed(self, failure) -> None:
+        self.transport.loseConnection()
+        self.factory.outcome.callback([failure])  # a list: a bare Failure would errback
+
+    def connectionLost(self, reason=None) -> None:
+        self.factory.serverClosed.callback(None)
+
+
+class Collector(Protocol):
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+        self.count = 0
+        self.head = b""
+        self.closed: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        if len(self.head) < 64:
+            self.head += data[:64]
+        self.hash.update(data)
+        self.count += len(data)
+
+    def connectionLost(self, reason=None) -> None:
+        self.closed.callback(None)
+
+
+def openFds() -> int:
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+
+
+@inlineCallbacks
+def transferOnce(opened: OpenedFile, tls: bool = False, callCount=None):
+    """
+    Serve one body to one client; return (sender, outcome, collector) after both sides closed.
+
+    With C{callCount} (how many sendfile calls so far), the client stops reading first, and the
+    server must stall without spinning until it reads again.
+    """
+    factory = Factory.forProtocol(SendOnConnect)
+    factory.opened = opened
+    factory.outcome = Deferred()
+    factory.serverClosed = Deferred()
+    if tls:
+        port = yield serverFromString(
+            reactor, f"ssl:0:interface=127.0.0.1:privateKey={SERVER_PEM}:certKey={SERVER_PEM}"
+        ).listen(factory)
+        from twisted.internet import ssl
+
+        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, ssl.CertificateOptions())
+    else:
+        port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+    client = Collector()
+    try:
+        yield connectProtocol(endpoint, client)
+        if callCount is not None:
+            client.transport.pauseProducing()
+            # Wait until the server is stuck on a full socket, then check it is not spinning.
+            last = -1
+            while factory.sender is None or factory.sender.sent != last:
+                last = factory.sender.sent if factory.sender else -1
+                yield deferLater(reactor, 0.05, lambda: None)
+            calls = callCount()
+            yield deferLater(reactor, 0.2, lambda: None)
+            assert callCount() - calls <= 2, "sender kept calling while the socket was full"
+            assert not factory.outcome.called
+            client.transport.resumeProducing()
+        outcome = yield factory.outcome
+        yield client.closed
+        yield factory.serverClosed
+    finally:
+        yield port.stopListening()
+    if isinstance(outcome, list):
+        outcome = outcome[0]
+    return factory.sender, outcome, client
+
+
+def expected(content: bytes) -> tuple[int, str]:
+    whole = HEADER + content + TRAILER
+    return len(whole), hashlib.sha256(whole).hexdigest()
+
+
+@pytest.fixture
+def bigFile(tmp_path: Path) -> tuple[Path, bytes]:
+    content = os.urandom(1024 * 1024) * 12 + b"tail"
+    path = tmp_path / "big.bin"
+    path.write_bytes(content)
+    return path, content
+
+
+@pytest.fixture
+def countCalls(monkeypatch):
+    """Wrap transfer._sendfile to count its calls."""
+    calls = []
+    real = transfer._sendfile
+    if real is None:
+        pytest.skip("no os.sendfile on this platform")
+
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(transfer, "_sendfile", counting)
+    return calls
+
+
+@pytest_twisted.inlineCallbacks
+def test_sendfile_sends_exact_bytes_after_the_header(bigFile, countCalls):
+    path, content = bigFile
+    yield transferOnce(openFile(path))  # a first run opens whatever the reactor keeps open (waker, ...)
+    before = openFds()
+    opened = openFile(path)
+    sender, outcome, client = yield transferOnce(opened)
+    assert sender.mode == "sendfile" and countCalls
+    assert outcome == len(content) and sender.sent == len(content)
+    assert client.head.startswith(HEADER)
+    assert (client.count, client.hash.hexdigest()) == expected(content)
+    assert opened.fd == -1 and openFds() == before  # the file's descriptor is closed, sockets too
+
+
+@pytest_twisted.inlineCallbacks
+def test_sendfile_file_shrinking_closes_without_trailer(bigFile, countCalls):
+    path, content = bigFile
+    opened = openFile(path)  # size as announced: the full length
+    os.truncate(path, 3 * 1024 * 1024 + 5)
+    sender, outcome, client = yield transferOnce(opened)
+    assert sender.mode == "sendfile"
+    assert outcome.check(TransferInterrupted)
+    assert client.count == len(HEADER) + 3 * 1024 * 1024 + 5  # exactly what the file still had, no trailer
+    assert opened.fd == -1
+
+
+@pytest_twisted.inlineCallbacks
+def test_sendfile_keeps_backpressure(bigFile, countCalls):
+    path, content = bigFile
+    opened = openFile(path)
+    sender, outcome, client = yield transferOnce(opened, callCount=lambda: len(countCalls))
+    assert sender.mode == "sendfile"
+    assert (client.count, client.hash.hexdigest()) == expected(content)
+
+
+@pytest_twisted.inlineCallbacks
+def test_no_sendfile_on_platform_falls_back_to_chunks(bigFile, monkeypatch):
+    monkeypatch.setattr(transfer, "_sendfile", None)
+    path, content = bigFile
+    opened = openFile(path)
+    sender, outcome, client = yield transferOnce(opened)
+    assert sender.mode == "chunks"
+    assert (client.count, client.hash.hexdigest()) == expected(content)
+    assert opened.fd == -1
+
+
+@pytest_twisted.inlineCallbacks
+def test_sendfile_failing_before_first_byte_falls_back_to_chunks(bigFile, monkeypatch):
+    calls = []
+
+    def unsupported(*args):
+        calls.append(args)
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(transfer, "_sendfile", unsupported)
+    path, content = bigFile
+    opened = openFile(path)
+    sender, outcome, client = yield transferOnce(opened)
+    assert len(calls) == 1 and sender.mode == "chunks"
+    assert outcome == len(content)
+    assert (client.count, client.hash.hexdigest()) == expected(content)
+
+
+@pytest_twisted.inlineCallbacks
+def test_sendfile_failing_after_first_byte_interrupts(bigFile, monkeypatch):
+    real = transfer._sendfile
+    if real is None:
+        pytest.skip("no os.sendfile on this platform")
+
+    def failsLater(out, fd, offset, count):
+        if offset > 0:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(out, fd, offset, min(count, 1000))
+
+    monkeypatch.setattr(transfer, "_sendfile", failsLater)
+    path, content = bigFile
+    opened = openFile(path)
+    sender, outcome, client = yield transferOnce(opened)
+    assert outcome.check(TransferInterrupted)
+    assert sender.sent == 1000 and client.count == len(HEADER) + 1000
+    assert opened.fd == -1
+
+
+@pytest_twisted.inlineCallbacks
+def test_tls_uses_chunks(bigFile, countCalls):
+    path, content = bigFile
+    opened = openFile(path)
+    sender, outcome, client = yield transferOnce(opened, tls=True)
+    assert sender.mode == "chunks" and not countCalls
+    assert (client.count, client.hash.hexdigest()) == expected(content)
+    assert opened.fd == -1
