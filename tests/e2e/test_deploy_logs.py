@@ -1,0 +1,103 @@
+"""
+JSON logs: ``twist --log-format=json echofile ...`` writes one event per
+line (RFC 7464 JSON text sequence: each line is RS + a JSON object), with
+the structured fields of our log calls as top-level keys.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from twisted.logger import eventsFromJSONLogFile, formatEvent
+
+from e2ehelpers import PASSWORD, STARTUP_TIMEOUT, STOP_TIMEOUT, Conn, serverEnvironment, waitFor
+from support import populate
+
+
+def twistPath() -> str:
+    candidate = Path(sys.executable).with_name("twist")
+    if not candidate.exists():
+        pytest.fail("twist not found next to the Python running the tests: install Twisted")
+    return str(candidate)
+
+
+def readEvents(path: Path) -> list[dict]:
+    events = []
+    # Not splitlines(): it also splits at RS (\x1e).  A last line without its LF is still being written.
+    for line in path.read_text().split("\n")[:-1]:
+        assert line.startswith("\x1e"), line[:80]
+        events.append(json.loads(line[1:]))
+    return events
+
+
+def test_json_events_with_structured_fields(tmp_path: Path):
+    (tmp_path / "root").mkdir()
+    root = populate(tmp_path / "root")
+    log = tmp_path / "echofile.json"
+    proc = subprocess.Popen(
+        [twistPath(), "--log-format=json", f"--log-file={log}", "echofile", "--root", str(root),
+         "--files", "tcp:0:interface=127.0.0.1", "--echo", "tcp:0:interface=127.0.0.1"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=serverEnvironment(PASSWORD), cwd=tmp_path,
+    )
+    try:
+        def filesPort() -> int | None:
+            if proc.poll() is not None:
+                pytest.fail(f"twist exited ({proc.returncode}): {proc.stdout.read()!r}")  # type: ignore[union-attr]
+            for event in readEvents(log) if log.exists() else []:
+                text = event.get("log_text", "")
+                if text.startswith("FilesFactory starting on "):
+                    return int(text.rsplit(" ", 1)[1])
+            return None
+
+        port = waitFor(filesPort, STARTUP_TIMEOUT, "the files port in the JSON log")
+        with Conn(port) as conn:  # type: ignore[arg-type]
+            conn.login(PASSWORD)
+            assert conn.command("FILE binary.bin") == b"#Sending binary.bin (1024 bytes)."
+            conn.exact(1024 + 2)
+            assert conn.line() == b"#File binary.bin sent successfully."
+            assert conn.command("QUIT") == b"#Bye."
+
+        def sent() -> dict | None:
+            return next((e for e in readEvents(log) if e.get("log_format", "").startswith("files: sent ")), None)
+
+        event = waitFor(sent, 10, "the 'sent' event")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()  # type: ignore[union-attr]
+    assert proc.returncode in (0, -signal.SIGTERM), proc.returncode  # twist re-raises the signal that stopped it
+
+    assert isinstance(event, dict)
+    assert event["file"] == str(root / "binary.bin")
+    assert event["size"] == 1024
+    assert event["user"] == "guest"
+    assert event["peer"] == "127.0.0.1"
+    assert isinstance(event["duration"], float) and event["duration"] >= 0
+    assert event["log_namespace"] == "echofile.files.FileSession"
+    assert event["log_level"]["name"] == "info"
+
+    events = readEvents(log)
+    assert not [e for e in events if "log_failure" in e or e.get("isError")], "errors in the log"
+    assert events[-1].get("log_format") == "Main loop terminated."
+    assert any(e.get("log_format", "").startswith("files: connection from") and e.get("peer") == "127.0.0.1"
+               for e in events)
+    assert any(e.get("log_format", "").startswith("files: 127.0.0.1 logged in") or
+               (e.get("log_format", "").endswith("logged in as {user}") and e.get("user") == "guest")
+               for e in events)
+    assert not any(PASSWORD in json.dumps(e) for e in events)  # ECHOFILE_PASSWORD set: never logged
+    # Twisted reads its own format back, events and all.
+    with open(log) as f:
+        again = list(eventsFromJSONLogFile(f))
+    assert len(again) == len(events)
+    assert "sent" in formatEvent(next(e for e in again if e.get("log_format", "").startswith("files: sent ")))
