@@ -142,6 +142,8 @@ class Share:
         symlink (the path is already resolved; a symlink appearing there now
         is a race we refuse), then checked with fstat on the descriptor itself.
         """
+        if name.replace("\\", "/").endswith("/"):  # "notes.txt/" names a folder, as in POSIX
+            raise NotAvailable(name)
         real = self.resolve(name)
         flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:

@@ -201,7 +201,8 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
     ).setServiceParent(top)
     if config.get("echo-udp") is not None:
         host, port = config["echo-udp"]
-        udp = UDPServer(port, EchoDatagramProtocol(), interface=host, reactor=reactor)
+        # Twisted reads at most 8192 bytes per datagram unless told: allow any UDP payload.
+        udp = UDPServer(port, EchoDatagramProtocol(), interface=host, maxPacketSize=65535, reactor=reactor)
         udp.setServiceParent(top)
     _log.info("Serving files from {root}", root=config["root"])
     return top

@@ -98,7 +98,7 @@ def test_unreadable_file(share, monkeypatch):
 
 
 def test_directories_and_nul_and_empty(share):
-    for name in ["docs", "", "/", "a\x00b", "docs\x00/readme.txt"]:
+    for name in ["docs", "", "/", "a\x00b", "docs\x00/readme.txt", "notes.txt/", "docs\\readme.txt\\"]:
         with pytest.raises(NotAvailable):
             share.open(name)
 
