@@ -64,6 +64,24 @@ class ConnectionClosed(ClientError):
         self.serverSaid = serverSaid
 
 
+def describeTLSError(reason: Failure | None) -> str | None:
+    """
+    A readable reason if the connection died of a TLS error (an untrusted or
+    wrong-name certificate, a failed handshake), else None.
+
+    pyOpenSSL's errors carry a list of (library, function, reason) tuples;
+    the reasons are what a user needs ("certificate verify failed").
+    """
+    if reason is None or not type(reason.value).__module__.startswith("OpenSSL"):
+        return None
+    details = reason.value.args[0] if reason.value.args else None
+    if isinstance(details, list):
+        reasons = [entry[-1] for entry in details if isinstance(entry, tuple) and entry and entry[-1]]
+        if reasons:
+            return ", ".join(reasons)
+    return reason.getErrorMessage()
+
+
 class TransferIncomplete(ConnectionClosed):
     """The connection ended inside a file body: what arrived is not the file."""
 
@@ -407,7 +425,14 @@ class FileClient(LineReceiver, TimeoutMixin):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._disconnected = True
         self.setTimeout(None)
-        self._failAll(lambda request: request.connectionLost(self._serverSaid))
+        tlsError = describeTLSError(reason)
+
+        def failed(request: _Request) -> Failure:
+            if tlsError is not None:  # the real reason, rather than "closed before the reply"
+                return Failure(ConnectionClosed(f"TLS failed: {tlsError}"))
+            return request.connectionLost(self._serverSaid)
+
+        self._failAll(failed)
         waiters, self._closeWaiters = self._closeWaiters, []
         for d in waiters:
             d.callback(None)

@@ -165,6 +165,7 @@ def test_client_refuses_an_untrusted_certificate(tlsServer: Server, tmp_path: Pa
     assert result.returncode == 2
     error = result.stderr.decode().strip()
     assert error.startswith("echofile-client: ") and len(error.splitlines()) == 1, error
+    assert "certificate verify failed" in error, error
     assert list(tmp_path.iterdir()) == []
 
 
