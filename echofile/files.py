@@ -140,6 +140,8 @@ class FileSession(LineReceiver, TimeoutMixin):
 
         @param peer: the client's address (from the PROXY header, if any).
         """
+        if not self._connected:  # gone while we waited for TLS or the header
+            return
         self._peerAddress = peer
         self._peerKey = peerKey(peer)
         if not self.factory.limiter.admit(self._peerKey):
