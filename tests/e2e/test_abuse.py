@@ -287,8 +287,17 @@ def test_shutdown_finishes_transfers_and_tells_idle_sessions(serve, tmp_path: Pa
         for conn in (reader, idle, anonymous):
             conn.close()
     waitExit(server, 5)
+    assertCleanExit(server)
     assert "All sessions closed" in server.logText()
     assert "Aborting" not in server.logText()
+
+
+def assertCleanExit(server: Server) -> None:
+    """twistd re-raises the signal that stopped it once it has shut down cleanly."""
+    log = server.logText()
+    assert server.proc.returncode in (0, -signal.SIGTERM), f"exit status {server.proc.returncode}:\n{log}"
+    assert "Server Shut Down." in log
+    assert "Traceback" not in log and "Unhandled" not in log, log
 
 
 def stalledTransfer(server: Server) -> Conn:
@@ -310,6 +319,7 @@ def test_shutdown_aborts_a_stalled_transfer_after_the_drain_timeout(serve) -> No
     finally:
         c.close()
     assert 0.9 < took < 6, took
+    assertCleanExit(server)
     assert len(rest) < BIG_SIZE
     assert b"sent successfully" not in rest and b"shutting down" not in rest
     assert rest.strip(b"\0") == b"", "nothing but the (zero) body may arrive"
@@ -332,6 +342,7 @@ def test_second_signal_exits_promptly(serve) -> None:
     finally:
         c.close()
     assert took < 5, f"exited {took:.1f}s after the second SIGTERM"
+    assertCleanExit(server)
     assert b"sent successfully" not in rest
     assert "Aborting 1 sessions: second signal" in server.logText()
 
