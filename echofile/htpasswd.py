@@ -29,9 +29,25 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
-# Checked against when the user does not exist, so that the answer takes as
-# long as for a real account.
-_DUMMY_HASH = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=10))
+
+
+def bcryptCost(hashed: bytes) -> int | None:
+    """The cost (log2 rounds) of a bcrypt hash such as ``$2y$05$...``."""
+    try:
+        return int(hashed.split(b"$")[2])
+    except (IndexError, ValueError):
+        return None
+
+
+def dummyHashFor(users: dict[bytes, bytes]) -> bytes:
+    """
+    A hash to check unknown user names against, as costly as the file's
+    most costly one: an unknown name must take as long to refuse as a known
+    one, or the delay would tell which accounts exist.
+    """
+    costs = [cost for cost in map(bcryptCost, users.values()) if cost is not None]
+    rounds = min(max(costs, default=12), 31)
+    return bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=max(rounds, 4)))
 
 
 def parseHtpasswd(data: bytes) -> tuple[dict[bytes, bytes], list[bytes]]:
@@ -72,6 +88,7 @@ class HtpasswdChecker:
         self._lock = threading.Lock()
         self._signature: tuple[int, int] | None = None
         self._users: dict[bytes, bytes] = {}
+        self._dummyHash = b""
 
     def _currentUsers(self) -> dict[bytes, bytes]:
         """The parsed file, re-read if it changed (runs in a worker thread)."""
@@ -87,12 +104,13 @@ class HtpasswdChecker:
                         path=self.path, count=len(skipped),
                     )
                 self._users, self._signature = users, signature
+                self._dummyHash = dummyHashFor(users)
             return self._users
 
     def _check(self, username: bytes, password: bytes) -> bool:
         hashed = self._currentUsers().get(username)
         if hashed is None:
-            bcrypt.checkpw(password, _DUMMY_HASH)
+            bcrypt.checkpw(password, self._dummyHash)
             return False
         try:
             return bcrypt.checkpw(password, hashed)

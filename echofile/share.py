@@ -13,10 +13,12 @@ the root; neither is used.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
 
+from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 
@@ -109,6 +111,8 @@ class Share:
     @param user: the account name, for logs and chat.
     """
 
+    _log = Logger()
+
     def __init__(self, root: str, user: str) -> None:
         self.root = os.path.realpath(root)
         self.user = user
@@ -149,6 +153,8 @@ class Share:
         try:
             fd = os.open(real, flags)
         except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                self._log.warn("files: out of file descriptors opening {path}: {error}", path=real, error=e)
             raise NotAvailable(name) from e
         try:
             info = os.fstat(fd)

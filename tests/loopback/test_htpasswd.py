@@ -13,7 +13,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import reactor
 
 from echofile.auth import Credentials
-from echofile.htpasswd import HtpasswdChecker, parseHtpasswd
+from echofile.htpasswd import HtpasswdChecker, bcryptCost, parseHtpasswd
 from support import PASSWORD, makeFilesFactory
 from test_loopback import Server
 
@@ -90,3 +90,12 @@ def test_a_slow_check_does_not_delay_other_sessions(slowServer):
     yield other.until(lambda d: d.endswith(b"MSG, QUIT, SAY, USER, WHO.\r\n"))
     assert b"#You are logged in." not in slow.data  # the slow check is still running
     yield slow.until(lambda d: d.endswith(b"#You are logged in.\r\n"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_unknown_users_cost_as_much_as_known_ones(passwords):
+    """The dummy hash for unknown names has the file's own cost (htpasswd -B uses 5)."""
+    checker = HtpasswdChecker(str(passwords))
+    with pytest.raises(UnauthorizedLogin):
+        yield checker.requestAvatarId(Credentials("nobody", "x"))
+    assert bcryptCost(checker._dummyHash) == bcryptCost(parseHtpasswd(passwords.read_bytes())[0][b"alice"]) == 5
