@@ -222,10 +222,12 @@ def benchEcho(args, results: dict, logDir: Path) -> None:
                             "rps": r["requests"] / r["seconds"], "mbps": r["requests"] * size / r["seconds"] / 1e6,
                             "p50_us": r["p50_us"], "p99_us": r["p99_us"], "errors": r["errors"],
                             "server_cpu": cpu / (warmup + duration),
+                            "cpu_us_per_req": cpu / max(1, r["all_requests"]) * 1e6,
                         }
                         samples.append(sample)
                         progress(f"echo {server.name:16} {conns:5} x {size:6} B: {sample['rps']:9.0f} req/s "
-                                 f"p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us cpu {sample['server_cpu']:.2f}")
+                                 f"p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us cpu {sample['server_cpu']:.2f} "
+                                 f"({sample['cpu_us_per_req']:.1f} us/req)")
         finally:
             for server in servers:
                 server.stop()
@@ -370,18 +372,21 @@ def report(results: dict) -> str:
     )
     if "echo" in results:
         lines += ["", "## Echo ping-pong (C load generator)", "",
-                  "| connections x size | server | req/s | MB/s | p50 µs | p99 µs | server CPU | echofile / this |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "| connections x size | server | req/s | MB/s | p50 µs | p99 µs | server CPU busy | "
+                  "server CPU µs/req | echofile / this (req/s) | echofile / this (CPU per req) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         byConfig = group(results["echo"], "connections", "size")
         for (conns, size), samples in sorted(byConfig.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             perServer = group(samples, "server")
             meds = {name: median([s["rps"] for s in ss]) for (name,), ss in perServer.items()}
+            cost = {name: median([s["cpu_us_per_req"] for s in ss]) for (name,), ss in perServer.items()}
             for (name,), ss in perServer.items():
                 ratio = meds.get("echofile", float("nan")) / meds[name]
+                costRatio = cost[name] / cost.get("echofile", float("nan"))
                 lines.append(
                     f"| {conns} x {size} B | {name} | {meds[name]:,.0f} | {median([s['mbps'] for s in ss]):.1f} | "
                     f"{median([s['p50_us'] for s in ss]):.0f} | {median([s['p99_us'] for s in ss]):.0f} | "
-                    f"{median([s['server_cpu'] for s in ss]):.0%} | {ratio:.2f} |"
+                    f"{median([s['server_cpu'] for s in ss]):.0%} | {cost[name]:.1f} | {ratio:.2f} | {costRatio:.2f} |"
                 )
     if "file" in results:
         lines += ["", "## File download (FILE on one logged-in connection, cached file)", "",

@@ -5,17 +5,25 @@ The TCP protocol is byte-exact and full duplex; the transport is registered as
 its own streaming producer, so when the peer stops reading and our write
 buffer fills, Twisted stops reading from that peer: memory per connection
 stays bounded by the transport's buffer whatever the peer does.
+
+The hot path is lean on purpose (see docs/performance.md): on a plain TCP
+transport whose buffer is empty, received bytes are sent straight to the
+socket, as asyncio does, instead of being buffered until the reactor
+reports the socket writable (two epoll_ctl calls and a reactor round trip
+per message).  Whatever the socket does not take goes to the transport's
+buffer, so ordering, backpressure and half-close work as before.  The idle
+timeout only notes the time of the last activity per message; its timer is
+moved when it fires, not on every message.
 """
 
 from __future__ import annotations
 
-from typing import Callable
 
+from twisted.internet import tcp
 from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -25,7 +33,7 @@ from echofile.proxy import peerKey, whenPeerKnown
 
 
 @implementer(IHalfCloseableProtocol)
-class EchoProtocol(Protocol, TimeoutMixin):
+class EchoProtocol(Protocol):
     """
     Send back every byte, in order.
 
@@ -42,10 +50,11 @@ class EchoProtocol(Protocol, TimeoutMixin):
         self._peerKey: str | None = None
         self._closing = False
         self._abortCall: IDelayedCall | None = None
-
-    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
-        """TimeoutMixin's hook, bound to our injected clock."""
-        return self._clock.callLater(period, func)
+        self._idleCall: IDelayedCall | None = None
+        self._seconds = clock.seconds
+        self._lastActivity = 0.0
+        #: The socket to write to directly, for a plain TCP transport.
+        self._socket = None
 
     def connectionMade(self) -> None:
         # Behind a PROXY-protocol balancer, admit by the client's address from the header.
@@ -60,18 +69,53 @@ class EchoProtocol(Protocol, TimeoutMixin):
             return
         self._peerKey = key
         self.transport.registerProducer(self.transport, True)
-        self.setTimeout(self._idleTimeout)
+        self._socket = _directSocket(self.transport)
+        self._lastActivity = self._seconds()
+        if self._idleTimeout is not None:
+            self._idleCall = self._clock.callLater(self._idleTimeout, self._idleCheck)
         self._log.debug("echo: connection from {peer}", peer=self.transport.getPeer())
 
     def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
-        self.resetTimeout()
+        self._lastActivity = self._seconds()
+        transport = self.transport
+        sock = self._socket
+        if (
+            sock is not None
+            and not transport._tempDataLen
+            and transport.offset == len(transport.dataBuffer)
+            and not transport.disconnecting
+            and not transport._writeDisconnecting
+        ):
+            # Nothing buffered: the socket is the next hop, as in asyncio.
+            try:
+                sent = sock.send(data)
+            except OSError:  # EAGAIN, or an error the transport will find and report itself
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     def readConnectionLost(self) -> None:
         self._close()
 
     def writeConnectionLost(self) -> None:
         self._close()
+
+    def _idleCheck(self) -> None:
+        self._idleCall = None
+        assert self._idleTimeout is not None
+        idle = self._seconds() - self._lastActivity
+        if idle >= self._idleTimeout:
+            self.timeoutConnection()
+        else:
+            self._idleCall = self._clock.callLater(self._idleTimeout - idle, self._idleCheck)
+
+    def _stopIdleTimer(self) -> None:
+        if self._idleCall is not None:
+            if self._idleCall.active():
+                self._idleCall.cancel()
+            self._idleCall = None
 
     def timeoutConnection(self) -> None:
         self._log.info("echo: {peer} idle, closing", peer=self.transport.getPeer())
@@ -81,7 +125,8 @@ class EchoProtocol(Protocol, TimeoutMixin):
         if self._closing:
             return
         self._closing = True
-        self.setTimeout(None)
+        self._socket = None
+        self._stopIdleTimer()
         # With a producer registered the transport would wait for it forever.
         self.transport.unregisterProducer()
         self._abortCall = closeWithin(self.transport, self._clock)
@@ -95,13 +140,27 @@ class EchoProtocol(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.factory.sessions.discard(self)
-        self.setTimeout(None)
+        self._socket = None
+        self._stopIdleTimer()
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
         if self._peerKey is not None:
             self._limiter.release(self._peerKey)
             self._peerKey = None
         self._log.debug("echo: connection from {peer} closed", peer=self.transport.getPeer())
+
+
+def _directSocket(transport: object):
+    """
+    The socket of a plain TCP transport with the write buffer we know, or
+    None (TLS, PROXY-protocol wrappers, test transports): those get every
+    byte through C{transport.write}.
+    """
+    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
+        return None
+    if not all(hasattr(transport, name) for name in ("dataBuffer", "offset", "_tempDataLen", "_writeDisconnecting")):
+        return None
+    return getattr(transport, "socket", None)
 
 
 class EchoFactory(ServerFactory):
