@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 
 from echofile.auth import makePortal
 from echofile.chat import ChatService
-from echofile.files import FilesFactory, FileSession
+from echofile.files import FilesFactory
 from echofile.limits import ConnectionLimiter
 from echofile.transfer import BodySender
 

@@ -7,11 +7,11 @@ cleanly and never logged a traceback or an unhandled error.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
-from e2ehelpers import PASSWORD, Server, launch, makeTree, stop
+from e2ehelpers import Server, launch, makeTree, stop
 from support import populate
 
 
@@ -38,10 +38,11 @@ def startServer(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """A factory for servers with their own options; each is stopped and checked at teardown."""
     started: list[Server] = []
 
-    def start(*extra: str, password: str | None = PASSWORD, root: Path | None = None) -> Server:
+    def start(*extra: str, root: Path | None = None, **launchOptions: Any) -> Server:
+        """C{extra}: echofile options; C{launchOptions}: those of L{launch} (password, twistdOptions, preexec_fn)."""
         if root is None:
             root = makeTree(tmp_path / f"tree{len(started)}")
-        running = launch(root, tmp_path / "logs", *extra, password=password)
+        running = launch(root, tmp_path / "logs", *extra, **launchOptions)
         started.append(running)
         return running
 

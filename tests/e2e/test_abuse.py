@@ -34,10 +34,8 @@ from e2ehelpers import (
     Conn,
     Server,
     cpuSeconds,
-    launch,
     makeTree,
     procIds,
-    stop,
     waitExit,
     waitFor,
 )
@@ -48,35 +46,9 @@ SHUTTING_DOWN = b"!Server shutting down."
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """
-    Like the C{startServer} fixture, with twistd's own options and a
-    C{preexec_fn} as well; every server is stopped and checked at teardown
-    (a server that already exited is only checked).
-    """
-    started: list[Server] = []
-
-    def start(
-        *extra: str,
-        root: Path | None = None,
-        twistdOptions: tuple[str, ...] = (),
-        preexec_fn: Callable[[], None] | None = None,
-    ) -> Server:
-        if root is None:
-            root = makeTree(tmp_path / f"tree{len(started)}")
-        running = launch(root, tmp_path / "logs", *extra, twistdOptions=twistdOptions, preexec_fn=preexec_fn)
-        started.append(running)
-        return running
-
-    yield start
-    failures = []
-    for running in reversed(started):
-        try:
-            stop(running)
-        except BaseException as e:  # stop them all, then report
-            failures.append(e)
-    if failures:
-        raise failures[0]
+def serve(startServer: Callable[..., Server]) -> Callable[..., Server]:
+    """The shared C{startServer} fixture (twistd options and preexec_fn pass through to launch)."""
+    return startServer
 
 
 def connectFrom(source: str, port: int, timeout: float = 5.0) -> Conn:
