@@ -216,58 +216,59 @@ class _LoginRequest(_Request):
         return Failure(ConnectionClosed(f"connection closed before the {self._stage} reply arrived", serverSaid))
 
 
-class _ListRequest(_Request):
+class _CountedRequest(_Request):
+    """
+    A reply made of a header that announces a count, then that many lines
+    (``LIST``, ``WHO``); fires with the parsed items once all arrived.
+    """
+
+    header: re.Pattern[str]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._remaining: int | None = None
+        self._items: list[object] = []
+
+    def parseItem(self, line: str) -> object:
+        raise NotImplementedError()
+
+    def lineReceived(self, client: "FileClient", line: str) -> None:
+        if self._remaining is None:
+            header = self.header.fullmatch(line)
+            if header is None:
+                self._error(line)
+                return
+            self._remaining = int(header.group(1))
+            self.atReplyStart = False
+        else:
+            self._items.append(self.parseItem(line))
+            self._remaining -= 1
+        if self._remaining == 0:
+            self._finish(self._items)
+
+
+class _ListRequest(_CountedRequest):
     """``LIST``: a header with a count, then that many entry lines; fires with a list of L{Entry}."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._remaining: int | None = None
-        self._entries: list[Entry] = []
+    header = _ENTRIES
 
-    def lineReceived(self, client: "FileClient", line: str) -> None:
-        if self._remaining is None:
-            header = _ENTRIES.fullmatch(line)
-            if header is None:
-                self._error(line)
-                return
-            self._remaining = int(header.group(1))
-            self.atReplyStart = False
-        else:
-            entry = _ENTRY.fullmatch(line)
-            if entry is None:
-                raise ProtocolViolation(f"unexpected listing line: {line!r}")
-            size, name = entry.groups()
-            if size == "-":
-                self._entries.append(Entry(name.rstrip("/"), None))
-            else:
-                self._entries.append(Entry(name, int(size)))
-            self._remaining -= 1
-        if self._remaining == 0:
-            self._finish(self._entries)
+    def parseItem(self, line: str) -> Entry:
+        entry = _ENTRY.fullmatch(line)
+        if entry is None:
+            raise ProtocolViolation(f"unexpected listing line: {line!r}")
+        size, name = entry.groups()
+        if size == "-":
+            return Entry(name.rstrip("/"), None)
+        return Entry(name, int(size))
 
 
-class _WhoRequest(_Request):
+class _WhoRequest(_CountedRequest):
     """``WHO``: a header with a count, then that many user names; fires with the list."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._remaining: int | None = None
-        self._users: list[str] = []
+    header = _USERS
 
-    def lineReceived(self, client: "FileClient", line: str) -> None:
-        if self._remaining is None:
-            header = _USERS.fullmatch(line)
-            if header is None:
-                self._error(line)
-                return
-            self._remaining = int(header.group(1))
-            self.atReplyStart = False
-        else:
-            self._users.append(line)
-            self._remaining -= 1
-        if self._remaining == 0:
-            self._finish(self._users)
-
+    def parseItem(self, line: str) -> str:
+        return line
 
 class _FileRequest(_Request):
     """
