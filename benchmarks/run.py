@@ -1,7 +1,7 @@
 """
 echofile benchmarks: echo ping-pong, file download, 10,000 sessions.
 
-    python benchmarks/run.py            # full run (about 10 minutes)
+    python benchmarks/run.py            # full run (about 5 minutes)
     python benchmarks/run.py --quick    # under 2 minutes
     python benchmarks/run.py --only echo,file --reps 5
 
