@@ -52,18 +52,22 @@ class EventQueue:
     def __init__(self, maxEvents: int = 100, maxBytes: int = 64 * 1024) -> None:
         self.maxEvents = maxEvents
         self.maxBytes = maxBytes
-        self._events: deque[str] = deque()
+        # Made on the first event: most sessions never queue one, and an empty
+        # deque costs most of a kilobyte per session.
+        self._events: deque[str] | None = None
         self._bytes = 0
         self.dropped = 0
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._events) if self._events is not None else 0
 
     @property
     def size(self) -> int:
         return self._bytes
 
     def push(self, line: str) -> None:
+        if self._events is None:
+            self._events = deque()
         self._events.append(line)
         self._bytes += len(line)
         while len(self._events) > self.maxEvents or self._bytes > self.maxBytes:
@@ -73,8 +77,9 @@ class EventQueue:
     def drain(self) -> list[str]:
         """Everything queued, oldest first, after a notice if some were dropped."""
         lines = [DROPPED_NOTICE.format(count=self.dropped)] if self.dropped else []
-        lines.extend(self._events)
-        self._events.clear()
+        if self._events is not None:
+            lines.extend(self._events)
+        self._events = None
         self._bytes = 0
         self.dropped = 0
         return lines

@@ -37,7 +37,7 @@ from echofile.proxy import peerKey, whenPeerKnown
 from echofile.shutdown import SessionTracker
 from echofile.share import Entry, IShare, NotAvailable
 from echofile.telnet import TelnetCommandFilter
-from echofile.tls import TLSHandshake, cleartextOverNetwork
+from echofile.tls import TLSHandshake, awaitsHandshake, cleartextOverNetwork
 from echofile.transfer import BodySender, TransferInterrupted
 
 GREETING = "#Server Ready."
@@ -97,7 +97,9 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._admitted = False
         self.MAX_LENGTH = factory.maxLine + 1  # room for the CR of CR LF
         self._telnet = TelnetCommandFilter()
-        self._holds: set[str] = set()
+        # Why input is held ("command", "output"); a frozenset until the first hold,
+        # which most sessions reach, but idle ones never do.
+        self._holds: set[str] | frozenset[str] = frozenset()
         self._producing = False  # are we the transport's registered producer?
         self._ending = False
         self._connected = False
@@ -126,13 +128,17 @@ class FileSession(LineReceiver, TimeoutMixin):
         # echofile.tls), and behind a PROXY-protocol balancer once the header
         # with the client's address arrived (see echofile.proxy).
         timeout = self.factory.idleTimeout
+        if not awaitsHandshake(self.transport):
+            whenPeerKnown(self.transport, self._clock, timeout).addCallback(self._start)
+            return
         self._handshake = TLSHandshake(self.transport, self._clock, timeout)
         self._handshake.done.addCallback(lambda _: whenPeerKnown(self.transport, self._clock, timeout))
         self._handshake.done.addCallback(self._start)
 
     def handshakeCompleted(self) -> None:
         """IHandshakeListener: TLS is up, the session may start."""
-        self._handshake.completed()
+        if self._handshake is not None:
+            self._handshake.completed()
 
     def _start(self, peer: IAddress) -> None:
         """
@@ -238,10 +244,12 @@ class FileSession(LineReceiver, TimeoutMixin):
         if not self._holds:
             self.paused = True
             self.transport.pauseProducing()
+            self._holds = set()
         self._holds.add(reason)
 
     def _release(self, reason: str) -> None:
-        self._holds.discard(reason)
+        if reason in self._holds:
+            self._holds.discard(reason)  # type: ignore[union-attr]
         if self._holds or self._ending or not self._connected:
             return
         self.paused = False

@@ -58,6 +58,11 @@ def cleartextOverNetwork(transport: ITransport, peer: IAddress) -> bool:
     return not ISSLTransport.providedBy(transport) and not isLoopback(peer)
 
 
+def awaitsHandshake(transport: ITransport) -> bool:
+    """Must a session on C{transport} wait for a TLS handshake before it speaks?"""
+    return ISSLTransport.providedBy(transport) and not isProxyWrapper(transport)
+
+
 class TLSHandshake:
     """
     Waits for the TLS handshake of a session's connection.
@@ -79,7 +84,7 @@ class TLSHandshake:
         self._transport = transport
         self._timeout = timeout
         self._timer: IDelayedCall | None = None
-        if not ISSLTransport.providedBy(transport) or isProxyWrapper(transport):
+        if not awaitsHandshake(transport):
             self.done.callback(None)
         elif timeout is not None:
             self._timer = clock.callLater(timeout, self._timedOut)
