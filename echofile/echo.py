@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echofile.shutdown import SessionTracker
-from echofile.limits import ConnectionLimiter, closeWithin
+from echofile.limits import ConnectionLimiter, SessionTimer, closeWithin
 from echofile.proxy import peerKey, whenPeerKnown
 
 
@@ -50,9 +50,7 @@ class EchoProtocol(Protocol):
         self._peerKey: str | None = None
         self._closing = False
         self._abortCall: IDelayedCall | None = None
-        self._idleCall: IDelayedCall | None = None
-        self._seconds = clock.seconds
-        self._lastActivity = 0.0
+        self._timer = SessionTimer(clock, idleTimeout, self.timeoutConnection)
         #: The socket to write to directly, for a plain TCP transport.
         self._socket = None
 
@@ -70,13 +68,11 @@ class EchoProtocol(Protocol):
         self._peerKey = key
         self.transport.registerProducer(self.transport, True)
         self._socket = _directSocket(self.transport)
-        self._lastActivity = self._seconds()
-        if self._idleTimeout is not None:
-            self._idleCall = self._clock.callLater(self._idleTimeout, self._idleCheck)
+        self._timer.start()
         self._log.debug("echo: connection from {peer}", peer=self.transport.getPeer())
 
     def dataReceived(self, data: bytes) -> None:
-        self._lastActivity = self._seconds()
+        self._timer.touch()
         transport = self.transport
         sock = self._socket
         if (
@@ -102,21 +98,6 @@ class EchoProtocol(Protocol):
     def writeConnectionLost(self) -> None:
         self._close()
 
-    def _idleCheck(self) -> None:
-        self._idleCall = None
-        assert self._idleTimeout is not None
-        idle = self._seconds() - self._lastActivity
-        if idle >= self._idleTimeout:
-            self.timeoutConnection()
-        else:
-            self._idleCall = self._clock.callLater(self._idleTimeout - idle, self._idleCheck)
-
-    def _stopIdleTimer(self) -> None:
-        if self._idleCall is not None:
-            if self._idleCall.active():
-                self._idleCall.cancel()
-            self._idleCall = None
-
     def timeoutConnection(self) -> None:
         self._log.info("echo: {peer} idle, closing", peer=self.transport.getPeer())
         self._close()
@@ -126,7 +107,7 @@ class EchoProtocol(Protocol):
             return
         self._closing = True
         self._socket = None
-        self._stopIdleTimer()
+        self._timer.stop()
         # With a producer registered the transport would wait for it forever.
         self.transport.unregisterProducer()
         self._abortCall = closeWithin(self.transport, self._clock)
@@ -141,7 +122,7 @@ class EchoProtocol(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.factory.sessions.discard(self)
         self._socket = None
-        self._stopIdleTimer()
+        self._timer.stop()
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
         if self._peerKey is not None:

@@ -25,14 +25,13 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echofile.auth import DEFAULT_USER, login
 from echofile.chat import ChatService, EventQueue, IChatListener, NotOnline
 from echofile.lockout import LoginPenalties
-from echofile.limits import ConnectionLimiter, closeWithin
+from echofile.limits import ConnectionLimiter, SessionTimer, closeWithin
 from echofile.proxy import peerKey, whenPeerKnown
 from echofile.shutdown import SessionTracker
 from echofile.share import Entry, IShare, NotAvailable
@@ -70,7 +69,7 @@ def printable(text: str) -> str:
 
 
 @implementer(IChatListener, IHalfCloseableProtocol, IHandshakeListener)
-class FileSession(LineReceiver, TimeoutMixin):
+class FileSession(LineReceiver):
     """
     One client session of the file protocol.
 
@@ -104,7 +103,7 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._ending = False
         self._connected = False
         self._abortCall: IDelayedCall | None = None
-        self._loginCall: IDelayedCall | None = None
+        self._timer = SessionTimer(self._clock, factory.idleTimeout, self.timeoutConnection)
         self._transfer: BodySender | None = None
         # None after a refused USER: the next AUTH must fail, not fall back to guest.
         self._selectedUser: str | None = DEFAULT_USER
@@ -116,10 +115,6 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._inputEnded = False
 
     # -- connection life cycle -------------------------------------------------
-
-    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
-        """TimeoutMixin's hook, bound to our injected clock."""
-        return self._clock.callLater(period, func)
 
     def connectionMade(self) -> None:
         self._connected = True
@@ -156,9 +151,9 @@ class FileSession(LineReceiver, TimeoutMixin):
         self._admitted = True
         self._log.info("files: connection from {peer}", peer=self._peerKey)
         self._registerAsProducer()
-        self.setTimeout(self.factory.idleTimeout)
+        self._timer.start()
         if self.factory.loginTimeout is not None:
-            self._loginCall = self._clock.callLater(self.factory.loginTimeout, self._loginTimedOut)
+            self._timer.setDeadline(self.factory.loginTimeout, self._loginTimedOut)
         self.reply(GREETING)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
@@ -166,8 +161,7 @@ class FileSession(LineReceiver, TimeoutMixin):
         if self._handshake is not None:
             self._handshake.cancel()
         self._ending = True
-        self.setTimeout(None)
-        self._cancelLoginDeadline()
+        self._timer.stop()
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
         self._logOut()
@@ -188,14 +182,8 @@ class FileSession(LineReceiver, TimeoutMixin):
         self.endSession("!Idle timeout.")
 
     def _loginTimedOut(self) -> None:
-        self._loginCall = None
         self._log.info("files: {peer} did not log in in time, closing", peer=self._peerKey)
         self.endSession("!Login timeout.")
-
-    def _cancelLoginDeadline(self) -> None:
-        call, self._loginCall = self._loginCall, None
-        if call is not None and call.active():
-            call.cancel()
 
     def shutdown(self) -> None:
         """The server is stopping: say so now, or right after the body being sent."""
@@ -215,8 +203,7 @@ class FileSession(LineReceiver, TimeoutMixin):
             return
         self._ending = True
         self.paused = True
-        self.setTimeout(None)
-        self._cancelLoginDeadline()
+        self._timer.stop()
         self._logOut()
         if lastLine is not None:
             self.reply(lastLine)
@@ -314,12 +301,12 @@ class FileSession(LineReceiver, TimeoutMixin):
         try:
             text = line.decode("utf-8").strip(" \t")
         except UnicodeDecodeError:
-            self.resetTimeout()
+            self._timer.touch()
             self.reply("!Invalid command.")
             return
         if not text:
             return
-        self.resetTimeout()
+        self._timer.touch()
         self._run(text)
 
     def _run(self, text: str) -> None:
@@ -431,7 +418,7 @@ class FileSession(LineReceiver, TimeoutMixin):
         if not self._connected or self._ending:
             logout()
             return
-        self._cancelLoginDeadline()
+        self._timer.clearDeadline()
         self.avatar, self._logout = avatar, logout
         self._log.info("files: {peer} logged in as {user}", peer=self._peerKey, user=avatar.user)
         if self._peerAddress is not None and cleartextOverNetwork(self.transport, self._peerAddress):
@@ -476,7 +463,7 @@ class FileSession(LineReceiver, TimeoutMixin):
         shown = printable(name)
         self.reply(f"#Sending {shown} ({opened.size} bytes).")
         started = self._clock.seconds()
-        self._transfer = BodySender(opened, onProgress=lambda _: self.resetTimeout())
+        self._transfer = BodySender(opened, onProgress=lambda _: self._timer.touch())
         self._unregisterAsProducer()
         d = self._transfer.beginSending(self.transport)
 
