@@ -1,6 +1,8 @@
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+from twisted.logger import globalLogPublisher
 
 from support import populate
 
@@ -11,3 +13,12 @@ def served(tmp_path: Path) -> Path:
     root = tmp_path / "root"
     root.mkdir()
     return populate(root)
+
+
+@pytest.fixture
+def logged() -> Iterator[list[dict]]:
+    """Every log event emitted during the test."""
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -62,3 +64,33 @@ def replies(transport: StringTransport) -> list[bytes]:
     transport.clear()
     assert data == b"" or data.endswith(b"\r\n"), data
     return data.split(b"\r\n")[:-1]
+
+
+class SocketTransportShell(tcp.Server):
+    """
+    A tcp.Server shell around one end of a socketpair: Twisted's own write
+    buffer and producer bookkeeping without a reactor; calls to
+    C{startWriting} are counted instead of reaching one.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:  # no super().__init__: no reactor
+        self.socket = sock
+        self.fileno = sock.fileno
+        self._tempDataBuffer = []
+        self._tempDataLen = 0
+        self.dataBuffer = b""
+        self.offset = 0
+        self.connected = 1
+        self.writing = 0
+
+    def startWriting(self) -> None:
+        self.writing += 1
+
+    def stopWriting(self) -> None:
+        pass
+
+    def stopReading(self) -> None:
+        pass
+
+    def getPeer(self):
+        return IPv4Address("TCP", "127.0.0.1", 2)

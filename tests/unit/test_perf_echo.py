@@ -6,13 +6,13 @@ import socket
 
 import pytest
 
-from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from echofile.echo import EchoFactory, _directSocket
 from echofile.limits import ConnectionLimiter
+from support import SocketTransportShell
 
 
 def connect(clock: Clock, idle: float | None = 5.0):
@@ -64,33 +64,11 @@ def test_connection_lost_cancels_the_timer() -> None:
     assert clock.getDelayedCalls() == []
 
 
-class SocketTransport(tcp.Server):
-    """A tcp.Server shell around a socketpair end: Twisted's buffer, no reactor."""
-
-    def __init__(self, sock: socket.socket) -> None:  # no super().__init__: no reactor
-        self.socket = sock
-        self._tempDataBuffer = []
-        self._tempDataLen = 0
-        self.dataBuffer = b""
-        self.offset = 0
-        self.connected = 1
-        self.writing = 0
-
-    def startWriting(self) -> None:
-        self.writing += 1
-
-    def stopReading(self) -> None:
-        pass
-
-    def getPeer(self):
-        return IPv4Address("TCP", "127.0.0.1", 2)
-
-
 def test_direct_write_when_nothing_is_buffered_then_buffer_in_order() -> None:
     a, b = socket.socketpair()
     with a, b:
         a.setblocking(False)
-        transport = SocketTransport(a)
+        transport = SocketTransportShell(a)
         factory = EchoFactory(Clock(), ConnectionLimiter(10, 10, "echo"), 5.0)
         protocol = factory.buildProtocol(transport.getPeer())
         protocol.makeConnection(transport)
@@ -111,7 +89,7 @@ def test_direct_write_when_nothing_is_buffered_then_buffer_in_order() -> None:
 def test_no_direct_write_after_half_close_began() -> None:
     a, b = socket.socketpair()
     with a, b:
-        transport = SocketTransport(a)
+        transport = SocketTransportShell(a)
         factory = EchoFactory(Clock(), ConnectionLimiter(10, 10, "echo"), 5.0)
         protocol = factory.buildProtocol(transport.getPeer())
         protocol.makeConnection(transport)

@@ -7,12 +7,12 @@ import socket
 from pathlib import Path
 
 import pytest
-from twisted.internet import tcp
 from twisted.internet.testing import StringTransport
 
 from echofile import transfer
 from echofile.share import OpenedFile
 from echofile.transfer import BodySender, TransferInterrupted, _socketTransportFileno
+from support import SocketTransportShell
 
 
 def openFile(path: Path) -> OpenedFile:
@@ -20,27 +20,8 @@ def openFile(path: Path) -> OpenedFile:
     return OpenedFile(fd=fd, size=os.fstat(fd).st_size, path=str(path))
 
 
-class FakeSocketTransport(tcp.Server):
-    """
-    A tcp.Server shell around one end of a socketpair: Twisted's own buffer
-    and producer bookkeeping, with the reactor calls recorded instead.
-    """
-
-    def __init__(self, sock: socket.socket) -> None:  # no super().__init__: no reactor
-        self.sock = sock
-        self.fileno = sock.fileno
-        self._tempDataBuffer = []
-        self._tempDataLen = 0
-        self.dataBuffer = b""
-        self.offset = 0
-        self.connected = 1
-        self.writing = 0
-
-    def startWriting(self) -> None:
-        self.writing += 1
-
-    def stopWriting(self) -> None:
-        pass
+class FakeSocketTransport(SocketTransportShell):
+    """The shell, with writes only buffered and a C{flush} standing in for the reactor's doWrite."""
 
     def write(self, data: bytes) -> None:
         self._tempDataBuffer.append(data)
@@ -49,7 +30,7 @@ class FakeSocketTransport(tcp.Server):
     def flush(self) -> None:
         """What doWrite does once the socket is writable: send the buffer, then ask the producer."""
         data = self.dataBuffer[self.offset :] + b"".join(self._tempDataBuffer)
-        self.sock.sendall(data)
+        self.socket.sendall(data)
         self.dataBuffer, self.offset, self._tempDataBuffer, self._tempDataLen = b"", 0, [], 0
         if self.producer is not None:
             self.producer.resumeProducing()

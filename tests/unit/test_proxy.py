@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Iterator
 
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionDone
@@ -51,14 +50,6 @@ def v2Tcp6(source: str = "2001:db8::7") -> bytes:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict]]:
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def behindProxy(factory, balancer: IPv4Address = BALANCER):

@@ -5,27 +5,18 @@ the loopback test behind it.
 
 from __future__ import annotations
 
-from typing import Iterator
 
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from zope.interface import directlyProvides
 
 from echofile.tls import TLSHandshake, cleartextOverNetwork, isLoopback
 from support import PASSWORD, connect, makeFilesFactory, replies
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict]]:
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def warnings(events: list[dict]) -> list[str]:
