@@ -277,7 +277,8 @@ class FileSession(LineReceiver):
         self.transport.loseConnection()
 
     def _closeIfInputDone(self) -> None:
-        if self._inputEnded and not self._holds and not self._ending:
+        # Inside LineReceiver's loop, lines may still wait: dataReceived asks again after it.
+        if self._inputEnded and not self._holds and not self._ending and not self._busyReceiving:
             self._log.info("files: {peer} finished sending, closing", peer=self._peerKey)
             self.endSession(None)
 
@@ -285,6 +286,8 @@ class FileSession(LineReceiver):
         if self._ending:
             return
         super().dataReceived(self._telnet.feed(data))
+        if self._inputEnded:
+            self._closeIfInputDone()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._log.info("files: {peer} sent an over-long line, closing", peer=self._peerKey)

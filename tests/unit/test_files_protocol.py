@@ -476,3 +476,15 @@ def test_auth_after_a_refused_user_fails(session, clock, user):
     assert lines[1:] == [b"!Bad password.", b"!You are not logged in."]
     send(protocol, b"USER guest\r\nAUTH " + PASSWORD.encode() + b"\r\n")
     assert replies(transport)[-1] == b"#You are logged in."
+
+
+def test_half_close_with_lines_waiting_behind_a_quick_login(session):
+    """A login that succeeds at once must not end the session before the lines queued behind it."""
+    protocol, transport = session
+    protocol.pauseProducing()  # the client is not reading: lines wait in the buffer
+    send(protocol, b"AUTH " + PASSWORD.encode() + b"\nLIST docs\nHELP")
+    protocol.readConnectionLost()  # and its EOF arrives meanwhile
+    assert replies(transport) == []
+    protocol.resumeProducing()
+    assert replies(transport) == [b"#You are logged in.", b"#1 entries in docs.", b"9 readme.txt", HELP.encode()]
+    assert transport.disconnecting
