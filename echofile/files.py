@@ -301,15 +301,14 @@ class FileSession(LineReceiver):
         if len(line) > self.factory.maxLine:
             self.lineLengthExceeded(line)
             return
+        if not line.strip(b" \t"):
+            return  # an empty line gets no reply and is no activity
+        self._timer.touch()
         try:
             text = line.decode("utf-8").strip(" \t")
         except UnicodeDecodeError:
-            self._timer.touch()
             self.reply("!Invalid command.")
             return
-        if not text:
-            return
-        self._timer.touch()
         self._run(text)
 
     def _run(self, text: str) -> None:
@@ -337,10 +336,9 @@ class FileSession(LineReceiver):
 
     def _commandFailed(self, failure: Failure) -> None:
         """The one place where an exception becomes what the client sees."""
-        if not self._connected and not failure.check(CommandError, TransferInterrupted):
-            self._log.failure("files: command from {peer} failed after it left", failure, peer=self._peerKey)
-            return
         if not self._connected:
+            if not failure.check(CommandError, TransferInterrupted):
+                self._log.failure("files: command from {peer} failed after it left", failure, peer=self._peerKey)
             return
         if failure.check(CommandError):
             if self._ending:  # the session already said its last word
@@ -363,6 +361,10 @@ class FileSession(LineReceiver):
 
     def reply(self, line: str) -> None:
         self.transport.write(line.encode("utf-8") + b"\r\n")
+
+    def _replyLines(self, lines: list[str]) -> None:
+        """A header and the lines it announces (LIST, WHO), in one write: no event can come between."""
+        self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
 
     def deliverEvent(self, line: str) -> None:
         """A chat event: now if the client can take it, else after the body or once it reads."""
@@ -459,11 +461,11 @@ class FileSession(LineReceiver):
         share = self._requireLogin()
         if not name:
             raise CommandError("Usage: FILE <name>")
+        shown = printable(name)
         try:
             opened = share.open(name)
         except NotAvailable:
-            raise CommandError(f"File {printable(name)} could not be opened.") from None
-        shown = printable(name)
+            raise CommandError(f"File {shown} could not be opened.") from None
         self.reply(f"#Sending {shown} ({opened.size} bytes).")
         started = self._clock.seconds()
         self._transfer = BodySender(opened, onProgress=lambda _: self._timer.touch())
@@ -498,10 +500,7 @@ class FileSession(LineReceiver):
             entries = share.list(name or "/")
         except NotAvailable:
             raise CommandError(f"Directory {shown} could not be opened.") from None
-        lines = [f"#{len(entries)} entries in {shown}."]
-        lines.extend(map(_listingLine, entries))
-        self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
-
+        self._replyLines([f"#{len(entries)} entries in {shown}.", *map(_listingLine, entries)])
 
     def cmd_SAY(self, text: str) -> None:
         share = self._requireLogin()
@@ -525,8 +524,7 @@ class FileSession(LineReceiver):
     def cmd_WHO(self, argument: str) -> None:
         self._requireLogin()
         users = self.factory.chat.online()
-        lines = [f"#{len(users)} users online.", *users]
-        self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
+        self._replyLines([f"#{len(users)} users online.", *users])
 
 
 def _listingLine(entry: Entry) -> str:
