@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echofile.shutdown import SessionTracker
-from echofile.limits import ConnectionLimiter, SessionTimer, closeWithin
+from echofile.limits import ConnectionLimiter, SessionTimer, cancelPending, closeWithin
 from echofile.proxy import peerKey, whenPeerKnown
 
 
@@ -123,8 +123,7 @@ class EchoProtocol(Protocol):
         self.factory.sessions.discard(self)
         self._socket = None
         self._timer.stop()
-        if self._abortCall is not None and self._abortCall.active():
-            self._abortCall.cancel()
+        cancelPending(self._abortCall)
         if self._peerKey is not None:
             self._limiter.release(self._peerKey)
             self._peerKey = None

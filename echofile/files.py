@@ -31,7 +31,7 @@ from zope.interface import implementer
 from echofile.auth import DEFAULT_USER, login
 from echofile.chat import ChatService, EventQueue, IChatListener, NotOnline
 from echofile.lockout import LoginPenalties
-from echofile.limits import ConnectionLimiter, SessionTimer, closeWithin
+from echofile.limits import ConnectionLimiter, SessionTimer, cancelPending, closeWithin
 from echofile.proxy import peerKey, whenPeerKnown
 from echofile.shutdown import SessionTracker
 from echofile.share import Entry, IShare, NotAvailable
@@ -162,8 +162,7 @@ class FileSession(LineReceiver):
             self._handshake.cancel()
         self._ending = True
         self._timer.stop()
-        if self._abortCall is not None and self._abortCall.active():
-            self._abortCall.cancel()
+        cancelPending(self._abortCall)
         self._logOut()
         self.factory.sessions.discard(self)
         if self._admitted:

@@ -76,6 +76,12 @@ class ConnectionLimiter:
         return self._perAddress.get(key, 0)
 
 
+def cancelPending(call: IDelayedCall | None) -> None:
+    """Cancel C{call} unless it is None, has already run, or was cancelled."""
+    if call is not None and call.active():
+        call.cancel()
+
+
 def closeWithin(transport: ITransport, clock: IReactorTime, grace: float = CLOSE_GRACE_SECONDS) -> IDelayedCall:
     """
     Close gently (flushing what is buffered) and abort if that has not
@@ -133,8 +139,7 @@ class SessionTimer:
         self.clearDeadline()
         self._idleTimeout = None
         call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
+        cancelPending(call)
 
     def _due(self) -> float | None:
         times = [t for t in (self._deadline, None if self._idleTimeout is None else self._last + self._idleTimeout) if t is not None]

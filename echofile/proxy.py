@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echofile.limits import addressKey
+from echofile.limits import addressKey, cancelPending
 
 try:
     # Private in Twisted: the class behind the public proxyEndpoint / haproxy: endpoint.
@@ -160,8 +160,7 @@ class _HeaderWait:
 
     def _stopWaiting(self) -> None:
         self._waiting = False
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        cancelPending(self._timer)
         self._timer = None
         self._wrapper.wrappedProtocol = self._protocol
         del self._wrapper.dataReceived  # back to the class's method

@@ -19,6 +19,8 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from echofile.limits import cancelPending
+
 
 class Drainable(Protocol):
     """A session that can be asked to end."""
@@ -100,8 +102,7 @@ class GracefulShutdown(Service):
         drained = DeferredList([tracker.whenEmpty() for tracker in self._trackers])
 
         def finished(result: object) -> object:
-            if deadline.active():
-                deadline.cancel()
+            cancelPending(deadline)
             restore()
             self._log.info("All sessions closed")
             return result

@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport, ITransport
 from twisted.logger import Logger
 
+from echofile.limits import cancelPending
 from echofile.proxy import isProxyWrapper
 
 _log = Logger(namespace="echofile.tls")
@@ -98,8 +99,7 @@ class TLSHandshake:
     def cancel(self) -> None:
         """Stop the deadline (the connection is gone, or the handshake done)."""
         timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        cancelPending(timer)
 
     def _timedOut(self) -> None:
         self._timer = None
