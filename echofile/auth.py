@@ -40,7 +40,8 @@ def defaultPassword(environ: Mapping[str, str]) -> tuple[str, bool]:
     return secrets.token_urlsafe(12), True
 
 
-def _asBytes(value: str | bytes) -> bytes:
+def asBytes(value: str | bytes) -> bytes:
+    """Credentials as bytes: strcred checkers hand out str or bytes depending on the type."""
     return value.encode("utf-8") if isinstance(value, str) else value
 
 
@@ -55,11 +56,11 @@ class Credentials:
     """
 
     def __init__(self, username: str, password: str) -> None:
-        self.username = _asBytes(username)
-        self.password = _asBytes(password)
+        self.username = asBytes(username)
+        self.password = asBytes(password)
 
     def checkPassword(self, password: str | bytes) -> bool:
-        return hmac.compare_digest(_asBytes(password), self.password)
+        return hmac.compare_digest(asBytes(password), self.password)
 
 
 def normalizeChecker(checker: ICredentialsChecker) -> ICredentialsChecker:
@@ -67,7 +68,7 @@ def normalizeChecker(checker: ICredentialsChecker) -> ICredentialsChecker:
     if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
         converted = InMemoryUsernamePasswordDatabaseDontUse()
         for name, password in checker.users.items():
-            converted.addUser(_asBytes(name), _asBytes(password))
+            converted.addUser(asBytes(name), asBytes(password))
         return converted
     return checker
 
@@ -94,7 +95,7 @@ class AccountsChecker:
 
     @inlineCallbacks
     def requestAvatarId(self, credentials: IUsernamePassword) -> Any:
-        username = _asBytes(credentials.username)
+        username = asBytes(credentials.username)
         if username == DEFAULT_USER.encode("ascii"):
             if credentials.checkPassword(self._defaultPassword):
                 return DEFAULT_USER

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, Iterable
 
 import bcrypt
 from twisted.cred.checkers import ICredentialsChecker
@@ -27,6 +27,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
+
+from echofile.auth import asBytes
 
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
 
@@ -50,11 +52,11 @@ def dummyHashFor(users: dict[bytes, bytes]) -> bytes:
     return bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=max(rounds, 4)))
 
 
-def parseHtpasswd(data: bytes) -> tuple[dict[bytes, bytes], list[bytes]]:
-    """Users and bcrypt hashes of an htpasswd file, plus the names whose hash is unusable."""
+def parseHtpasswd(lines: Iterable[bytes]) -> tuple[dict[bytes, bytes], list[bytes]]:
+    """Users and bcrypt hashes of htpasswd lines, plus the names whose hash is unusable."""
     users: dict[bytes, bytes] = {}
     skipped: list[bytes] = []
-    for raw in data.splitlines():
+    for raw in lines:
         line = raw.strip()
         if not line or line.startswith(b"#") or b":" not in line:
             continue
@@ -64,6 +66,12 @@ def parseHtpasswd(data: bytes) -> tuple[dict[bytes, bytes], list[bytes]]:
         else:
             skipped.append(name)
     return users, skipped
+
+
+def readHtpasswd(path: str) -> tuple[dict[bytes, bytes], list[bytes]]:
+    """L{parseHtpasswd} over a file, line by line."""
+    with open(path, "rb") as f:
+        return parseHtpasswd(f)
 
 
 @implementer(ICredentialsChecker)
@@ -96,8 +104,7 @@ class HtpasswdChecker:
             info = os.stat(self.path)
             signature = (info.st_mtime_ns, info.st_size)
             if signature != self._signature:
-                with open(self.path, "rb") as f:
-                    users, skipped = parseHtpasswd(f.read())
+                users, skipped = readHtpasswd(self.path)
                 if skipped:
                     self._log.warn(
                         "htpasswd {path}: ignoring {count} accounts without a bcrypt hash (use htpasswd -B)",
@@ -118,8 +125,8 @@ class HtpasswdChecker:
             return False
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes]:
-        username = _asBytes(credentials.username)
-        password = _asBytes(credentials.password)
+        username = asBytes(credentials.username)
+        password = asBytes(credentials.password)
         d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._check, username, password)
 
         def decide(ok: bool) -> bytes:
@@ -128,10 +135,6 @@ class HtpasswdChecker:
             return username
 
         return d.addCallback(decide)
-
-
-def _asBytes(value: str | bytes) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else value
 
 
 @implementer(ICheckerFactory, IPlugin)
@@ -151,8 +154,7 @@ class HtpasswdCheckerFactory:
             raise ValueError("htpasswd needs the path of a file: --auth htpasswd:/path/to/file")
         if not os.path.isfile(argstring):
             raise ValueError(f"htpasswd file not found: {argstring}")
-        with open(argstring, "rb") as f:
-            users, _ = parseHtpasswd(f.read())
+        users, _ = readHtpasswd(argstring)
         if not users:
             raise ValueError(f"htpasswd file {argstring} has no bcrypt accounts (use htpasswd -B)")
         return HtpasswdChecker(argstring)

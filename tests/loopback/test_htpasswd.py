@@ -13,7 +13,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import reactor
 
 from echofile.auth import Credentials
-from echofile.htpasswd import HtpasswdChecker, bcryptCost, parseHtpasswd
+from echofile.htpasswd import HtpasswdChecker, bcryptCost, readHtpasswd
 from support import PASSWORD, makeFilesFactory
 from test_loopback import Server
 
@@ -34,7 +34,7 @@ def passwords(tmp_path):
 
 
 def test_only_bcrypt_lines_are_used(passwords):
-    users, skipped = parseHtpasswd(passwords.read_bytes())
+    users, skipped = readHtpasswd(str(passwords))
     assert list(users) == [b"alice"] and users[b"alice"].startswith(b"$2y$")
     assert skipped == [b"md5user"]
 
@@ -98,4 +98,4 @@ def test_unknown_users_cost_as_much_as_known_ones(passwords):
     checker = HtpasswdChecker(str(passwords))
     with pytest.raises(UnauthorizedLogin):
         yield checker.requestAvatarId(Credentials("nobody", "x"))
-    assert bcryptCost(checker._dummyHash) == bcryptCost(parseHtpasswd(passwords.read_bytes())[0][b"alice"]) == 5
+    assert bcryptCost(checker._dummyHash) == bcryptCost(readHtpasswd(str(passwords))[0][b"alice"]) == 5
