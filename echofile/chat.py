@@ -10,7 +10,6 @@ own bounded L{EventQueue}.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from typing import Iterable
 
@@ -18,20 +17,10 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from zope.interface import Interface
 
+from echofile.text import sanitize
+
 #: The event a session gets first after it lost events to a full queue.
 DROPPED_NOTICE = "*[server]: {count} events dropped, this session did not keep up."
-
-# C0 and C1 controls (ESC, CR, LF, CSI U+009B ...), DEL, line and paragraph
-# separators, and bidirectional overrides that could disguise text on a
-# terminal.  0xFF (telnet IAC) never occurs in UTF-8 output, so text that was
-# valid UTF-8 on the way in cannot smuggle an IAC byte out.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
-
-
-def sanitize(text: str) -> str:
-    """Text fit to show on another user's terminal: one line, no control sequences."""
-    return _UNSAFE.sub("?", text)
-
 
 class IChatListener(Interface):
     """A logged-in session, as the chat service sees it."""

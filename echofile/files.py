@@ -36,6 +36,7 @@ from echofile.proxy import peerKey, whenPeerKnown
 from echofile.shutdown import SessionTracker
 from echofile.share import Entry, IShare, NotAvailable
 from echofile.telnet import TelnetCommandFilter
+from echofile.text import sanitize
 from echofile.tls import TLSHandshake, awaitsHandshake, cleartextOverNetwork
 from echofile.transfer import BodySender, TransferInterrupted
 
@@ -46,7 +47,6 @@ MAX_AUTH_FAILURES = 3
 
 _COMMAND_LINE = re.compile(r"([^ \t]+)[ \t]*(.*)", re.DOTALL)
 _USER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class CommandError(Exception):
@@ -61,11 +61,6 @@ class CommandError(Exception):
         super().__init__(reply)
         self.reply = reply
         self.closes = closes
-
-
-def printable(text: str) -> str:
-    """Client-supplied text fit to repeat in a reply: control characters become ``?``."""
-    return _CONTROL.sub("?", text)
 
 
 @implementer(IChatListener, IHalfCloseableProtocol, IHandshakeListener)
@@ -460,7 +455,7 @@ class FileSession(LineReceiver):
         share = self._requireLogin()
         if not name:
             raise CommandError("Usage: FILE <name>")
-        shown = printable(name)
+        shown = sanitize(name)
         try:
             opened = share.open(name)
         except NotAvailable:
@@ -494,7 +489,7 @@ class FileSession(LineReceiver):
 
     def cmd_LIST(self, name: str) -> None:
         share = self._requireLogin()
-        shown = printable(name) if name else "/"
+        shown = sanitize(name) if name else "/"
         try:
             entries = share.list(name or "/")
         except NotAvailable:
@@ -517,7 +512,7 @@ class FileSession(LineReceiver):
         try:
             self.factory.chat.message(share.user, recipient, text)
         except NotOnline:
-            raise CommandError(f"No such user online: {printable(recipient)}.") from None
+            raise CommandError(f"No such user online: {sanitize(recipient)}.") from None
         self.reply(f"#Sent to {recipient}.")
 
     def cmd_WHO(self, argument: str) -> None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
+from echofile.text import isClean
+
 
 class NotAvailable(Exception):
     """
@@ -90,15 +92,6 @@ def splitName(name: str) -> list[str]:
         else:
             segments.append(part)
     return segments
-
-
-def _isClean(name: str) -> bool:
-    """A directory entry name we are willing to show: UTF-8, no control characters."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # surrogate-escaped bytes that are not UTF-8
-        return False
-    return not any(ord(c) < 0x20 or ord(c) == 0x7F for c in name)
 
 
 @implementer(IShare)
@@ -185,7 +178,7 @@ class Share:
         return entries
 
     def _entryFor(self, dirent: os.DirEntry[str]) -> Entry | None:
-        if not _isClean(dirent.name):
+        if not isClean(dirent.name):
             return None
         try:
             if dirent.is_symlink() and not self._contains(os.path.realpath(dirent.path)):

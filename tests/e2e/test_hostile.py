@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from echofile.text import sanitize
 from e2ehelpers import HELP, BIG_NAME, BIG_SIZE, SECRET, Conn, Server, openFds, procStatus, waitFor
 from support import PASSWORD
 
@@ -28,7 +29,7 @@ MEMORY_SLACK_KB = 64 * 1024
 
 
 def printable(name: str) -> str:
-    return re.sub(r"[\x00-\x1f\x7f]", "?", name)
+    return sanitize(name)
 
 
 def notOpened(name: str) -> bytes:

@@ -7,7 +7,8 @@ from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
-from echofile.chat import EventQueue, sanitize
+from echofile.chat import EventQueue
+from echofile.text import sanitize
 from support import PASSWORD, connect, drainTransfer, makeFilesFactory, replies
 
 

@@ -244,6 +244,23 @@ def test_control_characters_shown_as_question_marks(session):
     assert replies(transport) == [b"!File a?[31mred? could not be opened."]
 
 
+def test_revision_2_controls_shown_as_question_marks(session):
+    """C1 (CSI U+009B), bidi overrides and U+2028 in a repeated name: one clean line."""
+    protocol, transport = session
+    login(protocol, transport)
+    send(protocol, "FILE a\u009b2Jb\u202ec\u2028d\r\n".encode())
+    assert replies(transport) == [b"!File a?2Jb?c?d could not be opened."]
+
+
+def test_list_leaves_out_names_with_unicode_controls(session, served):
+    protocol, transport = session
+    for name in ("csi\u009bJ.txt", "rlo\u202etxt.exe", "sep\u2028x.txt"):
+        (served / name).write_bytes(b"x")
+    login(protocol, transport)
+    send(protocol, b"LIST\r\n")
+    assert replies(transport)[0] == b"#5 entries in /."
+
+
 def test_list_root(session):
     protocol, transport = session
     login(protocol, transport)
