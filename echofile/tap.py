@@ -25,7 +25,9 @@ from echofile.echo import EchoDatagramProtocol, EchoFactory
 from echofile.files import FilesFactory
 from echofile.limits import ConnectionLimiter
 from echofile.lockout import LoginPenalties, parseExempt
+from echofile.metrics import ReactorLagProbe
 from echofile.shutdown import GracefulShutdown
+from echofile.status import makeStatusSite
 
 DEFAULT_ECHO = "tcp:8007:interface=127.0.0.1"
 DEFAULT_FILES = "tcp:8008:interface=127.0.0.1"
@@ -102,6 +104,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["lockout-window", None, 600.0, "Seconds over which failed AUTHs are counted.", _positive(float, "lockout-window")],
         ["lockout-duration", None, 600.0, "Seconds a locked-out address is refused AUTH.", _positive(float, "lockout-duration")],
         ["drain-timeout", None, 10.0, "On shutdown, seconds transfers in flight get to finish.", _positive(float, "drain-timeout")],
+        ["metrics", None, None, "Serve /metrics (Prometheus) and /healthz on this endpoint, e.g. tcp:9108:interface=127.0.0.1. Off by default."],
     ]
 
     def __init__(self) -> None:
@@ -132,6 +135,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             self["files"] = [DEFAULT_FILES]
         if self["echo-udp"] is not None:
             self["echo-udp"] = parseUDPAddress(self["echo-udp"])
+        if self["metrics"] is not None:
+            _checkEndpoint("metrics", self["metrics"])
         root = self["root"]
         if not os.path.isdir(root):
             raise usage.UsageError(f"--root must be an existing folder, not {root!r}")
@@ -193,12 +198,16 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         _listen(description, echoFactory, reactor).setServiceParent(top)
     for description in config["files"]:
         _listen(description, filesFactory, reactor).setServiceParent(top)
-    GracefulShutdown(
+    shutdown = GracefulShutdown(
         [echoFactory.sessions, filesFactory.sessions],
         reactor,
         config.get("drain-timeout", 10.0),
         callFromThread=getattr(reactor, "callFromThread", None),
-    ).setServiceParent(top)
+    )
+    shutdown.setServiceParent(top)
+    if config.get("metrics") is not None:
+        _listen(config["metrics"], makeStatusSite(lambda: shutdown.draining), reactor).setServiceParent(top)
+        ReactorLagProbe(reactor).setServiceParent(top)
     if config.get("echo-udp") is not None:
         host, port = config["echo-udp"]
         # Twisted reads at most 8192 bytes per datagram unless told: allow any UDP payload.
