@@ -148,6 +148,8 @@ class EchoFactory(ServerFactory):
     Builds echo sessions; each one checks the connection caps as it starts.
     """
 
+    noisy = False  # no "Starting factory <... at 0x...>" at info; the port logs where it listens
+
     def __init__(self, clock: IReactorTime, limiter: ConnectionLimiter, idleTimeout: float | None) -> None:
         self.clock = clock
         self.limiter = limiter

@@ -536,6 +536,8 @@ class FilesFactory(ServerFactory):
     @param authFailureDelay: seconds before a failed AUTH is answered.
     """
 
+    noisy = False  # no "Starting factory <... at 0x...>" at info; the port logs where it listens
+
     def __init__(
         self,
         portal: Portal,

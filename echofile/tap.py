@@ -8,6 +8,7 @@ whole service on a L{twisted.internet.testing.MemoryReactorClock}.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, Mapping
 
 from twisted.application import strports
@@ -17,8 +18,10 @@ from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted import __version__ as twistedVersion
 from twisted.python import usage
 
+from echofile import __version__
 from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPassword, makePortal
 from echofile.chat import ChatService
 from echofile.echo import EchoDatagramProtocol, EchoFactory
@@ -113,6 +116,20 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["files"] = []
         self["lockout-exempt"] = []
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Under twistd (which sets C{parent}), a usage error is one line and a
+        pointer to C{--help} on stderr, not the whole help text first (which
+        is what twistd itself prints); used directly, it raises as usual.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            sys.stderr.write(f"twistd echofile: {e}\nRun 'twistd echofile --help' for the options.\n")
+            raise SystemExit(2) from None
+
     def opt_echo(self, description: str) -> None:
         """Endpoint for the echo service (repeatable). Default: tcp:8007:interface=127.0.0.1"""
         self["echo"].append(_checkEndpoint("echo", description))
@@ -163,6 +180,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    _log.info("echofile {version} starting (Twisted {twisted})", version=__version__, twisted=twistedVersion)
     password, generated = defaultPassword(os.environ if environ is None else environ)
     if generated:
         _log.info(
