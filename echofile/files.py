@@ -19,7 +19,7 @@ from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
-    IAddress, IDelayedCall, IHalfCloseableProtocol, IHandshakeListener, IReactorTime,
+    IAddress, IHalfCloseableProtocol, IHandshakeListener, IReactorTime,
 )
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import deferLater
@@ -31,7 +31,7 @@ from zope.interface import implementer
 from echofile.auth import DEFAULT_USER, login
 from echofile.chat import ChatService, EventQueue, IChatListener, NotOnline
 from echofile.lockout import LoginPenalties
-from echofile.limits import ConnectionLimiter, SessionTimer, cancelPending, closeWithin
+from echofile.limits import ConnectionLimiter, GracefulClose, SessionTimer, cancelPending, closeWithin
 from echofile.proxy import peerKey, whenPeerKnown
 from echofile.shutdown import SessionTracker
 from echofile.share import Entry, IShare, NotAvailable
@@ -97,7 +97,7 @@ class FileSession(LineReceiver):
         self._producing = False  # are we the transport's registered producer?
         self._ending = False
         self._connected = False
-        self._abortCall: IDelayedCall | None = None
+        self._closing: GracefulClose | None = None
         self._timer = SessionTimer(self._clock, factory.idleTimeout, self.timeoutConnection)
         self._transfer: BodySender | None = None
         # None after a refused USER: the next AUTH must fail, not fall back to guest.
@@ -157,7 +157,7 @@ class FileSession(LineReceiver):
             self._handshake.cancel()
         self._ending = True
         self._timer.stop()
-        cancelPending(self._abortCall)
+        cancelPending(self._closing)
         self._logOut()
         self.factory.sessions.discard(self)
         if self._admitted:
@@ -192,7 +192,11 @@ class FileSession(LineReceiver):
         self.transport.abortConnection()
 
     def endSession(self, lastLine: str | None) -> None:
-        """Say C{lastLine} (if any), read nothing more, close (abort if the peer does not read)."""
+        """
+        Say C{lastLine} (if any), run no further command, and close without
+        a reset: the client gets everything sent so far, whatever it
+        pipelined (L{echofile.limits.GracefulClose}).
+        """
         if self._ending:
             return
         self._ending = True
@@ -202,7 +206,7 @@ class FileSession(LineReceiver):
         if lastLine is not None:
             self.reply(lastLine)
         self._unregisterAsProducer()
-        self._abortCall = closeWithin(self.transport, self._clock)
+        self._closing = closeWithin(self.transport, self._clock, inputEnded=self._inputEnded)
 
     def _logOut(self) -> None:
         """Leave presence at once (the connection itself may linger a little)."""
@@ -258,7 +262,13 @@ class FileSession(LineReceiver):
         answer every command it sent, an unterminated last line included,
         then close.
         """
-        if self._inputEnded or self._ending:
+        if self._ending:
+            # We are closing: the client closed its side too, so the close is safe now.
+            if self._closing is not None and not self._inputEnded:
+                self._inputEnded = True
+                self._closing.peerClosed()
+            return
+        if self._inputEnded:
             return
         self._inputEnded = True
         if self._buffer:
@@ -266,9 +276,10 @@ class FileSession(LineReceiver):
         self._closeIfInputDone()
 
     def writeConnectionLost(self) -> None:
-        """We never half-close; if the socket did, nothing more can be said."""
-        self._ending = True
-        self.transport.loseConnection()
+        """Our half-close is done; we keep reading (and discarding) until the client closes."""
+        if self._closing is None:  # not ours: nothing more can be said
+            self._ending = True
+            self.transport.loseConnection()
 
     def _closeIfInputDone(self) -> None:
         # Inside LineReceiver's loop, lines may still wait: dataReceived asks again after it.
@@ -278,7 +289,7 @@ class FileSession(LineReceiver):
 
     def dataReceived(self, data: bytes) -> None:
         if self._ending:
-            return
+            return  # closing: what the client still sends is read and dropped
         super().dataReceived(self._telnet.feed(data))
         if self._inputEnded:
             self._closeIfInputDone()
@@ -345,7 +356,7 @@ class FileSession(LineReceiver):
         elif failure.check(TransferInterrupted, ConnectionDone, ConnectionLost):
             self._log.warn("files: transfer to {peer} cut short: {reason}", peer=self._peerKey, reason=failure.value)
             self._ending = True
-            self._abortCall = closeWithin(self.transport, self._clock)
+            self._closing = closeWithin(self.transport, self._clock, inputEnded=self._inputEnded)
         else:
             self._log.failure("files: command from {peer} failed", failure, peer=self._peerKey)
             if not self._ending:
