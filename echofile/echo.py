@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echofile.eventlog import loggable
 from echofile.shutdown import SessionTracker
 from echofile.limits import ConnectionLimiter, GracefulClose, SessionTimer, cancelPending, closeWithin
 from echofile.proxy import peerKey, whenPeerKnown
@@ -109,7 +110,7 @@ class EchoProtocol(Protocol):
             self._close()
 
     def timeoutConnection(self) -> None:
-        self._log.info("echo: {peer} idle, closing", peer=self.transport.getPeer())
+        self._log.info("echo: {peer} idle, closing", peer=loggable(self._peerKey))
         self._close()
 
     def _close(self) -> None:
@@ -137,7 +138,7 @@ class EchoProtocol(Protocol):
         if self._peerKey is not None:
             self._limiter.release(self._peerKey)
             self._peerKey = None
-        self._log.debug("echo: connection from {peer} closed", peer=self.transport.getPeer())
+        self._log.debug("echo: connection from {peer} closed", peer=loggable(self.transport.getPeer()))
 
 
 def _directSocket(transport: object):

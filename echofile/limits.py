@@ -19,6 +19,8 @@ from typing import Callable
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport, ITransport
 from twisted.logger import Logger
 
+from echofile.eventlog import loggable
+
 #: How long a peer gets to read our last words before the connection is aborted.
 CLOSE_GRACE_SECONDS = 10.0
 
@@ -53,13 +55,13 @@ class ConnectionLimiter:
         if self.total >= self.maxTotal:
             self._log.warn(
                 "{service}: refused {peer}: {total} connections open (--max-connections)",
-                service=self.service, peer=key, total=self.total,
+                service=self.service, peer=loggable(key), total=self.total,
             )
             return False
         if self._perAddress[key] >= self.maxPerAddress:
             self._log.warn(
                 "{service}: refused {peer}: {count} connections from it open (--max-per-ip)",
-                service=self.service, peer=key, count=self._perAddress[key],
+                service=self.service, peer=loggable(key), count=self._perAddress[key],
             )
             return False
         self.total += 1
