@@ -367,7 +367,6 @@ class FileSession(LineReceiver):
             if self._ending:  # the session already said its last word
                 return
             error = failure.value
-            self._log.debug("files: {peer}: {reply}", peer=self._peer, reply=loggable(error.reply))
             if error.closes:
                 self.endSession("!" + error.reply)
             else:
