@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Callable
 
-from e2ehelpers import Conn, Server, makeTree, waitExit
+from deployhelpers import makeCertificate, startServer as startDeployServer
+from e2ehelpers import Conn, Server, makeTree, stop, waitExit
+from support import PASSWORD
 
 SIZE = 10 * 1024 * 1024
 NAME = "ten-mb.bin"
@@ -113,3 +117,43 @@ def test_shutdown_with_a_pipelined_file(startServer: Callable[..., Server], tmp_
     waitExit(server, 15)
     log = server.logText()
     assert "Traceback" not in log and "Aborting" not in log
+
+
+def test_tls_quit_pipelined_during_a_body(tmp_path: Path) -> None:
+    """
+    The same over TLS (``ssl:`` endpoint): the whole body, ``#Bye.``, then
+    the server's close_notify (a clean TLS EOF, not a bare FIN or a RST).
+    A TCP half-close under TLS would fail here (SSLEOFError).
+    """
+    root, content = served(tmp_path)
+    certificate = makeCertificate(tmp_path / "tls")
+    server = startDeployServer(
+        tmp_path / "logs", root,
+        "--echo", "tcp:0:interface=127.0.0.1",
+        "--files", f"ssl:0:interface=127.0.0.1:privateKey={certificate.key}:certKey={certificate.cert}",
+        ready=r"FilesFactory \(TLS\) starting on (\d+)",
+    )
+    try:
+        context = ssl.create_default_context(cafile=str(certificate.cert))
+        context.check_hostname = False
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        raw.settimeout(30)
+        raw.connect(("127.0.0.1", server.files_port))
+        sock = context.wrap_socket(raw, suppress_ragged_eofs=False)  # a bare FIN raises SSLEOFError
+        conn = Conn.__new__(Conn)
+        conn.sock, conn.buf, conn.reset = sock, b"", False
+        try:
+            conn.login(PASSWORD)
+            conn.send(f"FILE {NAME}\r\nQUIT\r\n".encode())
+            conn.exact(100_000)
+            conn.send(b"HELP\r\n")
+            data, how = readSlowly(conn)
+        finally:
+            sock.close()
+    finally:
+        stop(server)
+    report("TLS FILE + QUIT", data, how)
+    assert how == "FIN"  # recv() returned b"": the server's close_notify
+    whole = expected(content, b"#Bye.")
+    assert data == whole[100_000:]

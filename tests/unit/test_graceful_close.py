@@ -7,8 +7,10 @@ and the echo service alike (one mechanism, L{echofile.limits.GracefulClose}).
 from __future__ import annotations
 
 from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from zope.interface import directlyProvides
 
 from echofile.echo import EchoFactory
@@ -185,3 +187,26 @@ def test_echo_idle_client_that_never_closes_is_aborted():
     assert transport.writeDisconnecting and not transport.disconnected
     clock.advance(CLOSE_GRACE_SECONDS)
     assert transport.disconnected
+
+
+# -- under the PROXY wrapper ---------------------------------------------------------
+
+
+def throughProxyWrapper(transport):
+    """What a haproxy: endpoint puts between the session and the socket (or the TLS layer)."""
+    wrapper = HAProxyWrappingFactory(Factory.forProtocol(Protocol)).buildProtocol(None)
+    wrapper.makeConnection(transport)
+    return wrapper
+
+
+def test_proxy_wrapper_over_tcp_half_closes_the_socket():
+    transport = HalfCloseTransport()
+    closeWithin(throughProxyWrapper(transport), Clock())
+    assert transport.writeDisconnecting and not transport.disconnecting
+
+
+def test_proxy_wrapper_over_tls_closes_tls_not_the_socket_under_it():
+    transport = HalfCloseTransport()
+    directlyProvides(transport, ISSLTransport)
+    closeWithin(throughProxyWrapper(transport), Clock())
+    assert transport.disconnecting and not transport.writeDisconnecting
