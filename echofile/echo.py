@@ -21,14 +21,15 @@ from __future__ import annotations
 
 from twisted.internet import tcp
 from twisted.internet.error import MessageLengthError
-from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echofile.eventlog import loggable
 from echofile.shutdown import SessionTracker
-from echofile.limits import ConnectionLimiter, SessionTimer, cancelPending, closeWithin
+from echofile.limits import ConnectionLimiter, GracefulClose, SessionTimer, cancelPending, closeWithin
 from echofile.proxy import peerKey, whenPeerKnown
 
 
@@ -49,7 +50,8 @@ class EchoProtocol(Protocol):
         self._limiter = limiter
         self._peerKey: str | None = None
         self._closing = False
-        self._abortCall: IDelayedCall | None = None
+        self._inputEnded = False
+        self._graceful: GracefulClose | None = None
         self._timer = SessionTimer(clock, idleTimeout, self.timeoutConnection)
         #: The socket to write to directly, for a plain TCP transport.
         self._socket = None
@@ -72,6 +74,8 @@ class EchoProtocol(Protocol):
         self._log.debug("echo: connection from {peer}", peer=self.transport.getPeer())
 
     def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return  # we are ending the session: what still comes is read and dropped
         self._timer.touch()
         transport = self.transport
         sock = self._socket
@@ -93,13 +97,20 @@ class EchoProtocol(Protocol):
         transport.write(data)
 
     def readConnectionLost(self) -> None:
-        self._close()
+        """The peer is done sending: send back what is pending, then close."""
+        self._inputEnded = True
+        if self._graceful is not None:
+            self._graceful.peerClosed()  # we were closing already: the peer's close is the end
+        else:
+            self._close()
 
     def writeConnectionLost(self) -> None:
-        self._close()
+        """Our own half-close is done (L{_close}); wait for the peer's."""
+        if self._graceful is None:
+            self._close()
 
     def timeoutConnection(self) -> None:
-        self._log.info("echo: {peer} idle, closing", peer=self.transport.getPeer())
+        self._log.info("echo: {peer} idle, closing", peer=loggable(self._peerKey))
         self._close()
 
     def _close(self) -> None:
@@ -110,7 +121,7 @@ class EchoProtocol(Protocol):
         self._timer.stop()
         # With a producer registered the transport would wait for it forever.
         self.transport.unregisterProducer()
-        self._abortCall = closeWithin(self.transport, self._clock)
+        self._graceful = closeWithin(self.transport, self._clock, inputEnded=self._inputEnded)
 
     def shutdown(self) -> None:
         """The server is stopping: send back what is pending, then close."""
@@ -123,11 +134,11 @@ class EchoProtocol(Protocol):
         self.factory.sessions.discard(self)
         self._socket = None
         self._timer.stop()
-        cancelPending(self._abortCall)
+        cancelPending(self._graceful)
         if self._peerKey is not None:
             self._limiter.release(self._peerKey)
             self._peerKey = None
-        self._log.debug("echo: connection from {peer} closed", peer=self.transport.getPeer())
+        self._log.debug("echo: connection from {peer} closed", peer=loggable(self.transport.getPeer()))
 
 
 def _directSocket(transport: object):

@@ -18,6 +18,8 @@ from typing import Iterable
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from echofile.eventlog import loggable
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -89,7 +91,7 @@ class LoginPenalties:
             record.failures.clear()
             self._log.warn(
                 "files: {peer} locked out of AUTH for {duration}s after {count} failures",
-                peer=address, duration=self.duration, count=self.maxFailures,
+                peer=loggable(address), duration=self.duration, count=self.maxFailures,
             )
         while len(self._records) > self.maxAddresses:
             self._records.popitem(last=False)
