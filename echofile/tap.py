@@ -86,9 +86,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         "Serve RFC 862 echo and the echofile file/chat protocol. Both listen on "
         "loopback by default; open them wider with endpoint strings. The default "
         f"account '{DEFAULT_USER}' takes its password from {PASSWORD_ENVIRONMENT_VARIABLE}, "
-        "else a random one is generated and logged once at start-up."
+        "else a random one is generated and logged once at start-up; --no-guest turns it off."
     )
     supportedInterfaces = [IUsernamePassword]
+
+    optFlags = [
+        ["no-guest", None, f"Turn the default account '{DEFAULT_USER}' off: only --auth accounts can log in."],
+    ]
 
     optParameters = [
         ["echo-udp", None, None, "Also serve echo over UDP on [HOST:]PORT (host defaults to 127.0.0.1). Off by default."],
@@ -132,6 +136,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             self["files"] = [DEFAULT_FILES]
         if self["echo-udp"] is not None:
             self["echo-udp"] = parseUDPAddress(self["echo-udp"])
+        if self["no-guest"] and not self.get("credCheckers"):
+            raise usage.UsageError("--no-guest needs at least one --auth: otherwise nobody could log in")
         root = self["root"]
         if not os.path.isdir(root):
             raise usage.UsageError(f"--root must be an existing folder, not {root!r}")
@@ -158,12 +164,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    password, generated = defaultPassword(os.environ if environ is None else environ)
-    if generated:
-        _log.info(
-            "No {variable} set: the password of account {user!r} for this run is {password}",
-            variable=PASSWORD_ENVIRONMENT_VARIABLE, user=DEFAULT_USER, password=password,
-        )
+    password = _guestPassword(config, os.environ if environ is None else environ)
 
     top = MultiService()
     chat = ChatService()
@@ -206,6 +207,22 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         udp.setServiceParent(top)
     _log.info("Serving files from {root}", root=config["root"])
     return top
+
+
+def _guestPassword(config: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
+    """The default account's password (None when --no-guest), and a log line saying where it came from."""
+    if config.get("no-guest"):
+        _log.info("Account {user!r} is off (--no-guest): only --auth accounts can log in", user=DEFAULT_USER)
+        return None
+    password, generated = defaultPassword(environ)
+    if generated:
+        _log.info(
+            "No {variable} set: the password of account {user!r} for this run is {password}",
+            variable=PASSWORD_ENVIRONMENT_VARIABLE, user=DEFAULT_USER, password=password,
+        )
+    else:
+        _log.info("Account {user!r} takes its password from {variable}", user=DEFAULT_USER, variable=PASSWORD_ENVIRONMENT_VARIABLE)
+    return password
 
 
 def _listen(description: str, factory: Any, reactor: Any) -> IService:

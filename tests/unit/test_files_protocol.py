@@ -539,3 +539,28 @@ def test_a_broken_checker_is_a_failed_login(served, clock, logged):
         clock.advance(1)
     assert replies(transport) == [b"!Bad password.", b"!Too many failed attempts."]
     assert penalties.isLockedOut("127.0.0.1")
+
+
+def test_no_guest_auth_alone_and_user_guest_are_failed_logins(served, clock):
+    from echofile.auth import makePortal
+    from echofile.chat import ChatService
+    from echofile.files import FilesFactory
+    from echofile.limits import ConnectionLimiter
+
+    chat = ChatService()
+    checker = InMemoryUsernamePasswordDatabaseDontUse(alice="wonder land")
+    factory = FilesFactory(
+        makePortal(os.fspath(served), None, [checker], chat), clock, ConnectionLimiter(10, 10, "files"), chat,
+    )
+    protocol, transport = connect(factory)
+    replies(transport)
+    send(protocol, b"AUTH " + PASSWORD.encode() + b"\r\n")
+    clock.advance(0.5)
+    assert replies(transport) == []  # delayed like any wrong password
+    clock.advance(0.6)
+    send(protocol, b"USER guest\r\nAUTH None\r\n")
+    clock.advance(1.1)
+    assert replies(transport) == [b"!Bad password.", b"#User guest accepted, send AUTH.", b"!Bad password."]
+    assert protocol._failures == 2  # counted like wrong passwords
+    send(protocol, b"USER alice\r\nAUTH wonder land\r\n")
+    assert replies(transport) == [b"#User alice accepted, send AUTH.", b"#You are logged in."]

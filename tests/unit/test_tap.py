@@ -118,3 +118,26 @@ def test_abuse_options(served):
     ]:
         with pytest.raises(usage.UsageError, match=f"--{option}"):
             parse(*argv)
+
+
+def test_no_guest_needs_an_auth_account(served):
+    with pytest.raises(usage.UsageError, match="--no-guest needs at least one --auth"):
+        parse("--root", str(served), "--no-guest")
+    assert parse("--root", str(served), "--no-guest", "--auth", "memory:al:pw")["no-guest"]
+    assert not parse("--root", str(served))["no-guest"]
+
+
+@pytest.mark.parametrize(
+    "argv, environ, expected",
+    [
+        ([], {}, "No {variable} set"),
+        ([], {"ECHOFILE_PASSWORD": "pw"}, "takes its password from {variable}"),
+        (["--no-guest", "--auth", "memory:al:pw"], {"ECHOFILE_PASSWORD": "pw"}, "is off (--no-guest)"),
+    ],
+)
+def test_start_up_says_where_the_guest_password_came_from(served, logged, argv, environ, expected):
+    makeService(parse("--root", str(served), *argv), reactor=MemoryReactorClock(), environ=environ)
+    sources = [e for e in logged if "{user!r}" in e.get("log_format", "")]
+    assert len(sources) == 1 and expected in sources[0]["log_format"], sources
+    if environ:  # a password the operator chose is never logged
+        assert not any("password" in event for event in logged)
