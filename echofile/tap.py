@@ -21,7 +21,7 @@ from twisted.python import usage
 
 from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPassword, makePortal
 from echofile.chat import ChatService
-from echofile.echo import EchoDatagramProtocol, EchoFactory
+from echofile.echo import DEFAULT_UDP_RATE, EchoDatagramProtocol, EchoFactory
 from echofile.files import FilesFactory
 from echofile.limits import ConnectionLimiter
 from echofile.lockout import LoginPenalties, parseExempt
@@ -96,6 +96,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
     optParameters = [
         ["echo-udp", None, None, "Also serve echo over UDP on [HOST:]PORT (host defaults to 127.0.0.1). Off by default."],
+        ["echo-udp-rate", None, DEFAULT_UDP_RATE, "UDP echo: datagrams per second answered per source address (bursts of as many); 0 turns the limit off.", _nonNegativeInt("echo-udp-rate")],
         ["root", None, ".", "Folder to serve files from (default: the current folder)."],
         ["idle-timeout", None, 300.0, "Close sessions idle for this many seconds.", _positive(float, "idle-timeout")],
         ["max-line", None, 4096, "Longest command line accepted, in bytes.", _positive(int, "max-line")],
@@ -203,7 +204,8 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
     if config.get("echo-udp") is not None:
         host, port = config["echo-udp"]
         # Twisted reads at most 8192 bytes per datagram unless told: allow any UDP payload.
-        udp = UDPServer(port, EchoDatagramProtocol(), interface=host, maxPacketSize=65535, reactor=reactor)
+        protocol = EchoDatagramProtocol(reactor, rate=config.get("echo-udp-rate", DEFAULT_UDP_RATE))
+        udp = UDPServer(port, protocol, interface=host, maxPacketSize=65535, reactor=reactor)
         udp.setServiceParent(top)
     _log.info("Serving files from {root}", root=config["root"])
     return top

@@ -141,3 +141,23 @@ def test_start_up_says_where_the_guest_password_came_from(served, logged, argv, 
     assert len(sources) == 1 and expected in sources[0]["log_format"], sources
     if environ:  # a password the operator chose is never logged
         assert not any("password" in event for event in logged)
+
+
+def test_echo_udp_rate_option(served):
+    from echofile.echo import EchoDatagramProtocol
+
+    assert parse("--root", str(served))["echo-udp-rate"] == 100
+    for value in ["-1", "x", "1.5"]:
+        with pytest.raises(usage.UsageError, match="--echo-udp-rate"):
+            parse("--echo-udp-rate", value)
+    reactor = ReactorWithUDP()
+    reactor.udpPorts = []
+    options = parse("--root", str(served), "--echo-udp", "17", "--echo-udp-rate", "3")
+    service = makeService(options, reactor=reactor, environ={"ECHOFILE_PASSWORD": "pw"})
+    service.startService()
+    try:
+        (_, protocol, _, _), = reactor.udpPorts
+        assert isinstance(protocol, EchoDatagramProtocol) and protocol._rates._rate == 3
+        assert protocol._clock is reactor
+    finally:
+        service.stopService()
