@@ -458,7 +458,16 @@ class FileSession(LineReceiver):
         self.reply("#You are logged in.")
 
     def _loginFailed(self, failure: Failure, user: str) -> Deferred[None]:
-        failure.trap(UnauthorizedLogin)
+        """
+        Every failure to check a password is a failed login: delayed, counted
+        here and per address.  A checker that broke (rather than said no) is
+        logged, but the client learns no more than from a wrong password, so
+        a broken check can never be used to guess fast or to tell names apart.
+        """
+        if not failure.check(UnauthorizedLogin):
+            self._log.failure(
+                "files: checking the password of {user} from {peer} failed", failure, peer=self._peerKey, user=user,
+            )
         self._failures += 1
         if self.factory.penalties is not None:
             self.factory.penalties.recordFailure(self._peerKey)

@@ -24,7 +24,7 @@ from twisted.python import usage
 from echofile import __version__
 from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPassword, makePortal
 from echofile.chat import ChatService
-from echofile.echo import EchoDatagramProtocol, EchoFactory
+from echofile.echo import DEFAULT_UDP_RATE, EchoDatagramProtocol, EchoFactory
 from echofile.files import FilesFactory
 from echofile.limits import ConnectionLimiter
 from echofile.lockout import LoginPenalties, parseExempt
@@ -91,12 +91,17 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         "Serve RFC 862 echo and the echofile file/chat protocol. Both listen on "
         "loopback by default; open them wider with endpoint strings. The default "
         f"account '{DEFAULT_USER}' takes its password from {PASSWORD_ENVIRONMENT_VARIABLE}, "
-        "else a random one is generated and logged once at start-up."
+        "else a random one is generated and logged once at start-up; --no-guest turns it off."
     )
     supportedInterfaces = [IUsernamePassword]
 
+    optFlags = [
+        ["no-guest", None, f"Turn the default account '{DEFAULT_USER}' off: only --auth accounts can log in."],
+    ]
+
     optParameters = [
         ["echo-udp", None, None, "Also serve echo over UDP on [HOST:]PORT (host defaults to 127.0.0.1). Off by default."],
+        ["echo-udp-rate", None, DEFAULT_UDP_RATE, "UDP echo: datagrams per second answered per source address (bursts of as many); 0 turns the limit off.", _nonNegativeInt("echo-udp-rate")],
         ["root", None, ".", "Folder to serve files from (default: the current folder)."],
         ["idle-timeout", None, 300.0, "Close sessions idle for this many seconds.", _positive(float, "idle-timeout")],
         ["max-line", None, 4096, "Longest command line accepted, in bytes.", _positive(int, "max-line")],
@@ -154,6 +159,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             self["echo-udp"] = parseUDPAddress(self["echo-udp"])
         if self["metrics"] is not None:
             _checkEndpoint("metrics", self["metrics"])
+        if self["no-guest"] and not self.get("credCheckers"):
+            raise usage.UsageError("--no-guest needs at least one --auth: otherwise nobody could log in")
         root = self["root"]
         if not os.path.isdir(root):
             raise usage.UsageError(f"--root must be an existing folder, not {root!r}")
@@ -181,12 +188,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
 
         reactor = globalReactor
     _log.info("echofile {version} starting (Twisted {twisted})", version=__version__, twisted=twistedVersion)
-    password, generated = defaultPassword(os.environ if environ is None else environ)
-    if generated:
-        _log.info(
-            "No {variable} set: the password of account {user!r} for this run is {password}",
-            variable=PASSWORD_ENVIRONMENT_VARIABLE, user=DEFAULT_USER, password=password,
-        )
+    password = _guestPassword(config, os.environ if environ is None else environ)
 
     top = MultiService()
     chat = ChatService()
@@ -229,10 +231,27 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
     if config.get("echo-udp") is not None:
         host, port = config["echo-udp"]
         # Twisted reads at most 8192 bytes per datagram unless told: allow any UDP payload.
-        udp = UDPServer(port, EchoDatagramProtocol(), interface=host, maxPacketSize=65535, reactor=reactor)
+        protocol = EchoDatagramProtocol(reactor, rate=config.get("echo-udp-rate", DEFAULT_UDP_RATE))
+        udp = UDPServer(port, protocol, interface=host, maxPacketSize=65535, reactor=reactor)
         udp.setServiceParent(top)
     _log.info("Serving files from {root}", root=config["root"])
     return top
+
+
+def _guestPassword(config: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
+    """The default account's password (None when --no-guest), and a log line saying where it came from."""
+    if config.get("no-guest"):
+        _log.info("Account {user!r} is off (--no-guest): only --auth accounts can log in", user=DEFAULT_USER)
+        return None
+    password, generated = defaultPassword(environ)
+    if generated:
+        _log.info(
+            "No {variable} set: the password of account {user!r} for this run is {password}",
+            variable=PASSWORD_ENVIRONMENT_VARIABLE, user=DEFAULT_USER, password=password,
+        )
+    else:
+        _log.info("Account {user!r} takes its password from {variable}", user=DEFAULT_USER, variable=PASSWORD_ENVIRONMENT_VARIABLE)
+    return password
 
 
 def _listen(description: str, factory: Any, reactor: Any) -> IService:

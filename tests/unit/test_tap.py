@@ -118,3 +118,46 @@ def test_abuse_options(served):
     ]:
         with pytest.raises(usage.UsageError, match=f"--{option}"):
             parse(*argv)
+
+
+def test_no_guest_needs_an_auth_account(served):
+    with pytest.raises(usage.UsageError, match="--no-guest needs at least one --auth"):
+        parse("--root", str(served), "--no-guest")
+    assert parse("--root", str(served), "--no-guest", "--auth", "memory:al:pw")["no-guest"]
+    assert not parse("--root", str(served))["no-guest"]
+
+
+@pytest.mark.parametrize(
+    "argv, environ, expected",
+    [
+        ([], {}, "No {variable} set"),
+        ([], {"ECHOFILE_PASSWORD": "pw"}, "takes its password from {variable}"),
+        (["--no-guest", "--auth", "memory:al:pw"], {"ECHOFILE_PASSWORD": "pw"}, "is off (--no-guest)"),
+    ],
+)
+def test_start_up_says_where_the_guest_password_came_from(served, logged, argv, environ, expected):
+    makeService(parse("--root", str(served), *argv), reactor=MemoryReactorClock(), environ=environ)
+    sources = [e for e in logged if "{user!r}" in e.get("log_format", "")]
+    assert len(sources) == 1 and expected in sources[0]["log_format"], sources
+    if environ:  # a password the operator chose is never logged
+        assert not any("password" in event for event in logged)
+
+
+def test_echo_udp_rate_option(served):
+    from echofile.echo import EchoDatagramProtocol
+
+    assert parse("--root", str(served))["echo-udp-rate"] == 100
+    for value in ["-1", "x", "1.5"]:
+        with pytest.raises(usage.UsageError, match="--echo-udp-rate"):
+            parse("--echo-udp-rate", value)
+    reactor = ReactorWithUDP()
+    reactor.udpPorts = []
+    options = parse("--root", str(served), "--echo-udp", "17", "--echo-udp-rate", "3")
+    service = makeService(options, reactor=reactor, environ={"ECHOFILE_PASSWORD": "pw"})
+    service.startService()
+    try:
+        (_, protocol, _, _), = reactor.udpPorts
+        assert isinstance(protocol, EchoDatagramProtocol) and protocol._rates._rate == 3
+        assert protocol._clock is reactor
+    finally:
+        service.stopService()
