@@ -159,11 +159,14 @@ def isValidClient(address: object) -> bool:
 
 
 def _socketTransport(transport: object) -> object:
-    """Follow C{.transport} through protocol wrappers (TLS, PROXY) down to the one with the socket."""
+    """
+    Follow C{.transport} through protocol wrappers (TLS, PROXY) down to the
+    transport that owns the socket.  (Not by looking for a C{socket}
+    attribute: a wrapper hands unknown attributes on to its transport, while
+    its own C{getPeer} answers with the PROXY header's address.)
+    """
     inner = transport
     for _ in range(8):  # a TLS layer inside a PROXY wrapper is two; never a cycle
-        if isinstance(getattr(inner, "socket", None), socket.socket):
-            break
         below = getattr(inner, "transport", None)
         if below is None:
             break

@@ -431,3 +431,25 @@ def test_v2_unix_source_counts_as_the_balancer(served, clock):
     wrapper.dataReceived(header)
     assert replies(transport) == [b"#Server Ready."]
     assert factory.limiter.countFor(BALANCER.host) == 1
+
+
+class SocketStringTransport(StringTransport):
+    """A StringTransport with a socket, as tcp.Server has (which the PROXY wrapper hands on as its own)."""
+
+    def __init__(self, sock: socket.socket, peerAddress) -> None:
+        super().__init__(peerAddress=peerAddress)
+        self.socket = sock
+
+
+def test_the_balancer_is_named_by_its_socket_not_by_the_parsed_header(served, clock, logged):
+    """Once a junk header is parsed, the wrapper's getPeer() is that junk: logs must name the socket's peer."""
+    factory = makeFilesFactory(served, clock)
+    with socket.socket() as sock:
+        wrapper = HAProxyWrappingFactory(factory).buildProtocol(BALANCER)
+        transport = SocketStringTransport(sock, BALANCER)
+        wrapper.makeConnection(transport)
+        wrapper.dataReceived(b"PROXY TCP4 evil.example 10.0.0.1 1 8008\r\n")
+    assert transport.disconnecting and transport.value() == b""
+    texts = [formatEvent(e) for e in logged]
+    assert any(t.startswith("invalid PROXY protocol header from 10.0.0.2 ") for t in texts), texts
+    assert not any("from evil.example" in t for t in texts)
