@@ -54,8 +54,23 @@ __all__ = ["HealthCheck", "closeUnread", "isProxyWrapper", "peerKey", "whenPeerK
 
 _log = Logger(namespace="echofile.proxy")
 
-#: How much of a bad header is logged: a v1 header is at most 107 bytes.
+#: How much of a bad header is kept for the log: a v1 header is at most 107 bytes.
 _LOGGED_HEADER_BYTES = 108
+_V1_SIGNATURE = b"PROXY "
+_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def _loggable(seen: bytes) -> str:
+    """
+    What of a bad header may be logged: the header itself, made printable,
+    and never what follows it or what is not a header at all (a client that
+    bypassed the balancer may have typed ``AUTH <password>``).
+    """
+    if seen.startswith(_V1_SIGNATURE):
+        return sanitize(repr(seen.split(b"\r\n", 1)[0]))
+    if seen.startswith(_V2_SIGNATURE):
+        return sanitize(repr(seen[:16]))  # signature, version and command, family, length
+    return f"{len(seen)} bytes that are not a PROXY protocol header, not shown"
 
 
 def isProxyWrapper(transport: object) -> bool:
@@ -157,7 +172,7 @@ class _HeaderWait:
         self._waiting = False  # from now on everything the wrapper passes on is dropped
         _log.info(
             "invalid PROXY protocol header from {balancer} ({why}): {header}, closing",
-            balancer=socketKey(self._wrapper), why=why, header=sanitize(repr(self._seen)),
+            balancer=socketKey(self._wrapper), why=why, header=_loggable(self._seen),
         )
         self._wrapper.loseConnection()
 

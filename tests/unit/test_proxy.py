@@ -453,3 +453,21 @@ def test_the_balancer_is_named_by_its_socket_not_by_the_parsed_header(served, cl
     texts = [formatEvent(e) for e in logged]
     assert any(t.startswith("invalid PROXY protocol header from 10.0.0.2 ") for t in texts), texts
     assert not any("from evil.example" in t for t in texts)
+
+
+@pytest.mark.parametrize(
+    "sent, shown",
+    [
+        (b"PROXY TCP4 not-an-ip 10.0.0.1 1 8008\r\nAUTH secret-pw\r\n", "b'PROXY TCP4 not-an-ip 10.0.0.1 1 8008'"),
+        (b"AUTH secret-pw\r\n", "16 bytes that are not a PROXY protocol header, not shown"),
+    ],
+)
+def test_bad_header_log_never_shows_what_follows_it(served, clock, logged, sent, shown):
+    """A client that bypassed the balancer may type AUTH first: only a header itself is ever logged."""
+    factory = makeFilesFactory(served, clock)
+    wrapper, transport = behindProxy(factory)
+    wrapper.dataReceived(sent)
+    assert transport.disconnecting
+    texts = [formatEvent(e) for e in logged]
+    assert not any("secret-pw" in t for t in texts)
+    assert any(t.endswith(f": {shown}, closing") for t in texts), texts
