@@ -67,10 +67,9 @@ class Admission:
 
     @ivar key: the key whose slot the connection holds (its socket peer's,
         then the client's from the PROXY header), or None when it holds none.
-    @ivar ready: the session has been told it may speak (C{onReady}).
     """
 
-    __slots__ = ("_policy", "_transport", "_onReady", "_onBusy", "_timer", "_started", "_handshaking", "key", "ready")
+    __slots__ = ("_policy", "_transport", "_onReady", "_onBusy", "_timer", "_started", "_handshaking", "key")
 
     def __init__(
         self,
@@ -93,7 +92,6 @@ class Admission:
         self._started = 0.0
         self._handshaking = False
         self.key: str | None = None
-        self.ready = False
 
     def begin(self) -> None:
         """From C{connectionMade}: take the slot, then wait for TLS and the PROXY header."""
@@ -119,7 +117,7 @@ class Admission:
             return
         self.key = key
         if not (proxied or self._handshaking):
-            self._admitted(transport.getPeer(), key)
+            self._onReady(transport.getPeer(), key)
             return
         if policy.deadline is not None:
             self._timer = policy.clock.callLater(policy.deadline, self._timedOut)
@@ -159,10 +157,6 @@ class Admission:
             self._onBusy()
             return
         self.key = key
-        self._admitted(peer, key)
-
-    def _admitted(self, peer: IAddress, key: str) -> None:
-        self.ready = True
         self._onReady(peer, key)
 
     def _timedOut(self) -> None:
