@@ -19,22 +19,24 @@ moved when it fires, not on every message.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
+from typing import Iterable
 
 from twisted.internet import tcp
 from twisted.internet.error import MessageLengthError
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echofile.addresses import LOOPBACK, Network
+from echofile.admission import Admission, AdmissionPolicy
 from echofile.eventlog import loggable
 from echofile.shutdown import SessionTracker
 from echofile.limits import ConnectionLimiter, GracefulClose, SessionTimer, cancelPending, closeWithin
-from echofile.proxy import peerKey, whenPeerKnown
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class EchoProtocol(Protocol):
     """
     Send back every byte, in order.
@@ -45,10 +47,11 @@ class EchoProtocol(Protocol):
 
     _log = Logger()
 
-    def __init__(self, clock: IReactorTime, idleTimeout: float | None, limiter: ConnectionLimiter) -> None:
+    def __init__(self, clock: IReactorTime, idleTimeout: float | None, admission: AdmissionPolicy) -> None:
         self._clock = clock
         self._idleTimeout = idleTimeout
-        self._limiter = limiter
+        self._policy = admission
+        self._admission: Admission | None = None
         self._peerKey: str | None = None
         self._closing = False
         self._inputEnded = False
@@ -58,21 +61,27 @@ class EchoProtocol(Protocol):
         self._socket = None
 
     def connectionMade(self) -> None:
-        # Behind a PROXY-protocol balancer, admit by the client's address from the header.
-        whenPeerKnown(self.transport, self._clock, self._idleTimeout).addCallback(self._admit)
+        # Counted from now; echoing starts once TLS is up and, behind a
+        # PROXY-protocol balancer, the header named the client (echofile.admission).
+        self._admission = Admission(self._policy, self.transport, self._admit, self._refuse)
+        self._admission.begin()
 
-    def _admit(self, peer: IAddress) -> None:
-        key = peerKey(peer)
-        if not self._limiter.admit(key):
-            # Over a cap: close at once; RFC 862 has no room for a message.
-            self._closing = True
-            self.transport.loseConnection()
-            return
+    def handshakeCompleted(self) -> None:
+        """IHandshakeListener: TLS is up."""
+        if self._admission is not None:
+            self._admission.handshakeCompleted()
+
+    def _refuse(self) -> None:
+        # Over a cap: close at once; RFC 862 has no room for a message.
+        self._closing = True
+        self.transport.loseConnection()
+
+    def _admit(self, peer: IAddress, key: str) -> None:
         self._peerKey = key
         self.transport.registerProducer(self.transport, True)
         self._socket = _directSocket(self.transport)
         self._timer.start()
-        self._log.debug("echo: connection from {peer}", peer=self.transport.getPeer())
+        self._log.debug("echo: connection from {peer}", peer=loggable(key))
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -126,6 +135,10 @@ class EchoProtocol(Protocol):
 
     def shutdown(self) -> None:
         """The server is stopping: send back what is pending, then close."""
+        if self._peerKey is None:  # not echoing yet (TLS handshake, PROXY header): nothing to send back
+            self._closing = True
+            self.transport.loseConnection()
+            return
         self._close()
 
     def abort(self) -> None:
@@ -136,10 +149,11 @@ class EchoProtocol(Protocol):
         self._socket = None
         self._timer.stop()
         cancelPending(self._graceful)
+        if self._admission is not None:
+            self._admission.end()
         if self._peerKey is not None:
-            self._limiter.release(self._peerKey)
+            self._log.debug("echo: connection from {peer} closed", peer=loggable(self._peerKey))
             self._peerKey = None
-        self._log.debug("echo: connection from {peer} closed", peer=loggable(self.transport.getPeer()))
 
 
 def _directSocket(transport: object):
@@ -157,19 +171,31 @@ def _directSocket(transport: object):
 
 class EchoFactory(ServerFactory):
     """
-    Builds echo sessions; each one checks the connection caps as it starts.
+    Builds echo sessions; each one counts against the connection caps from the start.
+
+    @param readyTimeout: seconds a connection has to finish its TLS handshake
+        and PROXY header (--login-timeout); None: no limit.
+    @param trustedProxies: the socket peers whose PROXY headers are believed.
     """
 
     noisy = False  # no "Starting factory <... at 0x...>" at info; the port logs where it listens
 
-    def __init__(self, clock: IReactorTime, limiter: ConnectionLimiter, idleTimeout: float | None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        limiter: ConnectionLimiter,
+        idleTimeout: float | None,
+        readyTimeout: float | None = 60.0,
+        trustedProxies: Iterable[Network] = LOOPBACK,
+    ) -> None:
         self.clock = clock
         self.limiter = limiter
         self.idleTimeout = idleTimeout
+        self.admission = AdmissionPolicy(clock, limiter, readyTimeout, trustedProxies)
         self.sessions = SessionTracker()
 
     def buildProtocol(self, addr: IAddress) -> EchoProtocol:
-        protocol = EchoProtocol(self.clock, self.idleTimeout, self.limiter)
+        protocol = EchoProtocol(self.clock, self.idleTimeout, self.admission)
         protocol.factory = self
         self.sessions.add(protocol)
         return protocol

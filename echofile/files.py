@@ -12,7 +12,7 @@ into a reply (or, for the errors that end a session, into a goodbye).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
@@ -28,17 +28,19 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echofile.addresses import LOOPBACK, Network
+from echofile.admission import Admission, AdmissionPolicy
 from echofile.auth import DEFAULT_USER, login
 from echofile.chat import ChatService, EventQueue, IChatListener, NotOnline
 from echofile.eventlog import LogBudget, loggable
 from echofile.lockout import LoginPenalties
 from echofile.limits import ConnectionLimiter, GracefulClose, SessionTimer, cancelPending, closeWithin
-from echofile.proxy import peerKey, whenPeerKnown
+from echofile.proxy import HealthCheck
 from echofile.shutdown import SessionTracker
 from echofile.share import Entry, IShare, NotAvailable
 from echofile.telnet import TelnetCommandFilter
 from echofile.text import sanitize
-from echofile.tls import TLSHandshake, awaitsHandshake, cleartextOverNetwork
+from echofile.tls import cleartextOverNetwork
 from echofile.transfer import BodySender, TransferInterrupted
 
 GREETING = "#Server Ready."
@@ -88,7 +90,7 @@ class FileSession(LineReceiver):
         self._clock = factory.clock
         self._peerKey = ""
         self._peerAddress: IAddress | None = None
-        self._handshake: TLSHandshake | None = None
+        self._admission: Admission | None = None
         self._admitted = False
         self.MAX_LENGTH = factory.maxLine + 1  # room for the CR of CR LF
         self._telnet = TelnetCommandFilter()
@@ -115,48 +117,51 @@ class FileSession(LineReceiver):
 
     def connectionMade(self) -> None:
         self._connected = True
-        # The session starts once the connection is usable: over TLS once the
-        # handshake is done (a greeting before it would stall it, see
-        # echofile.tls), and behind a PROXY-protocol balancer once the header
-        # with the client's address arrived (see echofile.proxy).
-        timeout = self.factory.idleTimeout
-        if not awaitsHandshake(self.transport):
-            whenPeerKnown(self.transport, self._clock, timeout).addCallback(self._start)
-            return
-        self._handshake = TLSHandshake(self.transport, self._clock, timeout)
-        self._handshake.done.addCallback(lambda _: whenPeerKnown(self.transport, self._clock, timeout))
-        self._handshake.done.addCallback(self._start)
+        # The connection counts against the caps from now on; the session
+        # starts once it is usable: over TLS once the handshake is done (a
+        # greeting before it would stall it, see echofile.tls), and behind a
+        # PROXY-protocol balancer once the header with the client's address
+        # arrived (see echofile.proxy and echofile.admission).
+        self._admission = Admission(
+            self.factory.admission, self.transport, self._start, lambda: self.endSession(BUSY),
+        )
+        self._admission.begin()
 
     def handshakeCompleted(self) -> None:
-        """IHandshakeListener: TLS is up, the session may start."""
-        if self._handshake is not None:
-            self._handshake.completed()
+        """IHandshakeListener: TLS is up."""
+        if self._admission is not None:
+            self._admission.handshakeCompleted()
 
-    def _start(self, peer: IAddress) -> None:
+    def _start(self, peer: IAddress, key: str) -> None:
         """
-        Admit the peer (or refuse it) and greet it.
+        Greet the admitted client.
 
         @param peer: the client's address (from the PROXY header, if any).
+        @param key: its key for the caps, lock-outs and logs.
         """
         if not self._connected:  # gone while we waited for TLS or the header
             return
         self._peerAddress = peer
-        self._peerKey = peerKey(peer)
-        if not self.factory.limiter.admit(self._peerKey):
-            self.endSession(BUSY)
-            return
+        self._peerKey = key
         self._admitted = True
-        self._log.info("files: connection from {peer}", peer=self._peer)
+        if isinstance(peer, HealthCheck):
+            self._log.info("files: connection from {peer} (a PROXY health check)", peer=self._peer)
+        else:
+            self._log.info("files: connection from {peer}", peer=self._peer)
         self._registerAsProducer()
         self._timer.start()
         if self.factory.loginTimeout is not None:
-            self._timer.setDeadline(self.factory.loginTimeout, self._loginTimedOut)
+            # One deadline from the connection's start: the TLS handshake and the
+            # PROXY header wait were part of it.
+            assert self._admission is not None
+            remaining = max(0.0, self.factory.loginTimeout - self._admission.elapsed())
+            self._timer.setDeadline(remaining, self._loginTimedOut)
         self.reply(GREETING)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._connected = False
-        if self._handshake is not None:
-            self._handshake.cancel()
+        if self._admission is not None:
+            self._admission.end()
         self._ending = True
         self._timer.stop()
         cancelPending(self._closing)
@@ -166,7 +171,6 @@ class FileSession(LineReceiver):
             self._logBudget.close(self._peer)
         if self._admitted:
             self._admitted = False
-            self.factory.limiter.release(self._peerKey)
             self._log.info("files: connection from {peer} closed", peer=self._peer)
 
     @property
@@ -199,7 +203,11 @@ class FileSession(LineReceiver):
 
     def shutdown(self) -> None:
         """The server is stopping: say so now, or right after the body being sent."""
-        if self._transfer is not None:
+        if not self._admitted and not self._ending:
+            # Still in the TLS handshake or waiting for the PROXY header: nothing can be said.
+            self._ending = True
+            self.transport.loseConnection()
+        elif self._transfer is not None:
             self._shutdownAfterTransfer = True
         else:
             self.endSession("!Server shutting down.")
@@ -572,6 +580,10 @@ class FilesFactory(ServerFactory):
     @param portal: where AUTH logs in.
     @param clock: every timer of the sessions runs on it.
     @param authFailureDelay: seconds before a failed AUTH is answered.
+    @param loginTimeout: seconds from connecting to logging in (the TLS
+        handshake and the PROXY header included); None: no deadline, and
+        C{idleTimeout} bounds the wait for the handshake and the header.
+    @param trustedProxies: the socket peers whose PROXY headers are believed.
     """
 
     noisy = False  # no "Starting factory <... at 0x...>" at info; the port logs where it listens
@@ -587,6 +599,7 @@ class FilesFactory(ServerFactory):
         authFailureDelay: float = 1.0,
         loginTimeout: float | None = 60.0,
         penalties: LoginPenalties | None = None,
+        trustedProxies: Iterable[Network] = LOOPBACK,
     ) -> None:
         self.portal = portal
         self.clock = clock
@@ -597,6 +610,9 @@ class FilesFactory(ServerFactory):
         self.authFailureDelay = authFailureDelay
         self.loginTimeout = loginTimeout
         self.penalties = penalties
+        self.admission = AdmissionPolicy(
+            clock, limiter, loginTimeout if loginTimeout is not None else idleTimeout, trustedProxies,
+        )
         self.sessions = SessionTracker()
 
     def buildProtocol(self, addr: IAddress) -> Protocol:

@@ -5,7 +5,7 @@ discard, abort after a grace), shared by both services.
 ``twisted.protocols.policies.LimitConnectionsByPeer`` would be the obvious
 tool, but in current Twisted it indexes the address as a tuple (``addr[0]``,
 a TypeError with today's ``IPv4Address``) and decrements a different key than
-it increments; we count by host here.
+it increments; we count by L{echofile.addresses} keys here.
 The limiter is consulted by each factory's ``buildProtocol`` instead of
 wrapping the factory, so the protocols keep the real TCP transport (half-close,
 producers and, later, sendfile need it).
@@ -16,21 +16,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable
 
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport, ITransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITransport
 from twisted.logger import Logger
 
 from echofile.eventlog import loggable
 
 #: How long a peer gets to read our last words before the connection is aborted.
 CLOSE_GRACE_SECONDS = 10.0
-
-
-def addressKey(address: IAddress | None) -> str:
-    """The per-address counting key: the host, or the address type for non-IP transports."""
-    host = getattr(address, "host", None)
-    if isinstance(host, str):
-        return host
-    return type(address).__name__
 
 
 class ConnectionLimiter:
@@ -74,6 +66,17 @@ class ConnectionLimiter:
         self._perAddress[key] -= 1
         if self._perAddress[key] <= 0:
             del self._perAddress[key]
+
+    def rekey(self, old: str, new: str) -> bool:
+        """
+        Move a slot taken for C{old} to C{new}: the PROXY header named the
+        client behind the balancer.  False, and the slot given back, when
+        C{new} is at its per-address cap.
+        """
+        if old == new:
+            return True
+        self.release(old)
+        return self.admit(new)
 
     def countFor(self, key: str) -> int:
         return self._perAddress.get(key, 0)

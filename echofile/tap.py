@@ -22,6 +22,7 @@ from twisted import __version__ as twistedVersion
 from twisted.python import usage
 
 from echofile import __version__
+from echofile.addresses import LOOPBACK, parseNetwork
 from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPassword, makePortal
 from echofile.chat import ChatService
 from echofile.echo import DEFAULT_UDP_RATE, EchoDatagramProtocol, EchoFactory
@@ -107,7 +108,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["max-line", None, 4096, "Longest command line accepted, in bytes.", _positive(int, "max-line")],
         ["max-connections", None, 1000, "Most connections at once, per service.", _positive(int, "max-connections")],
         ["max-per-ip", None, 50, "Most connections at once from one address, per service.", _positive(int, "max-per-ip")],
-        ["login-timeout", None, 60.0, "Close sessions not logged in after this many seconds.", _positive(float, "login-timeout")],
+        ["login-timeout", None, 60.0, "Close sessions not logged in this many seconds after connecting (TLS handshake and PROXY header included).", _positive(float, "login-timeout")],
         ["lockout-failures", None, 10, "Failed AUTHs from one address (within --lockout-window) that lock it out.", _nonNegativeInt("lockout-failures")],
         ["lockout-window", None, 600.0, "Seconds over which failed AUTHs are counted.", _positive(float, "lockout-window")],
         ["lockout-duration", None, 600.0, "Seconds a locked-out address is refused AUTH.", _positive(float, "lockout-duration")],
@@ -120,6 +121,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["echo"] = []
         self["files"] = []
         self["lockout-exempt"] = []
+        self["trusted-proxy"] = []
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
@@ -150,11 +152,20 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         except ValueError:
             raise usage.UsageError(f"--lockout-exempt: not an address or network: {value!r}") from None
 
+    def opt_trusted_proxy(self, value: str) -> None:
+        """Address or network whose PROXY headers a haproxy: endpoint believes (repeatable). Default: 127.0.0.0/8 and ::1"""
+        try:
+            self["trusted-proxy"].append(parseNetwork(value))
+        except ValueError:
+            raise usage.UsageError(f"--trusted-proxy: not an address or network: {value!r}") from None
+
     def postOptions(self) -> None:
         if not self["echo"]:
             self["echo"] = [DEFAULT_ECHO]
         if not self["files"]:
             self["files"] = [DEFAULT_FILES]
+        if not self["trusted-proxy"]:
+            self["trusted-proxy"] = list(LOOPBACK)
         if self["echo-udp"] is not None:
             self["echo-udp"] = parseUDPAddress(self["echo-udp"])
         if self["metrics"] is not None:
@@ -193,10 +204,13 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
     top = MultiService()
     chat = ChatService()
     chat.setServiceParent(top)
+    trustedProxies = config.get("trusted-proxy") or LOOPBACK
     echoFactory = EchoFactory(
         reactor,
         ConnectionLimiter(config["max-connections"], config["max-per-ip"], "echo"),
         config["idle-timeout"],
+        readyTimeout=config["login-timeout"],
+        trustedProxies=trustedProxies,
     )
     filesFactory = FilesFactory(
         makePortal(config["root"], password, config.get("credCheckers", []), chat),
@@ -213,6 +227,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
             duration=config["lockout-duration"],
             exempt=config["lockout-exempt"],
         ),
+        trustedProxies=trustedProxies,
     )
     for description in config["echo"]:
         _listen(description, echoFactory, reactor).setServiceParent(top)

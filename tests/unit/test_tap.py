@@ -161,3 +161,28 @@ def test_echo_udp_rate_option(served):
         assert protocol._clock is reactor
     finally:
         service.stopService()
+
+
+def test_trusted_proxies(served):
+    """--trusted-proxy: loopback by default, repeatable, IPv4-mapped spellings normalised, given to both services."""
+    assert [str(n) for n in parse()["trusted-proxy"]] == ["127.0.0.0/8", "::1/128"]
+    options = parse(
+        "--root", str(served), "--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "::ffff:192.0.2.7",
+        "--lockout-exempt", "::ffff:127.0.0.0/104", "--login-timeout", "7",
+        "--files", "haproxy:tcp:8:interface=127.0.0.1", "--echo", "haproxy:tcp:7:interface=127.0.0.1",
+    )
+    assert [str(n) for n in options["trusted-proxy"]] == ["10.0.0.0/8", "192.0.2.7/32"]
+    assert [str(n) for n in options["lockout-exempt"]] == ["127.0.0.0/8"]
+    with pytest.raises(usage.UsageError, match="--trusted-proxy"):
+        parse("--trusted-proxy", "balancer.example")
+    reactor = MemoryReactorClock()
+    service = makeService(options, reactor=reactor, environ={"ECHOFILE_PASSWORD": "pw"})
+    service.startService()
+    try:
+        factories = {type(f.wrappedFactory): f.wrappedFactory for _, f, _, _ in reactor.tcpServers}
+        for kind in (EchoFactory, FilesFactory):
+            policy = factories[kind].admission
+            assert [str(n) for n in policy.trustedProxies] == ["10.0.0.0/8", "192.0.2.7/32"]
+            assert policy.deadline == 7.0  # --login-timeout bounds the TLS handshake and the PROXY header
+    finally:
+        service.stopService()
