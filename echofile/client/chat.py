@@ -10,15 +10,21 @@ L{StandardIO}, so the reactor never blocks on the terminal.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Generator
 
-from twisted.internet.defer import Deferred
+from twisted.internet import fdesc
+from twisted.internet.defer import Deferred, inlineCallbacks, race
+from twisted.internet.stdio import StandardIO
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echofile.client.protocol import ClientError, FileClient, ServerError
+from echofile.client.console import Fatal
+from echofile.client.errors import ClientError, ServerError
+from echofile.client.protocol import FileClient
+from echofile.client.session import Session
+from echofile.text import sanitize
 
 HELP = "Type a line to say it to everyone. /msg USER TEXT: to one user. /who: who is online. /quit: leave."
 
@@ -47,7 +53,7 @@ class ChatInput(LineReceiver):
     def show(self, text: str) -> None:
         """A line for standard output: an event, or an answer to /who."""
         if self.transport is not None:
-            self.transport.write(text.encode("utf-8", "replace") + b"\n")
+            self.transport.write(sanitize(text).encode("utf-8", "replace") + b"\n")
 
     def connectionMade(self) -> None:
         self._err(f"Chatting. {HELP}")
@@ -79,7 +85,7 @@ class ChatInput(LineReceiver):
     def _watch(self, d: Deferred) -> None:
         def failed(failure: Failure) -> None:
             if failure.check(ServerError):
-                self._err(failure.value.reply)
+                self._err(sanitize(failure.value.reply))
             elif failure.check(ClientError):
                 pass  # the connection is gone; the session reports that once
             else:
@@ -117,3 +123,27 @@ class ChatInput(LineReceiver):
     def _done(self) -> None:
         if not self.finished.called:
             self.finished.callback(None)
+
+
+@inlineCallbacks
+def runChat(session: Session) -> Generator[Deferred[Any], Any, int]:
+    """Until /quit, end of input, or the server goes away (a L{Fatal} error)."""
+    client, streams = session.client, session.streams
+    assert client is not None
+    chat = ChatInput(client, streams.err)
+    inputFd = streams.stdin.fileno()
+    stdio = StandardIO(chat, stdin=inputFd, stdout=streams.stdout.fileno(), reactor=session.reactor)
+    # Standard output is the consumer of what the server sends: while it is
+    # not taking output, stop reading from the server.
+    stdio.registerProducer(client.transport, True)
+    try:
+        index, _ = yield race([chat.finished, client.whenDisconnected()])
+    finally:
+        stdio.unregisterProducer()
+        stdio.loseConnection()
+        yield chat.closed  # standard output flushed
+        fdesc.setBlocking(inputFd)  # StandardIO made it non-blocking: give a terminal back as it was
+    if index == 1:
+        reason = f" (server said: {client.serverSaid})" if client.serverSaid else ""
+        raise Fatal(f"the server closed the connection{reason}")
+    return 0
