@@ -23,7 +23,7 @@ from echofile import wire
 from echofile.client.errors import ClientError, Interrupted, ServerError
 from echofile.client.progress import Display
 from echofile.client.protocol import FileClient
-from echofile.client.sinks import SaveError, StreamSink, TempFileSink
+from echofile.client.sinks import DiskFull, SaveError, StreamSink, TempFileSink
 from echofile.text import isClean
 
 #: What a line printer looks like: the CLI passes stdout/stderr writers.
@@ -35,10 +35,6 @@ MAX_DEPTH = 32
 
 class PlanError(Exception):
     """The names asked for cannot all be saved as asked (a usage error: nothing was fetched)."""
-
-
-class DiskFull(SaveError):
-    """Saving failed for a reason that dooms the files after it too: stop."""
 
 
 def segments(name: str) -> list[str]:

@@ -106,6 +106,7 @@ class FileClient(LineReceiver, TimeoutMixin):
         self._held: list[str] | None = None  # lines queued behind a USER awaiting its reply
         self._serverSaid: str | None = None
         self._disconnected = False
+        self._dropped = False  # we aborted the connection; connectionLost is on its way
         self._closeWaiters: list[Deferred[None]] = []
         # The greeting is the reply to a request nobody sent: the first in the queue.
         self._greeting: Failure | None = None
@@ -153,6 +154,11 @@ class FileClient(LineReceiver, TimeoutMixin):
         """The server's last unsolicited error line (``Idle timeout.``, ...), which explains a close."""
         return self._serverSaid
 
+    @property
+    def disconnected(self) -> bool:
+        """Is the connection gone (or being dropped), so that no request can succeed any more?"""
+        return self._disconnected or self._dropped
+
     def whenDisconnected(self) -> Deferred[None]:
         """Fires once the connection is closed, however that happened."""
         d: Deferred[None] = Deferred()
@@ -183,6 +189,7 @@ class FileClient(LineReceiver, TimeoutMixin):
 
     def abort(self, error: ClientError) -> None:
         """Fail every pending request with C{error} and drop the connection (Ctrl-C, a timeout)."""
+        self._dropped = True
         self._failAll(lambda request: Failure(error))
         if self.transport is not None:
             self.transport.abortConnection()
@@ -249,7 +256,7 @@ class FileClient(LineReceiver, TimeoutMixin):
         return self._request(SimpleReader(expect=wire.BYE), "QUIT")
 
     def _request(self, request: Reader, line: str) -> Deferred:
-        if self._disconnected:
+        if self.disconnected:
             request.deferred.errback(ConnectionClosed("not connected", self._serverSaid))
             return request.deferred
         self._pending.append(request)
@@ -315,6 +322,7 @@ class FileClient(LineReceiver, TimeoutMixin):
         failure = head.sinkFailure
         assert failure is not None
         self._log.info("dropping the connection: the rest of a body has nowhere to go")
+        self._dropped = True
         self._failAll(
             lambda request: failure if request is head else Failure(ConnectionClosed("connection dropped after a failed download"))
         )
@@ -336,6 +344,7 @@ class FileClient(LineReceiver, TimeoutMixin):
 
     def _violated(self, failure: Failure) -> None:
         self._log.warn("protocol violation: {error}", error=str(failure.value))
+        self._dropped = True
         self._failAll(lambda request: failure)
         self.transport.abortConnection()
 

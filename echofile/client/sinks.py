@@ -18,6 +18,10 @@ class SaveError(Exception):
     """A file arrived (or was refused) but cannot be saved where asked."""
 
 
+class DiskFull(SaveError):
+    """Saving failed for a reason that dooms the files after it too: stop."""
+
+
 class MemorySink:
     """A L{FileSink} that keeps the body in memory (small files, tests)."""
 
@@ -62,7 +66,7 @@ class TempFileSink:
     def begin(self, size: int) -> None:
         free = freeBytes(self._target.parent)
         if size > free:
-            raise SaveError(f"not enough space in {self._target.parent}: the file has {size} bytes, {free} are free")
+            raise DiskFull(f"not enough space in {self._target.parent}: the file has {size} bytes, {free} are free")
         for _ in range(100):
             path = self._target.with_name(f".{self._target.name}.{secrets.token_hex(4)}.part")
             try:
