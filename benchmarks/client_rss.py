@@ -47,7 +47,8 @@ def serve(sock: socket.socket, flood: bytes, trigger: bytes) -> None:
             seen += data
             if b"AUTH" in data:
                 conn.sendall(b"#You are logged in.\r\n")
-        conn.sendall(flood[:0] + (b"#1000000000000 entries in /.\r\n" if trigger == b"LIST" else b""))
+        if trigger == b"LIST":
+            conn.sendall(b"#1000000000000 entries in /.\r\n")
         chunk = flood * (65536 // len(flood))
         while True:
             conn.sendall(chunk)

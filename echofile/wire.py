@@ -99,3 +99,7 @@ def parseNick(line: str) -> str | None:
 def isNotOpened(reply: str) -> bool:
     """Is this error reply (without ``!``) FILE's ``File <name> could not be opened.``?"""
     return _NOT_OPENED.fullmatch(reply) is not None
+
+
+#: The server's default longest command line (PROTOCOL.md: 4096 bytes, not counting the line break).
+MAX_COMMAND_LINE = 4096
