@@ -29,6 +29,7 @@ from echofile.client.cli import (
 )
 from echofile.client.commands import COMMANDS, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
 from echofile.client.console import Fatal, Streams, UsageError
+from echofile.client.errors import Interrupted
 from echofile.client.progress import makeDisplay
 from echofile.client.session import Interruption, Session, fileSession
 
@@ -56,6 +57,8 @@ def run(
         status = EXIT_ERROR
     except HelpShown as e:
         status = e.status
+    except Interrupted:  # Ctrl-C while a command ran: it cleaned up on its way out
+        status = EXIT_INTERRUPTED
     finally:
         interruption.close()
     if interruption.happened:
