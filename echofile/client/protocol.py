@@ -32,17 +32,8 @@ from twisted.python.failure import Failure
 from echofile import wire
 from echofile.client.errors import ClientError, ConnectionClosed, ProtocolViolation, ReplyTimeout, ServerError
 from echofile.client.errors import describeTLSError
-from echofile.client.replies import (
-    Entry,
-    FileReader,
-    FileSink,
-    ListReader,
-    LoginReader,
-    NickReader,
-    Reader,
-    SimpleReader,
-    WhoReader,
-)
+from echofile.client.replies import FileReader, Reader, SimpleReader
+from echofile.client.requests import Requests
 from echofile.text import sanitize
 
 GREETING = wire.GREETING
@@ -71,12 +62,12 @@ class _Channel:
         self._client.setRawMode()
 
 
-class FileClient(LineReceiver, TimeoutMixin):
+class FileClient(Requests, LineReceiver, TimeoutMixin):
     """
     A connection to the file service.
 
-    Every public method writes its command at once and returns a L{Deferred}
-    for its reply; they may be called before the greeting arrived.
+    Every request method (L{Requests}) writes its command at once and returns
+    a L{Deferred} for its reply; they may be called before the greeting arrived.
 
     @param clock: runs the reply timeout (the reactor, or a L{task.Clock} in tests).
     @param timeout: seconds without any reply or progress while a request is
@@ -200,61 +191,6 @@ class FileClient(LineReceiver, TimeoutMixin):
             request.done = True
             request.deferred.errback(why(request))
 
-    # -- requests ------------------------------------------------------------
-
-    def login(self, password: str, user: str | None = None) -> Deferred[str]:
-        """Log in: the default account without C{user}, else C{user}'s.  Fires with the reply text."""
-        _checkArgument(password)
-        if user is None:
-            return self._request(SimpleReader(), "AUTH " + password)
-        _checkArgument(user)
-        d = self._request(LoginReader(password), "USER " + user)
-        self._holdOutput()
-        return d
-
-    def get(self, name: str, sink: FileSink) -> Deferred[int]:
-        """Fetch C{name} into C{sink}; fires with its size once the whole body and the trailer came."""
-        _checkArgument(name)
-        return self._request(FileReader(sink), "FILE " + name)
-
-    def list(
-        self, directory: str | None = None, onEntry: Callable[[Entry], None] | None = None
-    ) -> Deferred[list[Entry]]:
-        """
-        List a folder (the root without C{directory}); fires with a list of
-        L{Entry}, or, with C{onEntry}, hands each entry to it as it arrives
-        (nothing kept) and fires with an empty list.
-        """
-        reader = ListReader(self._maxEntries, onEntry)  # type: ignore[arg-type]
-        if directory:
-            _checkArgument(directory)
-            return self._request(reader, "LIST " + directory)
-        return self._request(reader, "LIST")
-
-    def say(self, text: str) -> Deferred[str]:
-        """Say C{text} to every other logged-in session."""
-        _checkArgument(text)
-        return self._request(SimpleReader(), "SAY " + text)
-
-    def msg(self, user: str, text: str) -> Deferred[str]:
-        """Say C{text} to C{user} only."""
-        _checkArgument(user)
-        _checkArgument(text)
-        return self._request(SimpleReader(), f"MSG {user} {text}")
-
-    def nick(self, name: str) -> Deferred[str]:
-        """Take the chat name C{~name} (guests only); fires with it, ``~`` included."""
-        _checkArgument(name)
-        return self._request(NickReader(), "NICK " + name)
-
-    def who(self) -> Deferred[list[str]]:
-        """Who is logged in; fires with the sorted chat names."""
-        return self._request(WhoReader(self._maxEntries), "WHO")
-
-    def quit(self) -> Deferred[str]:
-        """Say goodbye; the server closes the connection after its reply."""
-        return self._request(SimpleReader(expect=wire.BYE), "QUIT")
-
     def _request(self, request: Reader, line: str) -> Deferred:
         if self.disconnected:
             request.deferred.errback(ConnectionClosed("not connected", self._serverSaid))
@@ -348,8 +284,3 @@ class FileClient(LineReceiver, TimeoutMixin):
         self._failAll(lambda request: failure)
         self.transport.abortConnection()
 
-
-def _checkArgument(text: str) -> None:
-    """A command argument must stay on its line, or it would become another command."""
-    if "\n" in text or "\r" in text:
-        raise ValueError(f"line breaks are not allowed in a command argument: {text!r}")

@@ -16,7 +16,7 @@ from support import PASSWORD
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString
-from twisted.internet.protocol import Factory, Protocol
+
 
 from echofile.client import Interrupted
 from echofile.client.cli import endpoint, parseArguments

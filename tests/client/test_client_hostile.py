@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from clienthelpers import Listening, names, runClient
-from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 
 from echofile.client import sinks
