@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from clienthelpers import Listening, names, runClient
+from clienthelpers import Listening, names, runClient, selfSignedCertificate
 from support import PASSWORD
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.protocols.policies import ProtocolWrapper
+from zope.interface import implementer
 
 
 from echofile.client import Interrupted
@@ -249,3 +252,40 @@ def test_trust_roots_must_be_a_folder(tmp_path):
 
 def test_interrupted_is_a_client_error():
     assert str(Interrupted()) == "interrupted"
+
+
+@implementer(IHandshakeListener)
+class HandshakeForwarding(ProtocolWrapper):
+    """A tracking wrapper that still tells the session when TLS is up (it greets only then)."""
+
+    def handshakeCompleted(self) -> None:
+        self.wrappedProtocol.handshakeCompleted()
+
+
+@pytest.fixture
+def tlsServer(served, tmp_path):
+    from support import makeFilesFactory
+
+    key, cert, roots = selfSignedCertificate(tmp_path / "tls")
+    server = Listening(makeFilesFactory(served, reactor))
+    server.tracking.protocol = HandshakeForwarding
+    description = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    server.port = pytest_twisted.blockon(serverFromString(reactor, description).listen(server.tracking))
+    yield server, cert, roots
+    pytest_twisted.blockon(server.stop())
+
+
+@pytest_twisted.inlineCallbacks
+def test_tls_trust_roots_folder_works_file_is_refused_and_failure_hints(tlsServer):
+    server, cert, roots = tlsServer
+    base = f"tls:host=127.0.0.1:port={server.port.getHost().port}"
+    result = yield runClient("--connect", base, "list", "docs")
+    assert result.status == 2
+    assert "certificate verify failed (if the server's certificate comes from your own authority, add trustRoots=" in result.err
+    result = yield runClient("--connect", f"{base}:trustRoots={cert}", "list", "docs")
+    assert result.status == 2
+    assert result.err == (
+        f"echofile-client: trustRoots= must name a folder of PEM certificates; {cert} is a file\n"
+    )
+    result = yield runClient("--connect", f"{base}:trustRoots={roots}", "list", "docs")
+    assert (result.status, result.out, result.err) == (0, "9 readme.txt\n", "")
