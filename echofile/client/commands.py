@@ -69,11 +69,10 @@ def _getCheck(options: argparse.Namespace) -> None:
     folder = Path(options.output)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"-o {options.output}: not a folder")
-    if not options.recursive:
-        try:
-            plan(options.names, options.parents)
-        except PlanError as e:
-            raise UsageError(str(e)) from None
+    try:  # with -r, two folders of one base name would mix their files
+        plan(options.names, options.parents and not options.recursive)
+    except PlanError as e:
+        raise UsageError(str(e)) from None
 
 
 @inlineCallbacks

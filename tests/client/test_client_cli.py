@@ -14,7 +14,6 @@ import pytest_twisted
 from clienthelpers import Listening, names, runClient, selfSignedCertificate
 from support import PASSWORD
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.protocols.policies import ProtocolWrapper
@@ -208,26 +207,55 @@ def test_saved_message_says_where_on_a_terminal(fakeServer, out):
     assert streams.stdout.getvalue() == f"sub/readme.txt has been saved as {out / 'readme.txt'}.\n"
 
 
-@pytest_twisted.inlineCallbacks
-def test_interrupt_says_interrupted_not_connection_lost(fakeServer, out):
-    started: Deferred[None] = Deferred()
+def test_ctrl_c_says_interrupted_not_connection_lost(tmp_path):
+    """SIGINT (Ctrl-C) in the middle of a body: one line, "interrupted", status 130, no file left behind."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import threading
+    import time
 
-    def script(line: bytes, transport) -> None:
-        if line == b"FILE big":
-            transport.write(b"#Sending big (1000 bytes).\r\n0123")
-            reactor.callLater(0.05, started.callback, None)
+    from test_client_e2e import CLIENT, clientEnv
 
-    server = yield fakeServer(script)
-    streams = Streams(io.StringIO(), io.StringIO(), io.StringIO())
-    outcome = run(reactor, ["--connect", server.endpoint, "get", "big", "-o", str(out)], streams,
-                  {"ECHOFILE_PASSWORD": PASSWORD})
-    yield started
-    # What Ctrl-C does: the reactor's "before shutdown" trigger; run() holds the shutdown until it settled.
-    interruption = [t for t in reactor._eventTriggers["shutdown"].before if t[0].__name__ == "_fire"][-1]
-    interruption[0]()
-    status = yield outcome
-    assert status == 130
-    assert streams.stderr.getvalue() == "echofile-client: interrupted\n"
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"#Server Ready.\r\n")
+            seen = b""
+            while b"FILE big" not in seen:
+                seen += conn.recv(4096)
+                if b"AUTH" in seen and b"#You" not in seen:
+                    conn.sendall(b"#You are logged in.\r\n")
+                    seen += b"#You"
+            conn.sendall(b"#Sending big (1000 bytes).\r\n0123")
+            done.wait(60)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    out = tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen(
+        [*CLIENT, "--connect", f"tcp:host=127.0.0.1:port={listener.getsockname()[1]}", "get", "big", "-o", str(out)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clientEnv(),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.name.endswith(".part") for p in out.iterdir()):  # the body has begun
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        done.set()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        listener.close()
+    assert (process.returncode, stdout, stderr) == (130, b"", b"echofile-client: interrupted\n")
     assert names(out) == []
 
 
