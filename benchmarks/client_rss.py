@@ -2,8 +2,8 @@
 Client memory against a hostile server (issue #14): how far does
 ``echofile-client`` grow when a server floods it?
 
-- ``list``: the server announces 10^12 entries and then sends entry lines
-  as fast as the client takes them;
+- ``list``: the server announces 10^12 entries (or 999,999, under the
+  client's limit) and then sends entry lines as fast as the client takes them;
 - ``chat``: the server floods chat events while the client's standard
   output is a pipe nobody reads (a terminal that is not taking output).
 
@@ -34,7 +34,7 @@ def rssKB(pid: int) -> int:
     return 0
 
 
-def serve(sock: socket.socket, flood: bytes, trigger: bytes) -> None:
+def serve(sock: socket.socket, flood: bytes, trigger: bytes, header: bytes) -> None:
     """Greet, accept anything until C{trigger} is seen, then send C{flood} forever."""
     conn, _ = sock.accept()
     try:
@@ -47,8 +47,7 @@ def serve(sock: socket.socket, flood: bytes, trigger: bytes) -> None:
             seen += data
             if b"AUTH" in data:
                 conn.sendall(b"#You are logged in.\r\n")
-        if trigger == b"LIST":
-            conn.sendall(b"#1000000000000 entries in /.\r\n")
+        conn.sendall(header)
         chunk = flood * (65536 // len(flood))
         while True:
             conn.sendall(chunk)
@@ -58,12 +57,12 @@ def serve(sock: socket.socket, flood: bytes, trigger: bytes) -> None:
         conn.close()
 
 
-def scenario(name: str, argv: list[str], flood: bytes, trigger: bytes, stdin: int | None) -> None:
+def scenario(name: str, argv: list[str], flood: bytes, trigger: bytes, stdin: int | None, header: bytes = b"") -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(1)
     port = sock.getsockname()[1]
-    thread = threading.Thread(target=serve, args=(sock, flood, trigger), daemon=True)
+    thread = threading.Thread(target=serve, args=(sock, flood, trigger, header), daemon=True)
     thread.start()
     env = {**os.environ, "ECHOFILE_PASSWORD": "x"}
     # stdout is a pipe we never read: a terminal that takes no output.
@@ -88,7 +87,11 @@ def scenario(name: str, argv: list[str], flood: bytes, trigger: bytes, stdin: in
 
 
 if __name__ == "__main__":
-    scenario("LIST flood (10^12 entries announced)", ["list"], b"1 aaaaaaaaaaaaaaaa.txt\r\n", b"LIST", subprocess.DEVNULL)
+    entry = b"1 " + b"a" * 200 + b".txt\r\n"
+    scenario("LIST flood (10^12 entries announced)", ["list"], entry, b"LIST", subprocess.DEVNULL,
+             b"#1000000000000 entries in /.\r\n")
+    scenario("LIST flood (999,999 entries announced)", ["list"], entry, b"LIST", subprocess.DEVNULL,
+             b"#999999 entries in /.\r\n")
     read, write = os.pipe()  # chat input that never ends and never types
     try:
         scenario("chat event flood, stdout not read", ["chat"], b"*mallory: " + b"spam " * 20 + b"\r\n", b"AUTH", read)
