@@ -255,6 +255,8 @@ def runChat(session: Session) -> Generator[Deferred[Any], Any, int]:
     try:
         index, _ = yield race([chat.finished, client.whenDisconnected()])
     finally:
+        if terminal:
+            chat.leave()  # type: ignore[union-attr]
         stdio.unregisterProducer()
         stdio.loseConnection()
         yield chat.closed  # standard output flushed

@@ -98,6 +98,13 @@ class ChatTerminal(HistoricRecvLine):
         self._core.typed(line.decode("utf-8", "replace"))
         self.drawInputLine()
 
+    def leave(self) -> None:
+        """Before the terminal goes back to the shell: no prompt left behind, insert mode off."""
+        if self.terminal is not None:
+            self.terminal.write(b"\r")
+            self.terminal.eraseLine()
+            self.terminal.resetModes([insults.modes.IRM])
+
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.terminal = None
         self._core.quit()

@@ -212,3 +212,6 @@ def test_terminal_view_edits_and_shows_own_lines_and_events_above_the_input():
     assert not view.finished.called
     client.dataReceived(b"#Said.\r\n#Said.\r\n")
     assert view.finished.called
+    screen.clear()
+    view.leave()
+    assert screen.value() == b"\r\x1b[2K\x1b[4l"  # prompt erased, insert mode (IRM) off for the shell
