@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from echofile.client.progress import Transfer
+if TYPE_CHECKING:  # the library needs no progress display (and no rich)
+    from echofile.client.progress import Transfer
 
 
 class SaveError(Exception):
