@@ -175,6 +175,9 @@ def test_events_and_errors_are_neutralised():
     client.dataReceived("!No\x1b]0;x\x07pe.\r\n*eve\x1b[2J: boo\x9b\r\n".encode())
     assert errors == ["No?]0;x?pe."]
     assert terminal.value() == "eve?[2J: boo?\n".encode()
+    chat.dataReceived(b"/who\n")
+    client.dataReceived(b"#2 users online.\r\nalice\r\nev\x1b]2;t\x07e\r\n")
+    assert terminal.value().endswith(b"2 online: alice, ev?]2;t?e\n")
 
 
 def terminalChat():
