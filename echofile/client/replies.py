@@ -25,6 +25,9 @@ from echofile.text import sanitize
 #: only when that costs at most this many bytes; beyond, the connection is dropped.
 DRAIN_LIMIT = 16 * 1024 * 1024
 
+#: The most text a collected (not streamed) LIST or WHO reply may hold.
+COLLECT_LIMIT = 32 * 1024 * 1024
+
 
 class Channel(typing.Protocol):
     """What a reader may ask of the connection."""
@@ -158,7 +161,8 @@ class CountedReader(Reader):
     A header that announces a count, then that many lines (``LIST``,
     ``WHO``).  A count over C{limit} is refused at the header.  Each item goes
     to C{onItem} if given (nothing is kept: a listing of any length streams),
-    else is collected and the reader fires with the list.
+    else is collected, up to L{COLLECT_LIMIT} bytes of text, and the reader
+    fires with the list.
     """
 
     what = "items"
@@ -169,6 +173,7 @@ class CountedReader(Reader):
         self._onItem = onItem
         self._remaining: int | None = None
         self._items: list[object] = []
+        self._collected = 0
 
     def parseHeader(self, line: str) -> int | None:
         raise NotImplementedError()
@@ -194,6 +199,9 @@ class CountedReader(Reader):
             if self._onItem is not None:
                 self._onItem(item)
             else:
+                self._collected += len(line)
+                if self._collected > COLLECT_LIMIT:
+                    raise ProtocolViolation(f"server sent more than {COLLECT_LIMIT} bytes of {self.what}")
                 self._items.append(item)
             self._remaining -= 1
         if self._remaining == 0:

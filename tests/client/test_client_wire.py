@@ -102,3 +102,15 @@ def test_a_failed_sink_with_a_huge_rest_drops_the_connection(ready):
     assert sent(transport).endswith(b"LIST\r\n")
     late = Results(protocol.list())
     late.error(ConnectionClosed)
+
+
+def test_a_collected_reply_is_bounded_in_bytes_too(ready, monkeypatch):
+    """Under the count limit, long lines could still add up: collected text is capped as well."""
+    from echofile.client import replies
+
+    monkeypatch.setattr(replies, "COLLECT_LIMIT", 1000)
+    protocol, transport = ready
+    who = Results(protocol.who())
+    feed(protocol, b"#5 users online.\r\n" + (b"x" * 400 + b"\r\n") * 3)
+    assert str(who.error(ProtocolViolation)) == "server sent more than 1000 bytes of users"
+    assert transport.disconnecting
