@@ -104,29 +104,39 @@ def test_connections_that_never_get_ready_are_capped(startServer, certificate: C
     port = int(server.waitLog(ready)[0].group(1))
     baseline = server.socketCount()
     pending: list[socket.socket] = []
+    resetAtConnect = 0  # refused so fast that the close overtook connect() itself
     try:
         for _ in range(PENDING):
-            pending.append(connectFrom("127.0.0.1", port))
+            try:
+                pending.append(connectFrom("127.0.0.1", port))
+            except ConnectionResetError:
+                resetAtConnect += 1
         closed: set[socket.socket] = set()
 
         def allRefusedClosed() -> bool:
             closed.update(closedByServer([s for s in pending if s not in closed]))
-            return len(closed) >= PENDING - MAX_PER_IP
+            return len(closed) + resetAtConnect >= PENDING - MAX_PER_IP
 
         waitFor(allRefusedClosed, 20, f"{PENDING - MAX_PER_IP} connections over --max-per-ip to be closed")
         waitFor(lambda: server.socketCount() - baseline <= MAX_PER_IP, 10, "the server to let go of the refused ones")
         held = server.socketCount() - baseline
         print(f"\n{kind}: {PENDING} connections from 127.0.0.1 never ready: the server holds {held} "
-              f"(--max-per-ip {MAX_PER_IP}), closed {len(closed)}")
-        assert held == MAX_PER_IP and len(closed) == PENDING - MAX_PER_IP
+              f"(--max-per-ip {MAX_PER_IP}), closed {len(closed) + resetAtConnect}")
+        assert held == MAX_PER_IP and len(closed) + resetAtConnect == PENDING - MAX_PER_IP
         server.waitLog(r"files: refused 127\.0\.0\.1: 20 connections from it open \(--max-per-ip\)")
 
         # Another address gets in while they wait.
         with legitimateClient(kind, "127.0.0.2", port, certificate) as conn:
             conn.login()
-        # 127.0.0.1 itself is at its cap: closed without a word.
-        with asConn(connectFrom("127.0.0.1", port)) as extra:
-            assert extra.rest() == b""
+        # 127.0.0.1 itself is at its cap: closed without a word (on a loaded
+        # machine the close can even overtake connect() itself, as a reset).
+        try:
+            extraSock = connectFrom("127.0.0.1", port)
+        except ConnectionResetError:
+            pass
+        else:
+            with asConn(extraSock) as extra:
+                assert extra.rest() == b""
     finally:
         for sock in pending:
             sock.close()
