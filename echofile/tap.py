@@ -16,6 +16,7 @@ from twisted.application.service import IService, MultiService
 from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -25,6 +26,7 @@ from echofile.echo import EchoDatagramProtocol, EchoFactory
 from echofile.files import FilesFactory
 from echofile.limits import ConnectionLimiter
 from echofile.lockout import LoginPenalties, parseExempt
+from echofile.share import Tree
 from echofile.shutdown import GracefulShutdown
 
 DEFAULT_ECHO = "tcp:8007:interface=127.0.0.1"
@@ -104,6 +106,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["drain-timeout", None, 10.0, "On shutdown, seconds transfers in flight get to finish.", _positive(float, "drain-timeout")],
     ]
 
+    optFlags = [
+        ["dotfiles", None, "Also serve and list names starting with '.' (.git/, .env, ...): hidden by default."],
+    ]
+
     def __init__(self) -> None:
         super().__init__()
         self["echo"] = []
@@ -173,8 +179,14 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         ConnectionLimiter(config["max-connections"], config["max-per-ip"], "echo"),
         config["idle-timeout"],
     )
+    tree = Tree(
+        config["root"],
+        dotfiles=bool(config.get("dotfiles")),
+        runInThread=lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
+        clock=reactor,
+    )
     filesFactory = FilesFactory(
-        makePortal(config["root"], password, config.get("credCheckers", []), chat),
+        makePortal(tree, password, config.get("credCheckers", []), chat),
         reactor,
         ConnectionLimiter(config["max-connections"], config["max-per-ip"], "files"),
         chat,
@@ -204,7 +216,10 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         # Twisted reads at most 8192 bytes per datagram unless told: allow any UDP payload.
         udp = UDPServer(port, EchoDatagramProtocol(), interface=host, maxPacketSize=65535, reactor=reactor)
         udp.setServiceParent(top)
-    _log.info("Serving files from {root}", root=config["root"])
+    _log.info(
+        "Serving files from {root} ({dotfiles})", root=config["root"],
+        dotfiles="dotfiles served" if tree.dotfiles else "names starting with '.' hidden",
+    )
     return top
 
 
