@@ -182,3 +182,50 @@ def test_renameat2_errors_are_reported() -> None:
     with pytest.raises(OSError) as raised:
         exchange(Path("/nonexistent-a"), Path("/nonexistent-b"))
     assert raised.value.errno == errno.ENOENT
+
+
+# -- hidden names: a server started in a checkout ------------------------------------------------
+
+
+def checkout(base: Path) -> Path:
+    """What the README's first command serves: a git checkout with its venv."""
+    root = base / "checkout"
+    (root / ".git").mkdir(parents=True)
+    (root / ".git" / "config").write_bytes(b"[remote \"origin\"]\n\turl = https://token@example.org/x.git\n")
+    (root / ".venv" / "bin").mkdir(parents=True)
+    (root / ".venv" / "pyvenv.cfg").write_bytes(b"home = /usr/bin\n")
+    (root / ".env").write_bytes(b"ECHOFILE_PASSWORD=hunter2\n")
+    (root / "README.md").write_bytes(b"# readme\n")
+    (root / "git-config").symlink_to(".git/config")
+    return root
+
+
+HIDDEN = [".git/config", ".venv/pyvenv.cfg", ".env", "git-config", "/.git/config", "\\.env"]
+
+
+def test_a_checkout_does_not_serve_its_dotfiles(startServer, tmp_path: Path) -> None:
+    server = startServer(root=checkout(tmp_path))
+    with server.files() as conn:
+        conn.login()
+        for name in HIDDEN:
+            assert conn.command(f"FILE {name}") == f"!File {name} could not be opened.".encode()
+        for name in [".git", ".venv", "git-dir"]:
+            assert conn.command(f"LIST {name}") == f"!Directory {name} could not be opened.".encode()
+        assert conn.command("LIST") == b"#1 entries in /."
+        assert conn.line() == b"9 README.md"
+
+
+def test_dotfiles_option_serves_them(startServer, tmp_path: Path) -> None:
+    root = checkout(tmp_path)
+    server = startServer("--dotfiles", root=root)
+    with server.files() as conn:
+        conn.login()
+        header = conn.command("FILE git-config")
+        size = (root / ".git" / "config").stat().st_size
+        assert header == f"#Sending git-config ({size} bytes).".encode()
+        assert conn.exact(size + 2) == (root / ".git" / "config").read_bytes() + b"\r\n"
+        assert conn.line() == b"#File git-config sent successfully."
+        assert conn.command("LIST") == b"#5 entries in /."
+        assert [line.split(b" ", 1)[1] for line in conn.lines(5)] == [
+            b".env", b".git/", b".venv/", b"README.md", b"git-config",
+        ]
