@@ -20,7 +20,7 @@ folder for later runs), then measures:
    /proc, against its VmRSS before.
 
 Linux only (/proc). Not part of the test suite: the figures depend on the
-machine; docs/performance.md and docs/security.md quote them.
+machine; docs/security.md (*Listings*) quotes them.
 """
 
 from __future__ import annotations
