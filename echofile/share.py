@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from echofile.listing import Listing, ListingCache
-from echofile.text import isClean
+from echofile.text import isClean, sanitize
 
 _T = TypeVar("_T")
 
@@ -264,7 +264,8 @@ class Tree:
                 pending.extend(reversed(target.split("/")))
         except OSError as e:
             if e.errno in (errno.EMFILE, errno.ENFILE):
-                self._log.warn("files: out of file descriptors resolving a name: {error}", error=e)
+                # The error names the segment, which came from the client: sanitized.
+                self._log.warn("files: out of file descriptors resolving a name: {error}", error=sanitize(str(e)))
             raise NotAvailable(str(e)) from e
         finally:
             if current != self.fd:
