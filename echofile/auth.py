@@ -8,7 +8,6 @@ decides which (user, password) pairs are accepted.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from typing import Any, Callable, Iterable, Mapping
 
@@ -20,7 +19,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from zope.interface import implementer
 
 from echofile.chat import ChatService, IChatListener
-from echofile.share import IShare, Share
+from echofile.share import IShare, Share, Tree
 
 #: The account that ``AUTH <password>`` without ``USER`` logs in to.
 DEFAULT_USER = "guest"
@@ -120,8 +119,9 @@ class ShareRealm:
     it joins the chat service here and leaves it when the session logs out.
     """
 
-    def __init__(self, root: str, chat: ChatService | None = None) -> None:
-        self.root = os.path.realpath(root)
+    def __init__(self, root: str | Tree, chat: ChatService | None = None) -> None:
+        self.tree = root if isinstance(root, Tree) else Tree(root)
+        self.root = self.tree.path
         self.chat = chat
 
     def requestAvatar(
@@ -132,13 +132,13 @@ class ShareRealm:
         user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else avatarId
         chat = self.chat
         if chat is None or mind is None:
-            return IShare, Share(self.root, user), lambda: None
+            return IShare, Share(self.tree, user), lambda: None
         chat.join(user, mind)
-        return IShare, Share(self.root, user), lambda: chat.leave(user, mind)
+        return IShare, Share(self.tree, user), lambda: chat.leave(user, mind)
 
 
 def makePortal(
-    root: str, defaultPassword: str | None, checkers: Iterable[ICredentialsChecker] = (), chat: ChatService | None = None
+    root: str | Tree, defaultPassword: str | None, checkers: Iterable[ICredentialsChecker] = (), chat: ChatService | None = None
 ) -> Portal:
     """The portal the file service logs sessions in through (C{defaultPassword} None: no guest)."""
     return Portal(ShareRealm(root, chat), [AccountsChecker(defaultPassword, checkers)])

@@ -37,7 +37,8 @@ from echofile.lockout import LoginPenalties
 from echofile.limits import ConnectionLimiter, GracefulClose, SessionTimer, cancelPending, closeWithin
 from echofile.proxy import HealthCheck
 from echofile.shutdown import SessionTracker
-from echofile.share import Entry, IShare, NotAvailable
+from echofile.listing import Listing, ListingSender
+from echofile.share import IShare, NotAvailable
 from echofile.telnet import TelnetCommandFilter
 from echofile.text import sanitize
 from echofile.tls import cleartextOverNetwork
@@ -102,7 +103,7 @@ class FileSession(LineReceiver):
         self._connected = False
         self._closing: GracefulClose | None = None
         self._timer = SessionTimer(self._clock, factory.idleTimeout, self.timeoutConnection)
-        self._transfer: BodySender | None = None
+        self._transfer: BodySender | ListingSender | None = None  # a body or listing being sent
         # None after a refused USER: the next AUTH must fail, not fall back to guest.
         self._selectedUser: str | None = DEFAULT_USER
         self._failures = 0
@@ -513,13 +514,10 @@ class FileSession(LineReceiver):
         d = self._transfer.beginSending(self.transport)
 
         def sent(size: int) -> None:
-            self._transfer = None
-            self._registerAsProducer()
+            self._sendingEnded()
             self.transport.write(b"\r\n")
             self.reply(f"#File {shown} sent successfully.")
-            self._flushEvents()
-            if self._shutdownAfterTransfer:
-                self.endSession("!Server shutting down.")
+            self._replyComplete()
             self._event(
                 LogLevel.info, "files: sent {file} ({size} bytes) to {user}@{peer} in {duration:.3f}s",
                 file=loggable(opened.path), size=size, user=loggable(share.user),
@@ -533,14 +531,53 @@ class FileSession(LineReceiver):
         d.addCallbacks(sent, failed)
         return d
 
-    def cmd_LIST(self, name: str) -> None:
+    def cmd_LIST(self, name: str) -> Deferred[None]:
         share = self._requireLogin()
         shown = sanitize(name) if name else "/"
-        try:
-            entries = share.list(name or "/")
-        except NotAvailable:
-            raise CommandError(f"Directory {shown} could not be opened.") from None
-        self._replyLines([f"#{len(entries)} entries in {shown}.", *map(_listingLine, entries)])
+
+        def notOpened(failure: Failure) -> None:
+            failure.trap(NotAvailable)
+            raise CommandError(f"Directory {shown} could not be opened.")
+
+        # Read off the reactor thread (and shared with other sessions listing the
+        # same folder); the session reads no further command until it is sent.
+        d = share.listing(name or "/")
+        d.addCallbacks(self._sendListing, notOpened, callbackArgs=(shown,))
+        return d
+
+    def _sendListing(self, listing: Listing, shown: str) -> Deferred[None] | None:
+        """Stream the header and the entries as the client reads; no event comes in between."""
+        if not self._connected or self._ending:
+            return None
+        sender = ListingSender(f"#{listing.count} entries in {shown}.\r\n".encode("utf-8"), listing,
+                               onProgress=lambda _: self._timer.touch())
+        self._transfer = sender
+        self._unregisterAsProducer()
+        if "output" in self._holds:  # the transport pauses the listing now, not the session
+            self._holds.discard("output")  # type: ignore[union-attr]
+        d = sender.beginSending(self.transport)
+
+        def failed(failure: Failure) -> Failure:
+            self._transfer = None
+            return failure
+
+        def sent(count: int) -> None:
+            self._sendingEnded()
+            self._replyComplete()
+
+        d.addCallbacks(sent, failed)
+        return d
+
+    def _sendingEnded(self) -> None:
+        """The body or listing is handed over: the session is the transport's producer again."""
+        self._transfer = None
+        self._registerAsProducer()
+
+    def _replyComplete(self) -> None:
+        """After the last line of a body or listing: held events, then a pending shutdown."""
+        self._flushEvents()
+        if self._shutdownAfterTransfer:
+            self.endSession("!Server shutting down.")
 
     def cmd_SAY(self, text: str) -> None:
         share = self._requireLogin()
@@ -565,12 +602,6 @@ class FileSession(LineReceiver):
         self._requireLogin()
         users = self.factory.chat.online()
         self._replyLines([f"#{len(users)} users online.", *users])
-
-
-def _listingLine(entry: Entry) -> str:
-    if entry.size is None:
-        return f"- {entry.name}/"
-    return f"{entry.size} {entry.name}"
 
 
 class FilesFactory(ServerFactory):

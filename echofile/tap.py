@@ -17,6 +17,7 @@ from twisted.application.service import IService, MultiService
 from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted import __version__ as twistedVersion
 from twisted.python import usage
@@ -30,6 +31,7 @@ from echofile.files import FilesFactory
 from echofile.limits import ConnectionLimiter
 from echofile.lockout import LoginPenalties, parseExempt
 from echofile.metrics import ReactorLagProbe
+from echofile.share import Tree
 from echofile.shutdown import GracefulShutdown
 from echofile.status import makeStatusSite
 
@@ -98,6 +100,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
     optFlags = [
         ["no-guest", None, f"Turn the default account '{DEFAULT_USER}' off: only --auth accounts can log in."],
+        ["dotfiles", None, "Also serve and list names starting with '.' (.git/, .env, ...): hidden by default."],
     ]
 
     optParameters = [
@@ -212,8 +215,14 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         readyTimeout=config["login-timeout"],
         trustedProxies=trustedProxies,
     )
+    tree = Tree(
+        config["root"],
+        dotfiles=bool(config.get("dotfiles")),
+        runInThread=lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
+        clock=reactor,
+    )
     filesFactory = FilesFactory(
-        makePortal(config["root"], password, config.get("credCheckers", []), chat),
+        makePortal(tree, password, config.get("credCheckers", []), chat),
         reactor,
         ConnectionLimiter(config["max-connections"], config["max-per-ip"], "files"),
         chat,
@@ -249,7 +258,10 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         protocol = EchoDatagramProtocol(reactor, rate=config.get("echo-udp-rate", DEFAULT_UDP_RATE))
         udp = UDPServer(port, protocol, interface=host, maxPacketSize=65535, reactor=reactor)
         udp.setServiceParent(top)
-    _log.info("Serving files from {root}", root=config["root"])
+    _log.info(
+        "Serving files from {root} ({dotfiles})", root=config["root"],
+        dotfiles="dotfiles served" if tree.dotfiles else "names starting with '.' hidden",
+    )
     return top
 
 

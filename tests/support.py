@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from pathlib import Path
+from typing import Any, Callable
 
 from twisted.internet import tcp
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -15,6 +18,7 @@ from echofile.auth import makePortal
 from echofile.chat import ChatService
 from echofile.files import FilesFactory
 from echofile.limits import ConnectionLimiter
+from echofile.share import Tree
 from echofile.transfer import BodySender
 
 PASSWORD = "correct horse"
@@ -31,6 +35,41 @@ def populate(root: Path) -> Path:
     return root
 
 
+def runHere(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+    """A synchronous stand-in for deferToThread: runs C{f} at once, on this thread."""
+    return maybeDeferred(f, *args, **kwargs)
+
+
+class FakeThreads:
+    """A stand-in for the thread pool that runs nothing until told (L{runAll})."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+        self.threads: list[str] = []  # the thread each call ran on, once run
+
+    def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.pending.append((f, args, d))
+        return d
+
+    def runAll(self) -> None:
+        while self.pending:
+            f, args, d = self.pending.pop(0)
+            self.threads.append(threading.current_thread().name)
+            maybeDeferred(f, *args).chainDeferred(d)
+
+
+def makeTree(root: Path | str, clock: Any, runInThread: Callable[..., Deferred[Any]] | None = None,
+             dotfiles: bool = False) -> Tree:
+    """
+    The served tree: on a real reactor with its thread pool (loopback
+    tests), on a fake clock with C{runInThread} (default: L{runHere}).
+    """
+    if runInThread is None and not hasattr(clock, "getThreadPool"):
+        runInThread = runHere
+    return Tree(os.fspath(root), dotfiles=dotfiles, runInThread=runInThread, clock=clock)
+
+
 def makeFilesFactory(
     root: Path | str,
     clock: Clock | None = None,
@@ -40,7 +79,8 @@ def makeFilesFactory(
     clock = clock or Clock()
     limiter = ConnectionLimiter(kwargs.pop("maxConnections", 1000), kwargs.pop("maxPerAddress", 50), "files")
     chat = kwargs.pop("chat", None) or ChatService()
-    return FilesFactory(makePortal(os.fspath(root), PASSWORD, checkers or [], chat), clock, limiter, chat, **kwargs)
+    tree = makeTree(root, clock, kwargs.pop("runInThread", None), kwargs.pop("dotfiles", False))
+    return FilesFactory(makePortal(tree, PASSWORD, checkers or [], chat), clock, limiter, chat, **kwargs)
 
 
 def connect(factory: FilesFactory, host: str = "127.0.0.1", port: int = 40000):

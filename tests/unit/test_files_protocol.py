@@ -383,7 +383,7 @@ def test_unexpected_error_is_logged_and_session_goes_on(session, monkeypatch):
     def broken(name):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(protocol.avatar, "list", broken)
+    monkeypatch.setattr(protocol.avatar, "listing", broken)
     events = []
     globalLogPublisher.addObserver(events.append)
     try:

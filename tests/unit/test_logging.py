@@ -32,12 +32,12 @@ def pump(protocol, transport) -> None:
 
 
 def test_client_supplied_names_never_reach_the_log_raw(served, logged):
-    (served / NASTY).write_bytes(b"served anyway")
+    (served / NASTY).write_bytes(b"never served by name (PROTOCOL.md rev 2), but tried")
     clock = Clock()
     factory = makeFilesFactory(served, clock)
     protocol, transport = connect(factory, host="\x1b[2J" + NASTY)  # e.g. from a PROXY header
     for line in (f"AUTH {PASSWORD}", f"USER {NASTY}", f"FILE {NASTY}", f"FILE missing{NASTY}",
-                 f"LIST {NASTY}", f"LIST", f"MSG {NASTY} hi", NASTY):
+                 f"LIST {NASTY}", f"LIST", f"MSG {NASTY} hi", NASTY, "FILE notes.txt"):
         protocol.dataReceived(line.encode("utf-8") + b"\r\n")
         clock.advance(1)
         pump(protocol, transport)

@@ -186,3 +186,17 @@ def test_trusted_proxies(served):
             assert policy.deadline == 7.0  # --login-timeout bounds the TLS handshake and the PROXY header
     finally:
         service.stopService()
+
+
+def test_dotfiles_are_hidden_unless_asked(served):
+    """The served tree hides dot names by default; --dotfiles serves them."""
+    (served / ".env").write_text("SECRET=1\n")
+    for argv, served_ in [((), False), (("--dotfiles",), True)]:
+        options = parse("--root", str(served), *argv)
+        assert options["dotfiles"] == served_
+        service = makeService(options, reactor=MemoryReactorClock(), environ={"ECHOFILE_PASSWORD": "pw"})
+        factory = next(s for s in service if hasattr(s, "factory") and isinstance(s.factory, FilesFactory)).factory
+        tree = factory.portal.realm.tree
+        assert tree.dotfiles is served_
+        assert tree.allows(".env") is served_
+        tree.close()
