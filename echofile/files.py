@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress, IDelayedCall, IHalfCloseableProtocol, IHandshakeListener, IReactorTime,
@@ -30,23 +30,26 @@ from zope.interface import implementer
 
 from echofile.auth import DEFAULT_USER, login
 from echofile.chat import ChatService, EventQueue, IChatListener, NotOnline
+from echofile.hashing import FileDigest, FileHasher, HashUnavailable
 from echofile.lockout import LoginPenalties
 from echofile.limits import ConnectionLimiter, SessionTimer, cancelPending, closeWithin
 from echofile.proxy import peerKey, whenPeerKnown
 from echofile.shutdown import SessionTracker
-from echofile.share import Entry, IShare, NotAvailable
+from echofile.share import Entry, IShare, NotAvailable, OpenedFile
 from echofile.telnet import TelnetCommandFilter
 from echofile.text import sanitize
 from echofile.tls import TLSHandshake, awaitsHandshake, cleartextOverNetwork
 from echofile.transfer import BodySender, TransferInterrupted
 
 GREETING = "#Server Ready."
-HELP = "#Commands: AUTH, FILE, HELP, LIST, MSG, QUIT, SAY, USER, WHO."
+HELP = "#Commands: AUTH, FILE, HASH, HELP, LIST, MSG, NICK, QUIT, RESUME, SAY, USER, WHO."
 BUSY = "!Server busy, try again later."
 MAX_AUTH_FAILURES = 3
 
 _COMMAND_LINE = re.compile(r"([^ \t]+)[ \t]*(.*)", re.DOTALL)
 _USER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: A RESUME offset: ASCII decimal digits only (int() would also take "+5", " 5", "1_0" and "٣").
+_OFFSET = re.compile(r"[0-9]{1,20}", re.ASCII)
 
 
 class CommandError(Exception):
@@ -108,6 +111,7 @@ class FileSession(LineReceiver):
         self._events = EventQueue()
         self._shutdownAfterTransfer = False
         self._inputEnded = False
+        self._hashing: Deferred[FileDigest] | None = None  # a HASH waiting for its digest
 
     # -- connection life cycle -------------------------------------------------
 
@@ -158,6 +162,7 @@ class FileSession(LineReceiver):
         self._ending = True
         self._timer.stop()
         cancelPending(self._abortCall)
+        self._cancelHash()
         self._logOut()
         self.factory.sessions.discard(self)
         if self._admitted:
@@ -198,11 +203,18 @@ class FileSession(LineReceiver):
         self._ending = True
         self.paused = True
         self._timer.stop()
+        self._cancelHash()
         self._logOut()
         if lastLine is not None:
             self.reply(lastLine)
         self._unregisterAsProducer()
         self._abortCall = closeWithin(self.transport, self._clock)
+
+    def _cancelHash(self) -> None:
+        """Nobody will read the digest: give back its place in the queue (or its thread) and descriptor."""
+        hashing, self._hashing = self._hashing, None
+        if hashing is not None:
+            hashing.cancel()
 
     def _logOut(self) -> None:
         """Leave presence at once (the connection itself may linger a little)."""
@@ -330,6 +342,8 @@ class FileSession(LineReceiver):
 
     def _commandFailed(self, failure: Failure) -> None:
         """The one place where an exception becomes what the client sees."""
+        if failure.check(CancelledError):
+            return  # a HASH of a session that ended meanwhile: nobody to tell
         if not self._connected:
             if not failure.check(CommandError, TransferInterrupted):
                 self._log.failure("files: command from {peer} failed after it left", failure, peer=self._peerKey)
@@ -451,18 +465,38 @@ class FileSession(LineReceiver):
 
         return deferLater(self._clock, self.factory.authFailureDelay, answer)
 
+    def _open(self, share: IShare, name: str) -> OpenedFile:
+        try:
+            return share.open(name)
+        except NotAvailable:
+            raise CommandError(f"File {sanitize(name)} could not be opened.") from None
+
     def cmd_FILE(self, name: str) -> Deferred[None]:
         share = self._requireLogin()
         if not name:
             raise CommandError("Usage: FILE <name>")
+        opened = self._open(share, name)
+        return self._sendBody(share, opened, name, f"#Sending {sanitize(name)} ({opened.size} bytes).")
+
+    def cmd_RESUME(self, argument: str) -> Deferred[None]:
+        share = self._requireLogin()
+        match = _COMMAND_LINE.match(argument)
+        if match is None or not match.group(2) or not _OFFSET.fullmatch(match.group(1)):
+            raise CommandError("Usage: RESUME <offset> <name>")
+        offset, name = int(match.group(1)), match.group(2)
+        opened = self._open(share, name)
+        if offset > opened.size:
+            opened.close()
+            raise CommandError(f"Offset {offset} is past the end of {sanitize(name)} ({opened.size} bytes).")
+        header = f"#Sending {sanitize(name)} from byte {offset} ({opened.size - offset} bytes)."
+        return self._sendBody(share, opened, name, header, offset)
+
+    def _sendBody(self, share: IShare, opened: OpenedFile, name: str, header: str, offset: int = 0) -> Deferred[None]:
+        """The header, the body from C{offset} on, CRLF and the trailer (FILE, RESUME)."""
         shown = sanitize(name)
-        try:
-            opened = share.open(name)
-        except NotAvailable:
-            raise CommandError(f"File {shown} could not be opened.") from None
-        self.reply(f"#Sending {shown} ({opened.size} bytes).")
+        self.reply(header)
         started = self._clock.seconds()
-        self._transfer = BodySender(opened, onProgress=lambda _: self._timer.touch())
+        self._transfer = BodySender(opened, onProgress=lambda _: self._timer.touch(), offset=offset)
         self._unregisterAsProducer()
         d = self._transfer.beginSending(self.transport)
 
@@ -475,8 +509,8 @@ class FileSession(LineReceiver):
             if self._shutdownAfterTransfer:
                 self.endSession("!Server shutting down.")
             self._log.info(
-                "files: sent {file} ({size} bytes) to {user}@{peer} in {duration:.3f}s",
-                file=opened.path, size=size, user=share.user, peer=self._peerKey,
+                "files: sent {file} ({size} bytes from byte {offset}) to {user}@{peer} in {duration:.3f}s",
+                file=opened.path, size=size, offset=offset, user=share.user, peer=self._peerKey,
                 duration=self._clock.seconds() - started,
             )
 
@@ -485,6 +519,37 @@ class FileSession(LineReceiver):
             return failure
 
         d.addCallbacks(sent, failed)
+        return d
+
+    def cmd_HASH(self, name: str) -> Deferred[None]:
+        share = self._requireLogin()
+        if not name:
+            raise CommandError("Usage: HASH <name>")
+        opened = self._open(share, name)
+        path = opened.path
+        cannotOpen = CommandError(f"File {sanitize(name)} could not be opened.")
+        try:
+            d = self.factory.hashes.digest(opened)
+        except HashUnavailable:
+            raise cannotOpen from None
+        self._hashing = d
+
+        def answer(digest: FileDigest) -> None:
+            self._hashing = None
+            self._timer.touch()  # waiting for the digest was no idleness of the client
+            self._log.info(
+                "files: SHA-256 of {file} ({size} bytes) for {user}@{peer}",
+                file=path, size=digest.size, user=share.user, peer=self._peerKey,
+            )
+            if not self._ending:
+                self.reply(f"#SHA-256 of {sanitize(name)} ({digest.size} bytes): {digest.sha256}.")
+
+        def unavailable(failure: Failure) -> None:
+            self._hashing = None
+            failure.trap(HashUnavailable)
+            raise cannotOpen
+
+        d.addCallbacks(answer, unavailable)
         return d
 
     def cmd_LIST(self, name: str) -> None:
@@ -527,6 +592,13 @@ def _listingLine(entry: Entry) -> str:
     return f"{entry.size} {entry.name}"
 
 
+def _deferToReactorThreads(function: Callable[[], Any]) -> Deferred[Any]:
+    """The reactor's thread pool (imported late: tests build factories on a Clock)."""
+    from twisted.internet.threads import deferToThread
+
+    return deferToThread(function)
+
+
 class FilesFactory(ServerFactory):
     """
     Shared configuration of the file service's sessions.
@@ -534,6 +606,7 @@ class FilesFactory(ServerFactory):
     @param portal: where AUTH logs in.
     @param clock: every timer of the sessions runs on it.
     @param authFailureDelay: seconds before a failed AUTH is answered.
+    @param hashes: the server-wide SHA-256 service of HASH (cap, queue, cache).
     """
 
     def __init__(
@@ -547,6 +620,7 @@ class FilesFactory(ServerFactory):
         authFailureDelay: float = 1.0,
         loginTimeout: float | None = 60.0,
         penalties: LoginPenalties | None = None,
+        hashes: FileHasher | None = None,
     ) -> None:
         self.portal = portal
         self.clock = clock
@@ -557,6 +631,7 @@ class FilesFactory(ServerFactory):
         self.authFailureDelay = authFailureDelay
         self.loginTimeout = loginTimeout
         self.penalties = penalties
+        self.hashes = hashes if hashes is not None else FileHasher(_deferToReactorThreads)
         self.sessions = SessionTracker()
 
     def buildProtocol(self, addr: IAddress) -> Protocol:

@@ -16,6 +16,7 @@ from twisted.application.service import IService, MultiService
 from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -23,6 +24,7 @@ from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPa
 from echofile.chat import ChatService
 from echofile.echo import EchoDatagramProtocol, EchoFactory
 from echofile.files import FilesFactory
+from echofile.hashing import FileHasher
 from echofile.limits import ConnectionLimiter
 from echofile.lockout import LoginPenalties, parseExempt
 from echofile.shutdown import GracefulShutdown
@@ -102,6 +104,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["lockout-window", None, 600.0, "Seconds over which failed AUTHs are counted.", _positive(float, "lockout-window")],
         ["lockout-duration", None, 600.0, "Seconds a locked-out address is refused AUTH.", _positive(float, "lockout-duration")],
         ["drain-timeout", None, 10.0, "On shutdown, seconds transfers in flight get to finish.", _positive(float, "drain-timeout")],
+        ["hash-jobs", None, 2, "HASH digests computed at once, server-wide; more wait in turn.", _positive(int, "hash-jobs")],
+        ["hash-cache", None, 1024, "HASH digests remembered (per unchanged file).", _nonNegativeInt("hash-cache")],
     ]
 
     def __init__(self) -> None:
@@ -168,6 +172,12 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
     top = MultiService()
     chat = ChatService()
     chat.setServiceParent(top)
+    hashes = FileHasher(
+        lambda function: deferToThreadPool(reactor, reactor.getThreadPool(), function),
+        maxJobs=config.get("hash-jobs", 2),
+        cacheSize=config.get("hash-cache", 1024),
+    )
+    hashes.setServiceParent(top)
     echoFactory = EchoFactory(
         reactor,
         ConnectionLimiter(config["max-connections"], config["max-per-ip"], "echo"),
@@ -188,6 +198,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
             duration=config["lockout-duration"],
             exempt=config["lockout-exempt"],
         ),
+        hashes=hashes,
     )
     for description in config["echo"]:
         _listen(description, echoFactory, reactor).setServiceParent(top)

@@ -8,12 +8,14 @@ from pathlib import Path
 
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from echofile.auth import makePortal
 from echofile.chat import ChatService
 from echofile.files import FilesFactory
+from echofile.hashing import FileHasher
 from echofile.limits import ConnectionLimiter
 from echofile.transfer import BodySender
 
@@ -40,6 +42,7 @@ def makeFilesFactory(
     clock = clock or Clock()
     limiter = ConnectionLimiter(kwargs.pop("maxConnections", 1000), kwargs.pop("maxPerAddress", 50), "files")
     chat = kwargs.pop("chat", None) or ChatService()
+    kwargs.setdefault("hashes", FileHasher(FakeThreads(synchronous=True)))
     return FilesFactory(makePortal(os.fspath(root), PASSWORD, checkers or [], chat), clock, limiter, chat, **kwargs)
 
 
@@ -94,3 +97,37 @@ class SocketTransportShell(tcp.Server):
 
     def getPeer(self):
         return IPv4Address("TCP", "127.0.0.1", 2)
+
+
+class FakeThreads:
+    """
+    A stand-in for C{deferToThread}: a job runs at once (C{synchronous}) or
+    when the test says so (L{runNext}), on the test's own thread.
+    """
+
+    def __init__(self, synchronous: bool = False) -> None:
+        self.synchronous = synchronous
+        self.pending: list[tuple[object, Deferred]] = []
+        self.calls = 0
+
+    def __call__(self, function) -> Deferred:
+        self.calls += 1
+        d: Deferred = Deferred()
+        if self.synchronous:
+            self._run(function, d)
+        else:
+            self.pending.append((function, d))
+        return d
+
+    def runNext(self) -> None:
+        function, d = self.pending.pop(0)
+        self._run(function, d)
+
+    @staticmethod
+    def _run(function, d: Deferred) -> None:
+        try:
+            result = function()
+        except BaseException:
+            d.errback()
+        else:
+            d.callback(result)
