@@ -45,6 +45,8 @@ GREETING = "#Server Ready."
 HELP = "#Commands: AUTH, FILE, HASH, HELP, LIST, MSG, NICK, QUIT, RESUME, SAY, USER, WHO."
 BUSY = "!Server busy, try again later."
 MAX_AUTH_FAILURES = 3
+#: Input read ahead (not run) while a HASH waits, before the transport stops reading.
+HELD_INPUT = 64 * 1024
 
 _COMMAND_LINE = re.compile(r"([^ \t]+)[ \t]*(.*)", re.DOTALL)
 _USER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -97,6 +99,7 @@ class FileSession(LineReceiver):
         # Why input is held ("command", "output"); a frozenset until the first hold,
         # which most sessions reach, but idle ones never do.
         self._holds: set[str] | frozenset[str] = frozenset()
+        self._readingPaused = False  # did a hold pause the transport?
         self._producing = False  # are we the transport's registered producer?
         self._ending = False
         self._connected = False
@@ -233,12 +236,23 @@ class FileSession(LineReceiver):
             self._producing = False
             self.transport.unregisterProducer()
 
-    def _hold(self, reason: str) -> None:
+    def _hold(self, reason: str, keepReading: bool = False) -> None:
+        """
+        Run no further command until L{_release}.  Unless C{keepReading},
+        the transport stops reading too; with it, input is still read (so a
+        client that goes away is noticed) but only up to L{HELD_INPUT}.
+        """
         if not self._holds:
             self.paused = True
-            self.transport.pauseProducing()
             self._holds = set()
+        if not keepReading:
+            self._pauseReading()
         self._holds.add(reason)
+
+    def _pauseReading(self) -> None:
+        if not self._readingPaused:
+            self._readingPaused = True
+            self.transport.pauseProducing()
 
     def _release(self, reason: str) -> None:
         if reason in self._holds:
@@ -246,8 +260,10 @@ class FileSession(LineReceiver):
         if self._holds or self._ending or not self._connected:
             return
         self.paused = False
-        if not self._inputEnded:
-            self.transport.resumeProducing()
+        if self._readingPaused:
+            self._readingPaused = False
+            if not self._inputEnded:
+                self.transport.resumeProducing()
         self.dataReceived(b"")  # run lines that arrived meanwhile
         self._closeIfInputDone()
 
@@ -294,6 +310,8 @@ class FileSession(LineReceiver):
         super().dataReceived(self._telnet.feed(data))
         if self._inputEnded:
             self._closeIfInputDone()
+        elif self._holds and len(self._buffer) > HELD_INPUT:
+            self._pauseReading()  # enough pipelined input while a HASH waits
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._log.info("files: {peer} sent an over-long line, closing", peer=self._peerKey)
@@ -521,7 +539,7 @@ class FileSession(LineReceiver):
         d.addCallbacks(sent, failed)
         return d
 
-    def cmd_HASH(self, name: str) -> Deferred[None]:
+    def cmd_HASH(self, name: str) -> None:
         share = self._requireLogin()
         if not name:
             raise CommandError("Usage: HASH <name>")
@@ -533,6 +551,9 @@ class FileSession(LineReceiver):
         except HashUnavailable:
             raise cannotOpen from None
         self._hashing = d
+        # The wait may be long (the job cap): keep reading, so that a client
+        # that goes away is noticed and its job cancelled at once.
+        self._hold("hash", keepReading=True)
 
         def answer(digest: FileDigest) -> None:
             self._hashing = None
@@ -550,7 +571,8 @@ class FileSession(LineReceiver):
             raise cannotOpen
 
         d.addCallbacks(answer, unavailable)
-        return d
+        d.addErrback(self._commandFailed)
+        d.addBoth(lambda _: self._release("hash"))
 
     def cmd_LIST(self, name: str) -> None:
         share = self._requireLogin()

@@ -216,7 +216,16 @@ class FileHasher(Service):
 
     def _startWaiting(self) -> None:
         while self._waiting and len(self._running) < self.maxJobs:
-            self._start(self._waiting.popleft())
+            job = self._waiting.popleft()
+            cached = self.cache.get(job.key)
+            if cached is None:
+                self._start(job)
+            else:  # a job that ran meanwhile found it: nothing left to do
+                job.state = "finished"
+                job.opened.close()
+                self.hits += 1
+                assert job.done is not None
+                job.done.callback(cached)
 
     def _start(self, job: _Job) -> None:
         job.state = "running"

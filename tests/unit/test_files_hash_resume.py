@@ -319,3 +319,29 @@ def test_resume_of_a_file_that_shrinks_closes_without_trailer(session, served):
     assert data.startswith(b"#Sending big.bin from byte 1000 (1047576 bytes).\r\n" + b"x" * 1000)
     assert b"sent successfully" not in data
     assert transport.disconnecting
+
+
+def test_hash_wait_keeps_reading_a_bounded_amount(session, threads):
+    """While the digest is awaited the transport still reads (a peer that leaves is noticed), up to HELD_INPUT."""
+    from echofile.files import HELD_INPUT
+
+    protocol, transport = session
+    protocol.dataReceived(b"HASH notes.txt\r\n")
+    assert transport.producerState == "producing"
+    count = HELD_INPUT // len(b"HELP\r\n") + 10
+    protocol.dataReceived(b"HELP\r\n" * count)
+    assert transport.producerState == "paused" and replies(transport) == []
+    threads.runNext()
+    answers = replies(transport)
+    assert answers[0].startswith(b"#SHA-256 of notes.txt") and answers[1:] == [HELP.encode()] * count
+    assert transport.producerState == "producing"
+
+
+def test_hash_answered_from_the_cache_does_not_pause(session, threads):
+    protocol, transport = session
+    protocol.dataReceived(b"HASH notes.txt\r\n")
+    threads.runNext()
+    replies(transport)
+    protocol.dataReceived(b"HASH notes.txt\r\nHELP\r\n")
+    assert replies(transport)[1:] == [HELP.encode()]
+    assert transport.producerState == "producing"
