@@ -118,3 +118,27 @@ def test_abuse_options(served):
     ]:
         with pytest.raises(usage.UsageError, match=f"--{option}"):
             parse(*argv)
+
+
+def test_hash_options_reach_one_server_wide_hasher(served):
+    from echofile.hashing import FileHasher
+
+    assert (parse()["hash-jobs"], parse()["hash-cache"]) == (2, 1024)
+    options = parse("--root", str(served), "--hash-jobs", "3", "--hash-cache", "0",
+                    "--files", "tcp:8:interface=127.0.0.1", "--files", "tcp:9:interface=127.0.0.1")
+    reactor = MemoryReactorClock()
+    service = makeService(options, reactor=reactor, environ={"ECHOFILE_PASSWORD": "pw"})
+    hashes = service.getServiceNamed("hashes")
+    assert isinstance(hashes, FileHasher) and hashes.maxJobs == 3 and hashes.cache.maxEntries == 0
+    service.startService()
+    try:
+        assert [f.hashes for _, f, _, _ in reactor.tcpServers if isinstance(f, FilesFactory)] == [hashes, hashes]
+    finally:
+        service.stopService()
+    for argv, option in [
+        (["--hash-jobs", "0"], "hash-jobs"),
+        (["--hash-jobs", "two"], "hash-jobs"),
+        (["--hash-cache", "-1"], "hash-cache"),
+    ]:
+        with pytest.raises(usage.UsageError, match=f"--{option}"):
+            parse(*argv)
