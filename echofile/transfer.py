@@ -22,6 +22,9 @@ Two ways to move the bytes, chosen per transfer:
 
 Either way nothing is buffered in user space beyond one chunk, so a client
 that does not read slows the transfer instead of growing the server.
+
+A body may start at an offset (RESUME): ``sendfile`` is given the file
+position explicitly, the chunks read on from a seek to it.
 """
 
 from __future__ import annotations
