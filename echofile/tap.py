@@ -172,12 +172,14 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
     top = MultiService()
     chat = ChatService()
     chat.setServiceParent(top)
+    hashJobs = config.get("hash-jobs", 2)
     hashes = FileHasher(
         lambda function: deferToThreadPool(reactor, reactor.getThreadPool(), function),
-        maxJobs=config.get("hash-jobs", 2),
+        maxJobs=hashJobs,
         cacheSize=config.get("hash-cache", 1024),
     )
     hashes.setServiceParent(top)
+    _roomInThreadPool(reactor, hashJobs)
     echoFactory = EchoFactory(
         reactor,
         ConnectionLimiter(config["max-connections"], config["max-per-ip"], "echo"),
@@ -217,6 +219,17 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         udp.setServiceParent(top)
     _log.info("Serving files from {root}", root=config["root"])
     return top
+
+
+#: Threads of the reactor's pool kept free of HASH jobs (for bcrypt checks).
+THREADS_BESIDES_HASHES = 4
+
+
+def _roomInThreadPool(reactor: Any, hashJobs: int) -> None:
+    """HASH jobs share the reactor's thread pool (10 threads) with bcrypt checks: a big --hash-jobs grows it."""
+    getThreadPool = getattr(reactor, "getThreadPool", None)
+    if getThreadPool is not None and getThreadPool().max < hashJobs + THREADS_BESIDES_HASHES:
+        reactor.suggestThreadPoolSize(hashJobs + THREADS_BESIDES_HASHES)
 
 
 def _listen(description: str, factory: Any, reactor: Any) -> IService:

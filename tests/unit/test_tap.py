@@ -142,3 +142,22 @@ def test_hash_options_reach_one_server_wide_hasher(served):
     ]:
         with pytest.raises(usage.UsageError, match=f"--{option}"):
             parse(*argv)
+
+
+def test_many_hash_jobs_grow_the_reactor_thread_pool(served):
+    from twisted.python.threadpool import ThreadPool
+
+    class ReactorWithThreads(MemoryReactorClock):
+        pool = ThreadPool(0, 10)
+
+        def getThreadPool(self):
+            return self.pool
+
+        def suggestThreadPoolSize(self, size):
+            self.pool.adjustPoolsize(maxthreads=size)
+
+    reactor = ReactorWithThreads()
+    makeService(parse("--root", str(served)), reactor=reactor, environ={"ECHOFILE_PASSWORD": "pw"})
+    assert reactor.pool.max == 10
+    makeService(parse("--root", str(served), "--hash-jobs", "12"), reactor=reactor, environ={"ECHOFILE_PASSWORD": "pw"})
+    assert reactor.pool.max == 16
