@@ -527,7 +527,7 @@ class FileSession(LineReceiver):
             if self._shutdownAfterTransfer:
                 self.endSession("!Server shutting down.")
             self._log.info(
-                "files: sent {file} ({size} bytes from byte {offset}) to {user}@{peer} in {duration:.3f}s",
+                "files: sent {file} ({size} bytes) to {user}@{peer} in {duration:.3f}s",
                 file=opened.path, size=size, offset=offset, user=share.user, peer=self._peerKey,
                 duration=self._clock.seconds() - started,
             )
