@@ -81,11 +81,13 @@ class AccountsChecker:
     The name L{DEFAULT_USER} always means the default account (an C{--auth}
     entry of the same name is never consulted); every other name is tried
     against the configured checkers in order, and the first to accept wins.
+    With C{defaultPassword} None (C{--no-guest}) the default account is
+    off: its name is refused like any wrong password.
     """
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, defaultPassword: str, others: Iterable[ICredentialsChecker] = ()) -> None:
+    def __init__(self, defaultPassword: str | None, others: Iterable[ICredentialsChecker] = ()) -> None:
         self._defaultPassword = defaultPassword
         self._others = [
             normalizeChecker(checker)
@@ -97,7 +99,7 @@ class AccountsChecker:
     def requestAvatarId(self, credentials: IUsernamePassword) -> Any:
         username = asBytes(credentials.username)
         if username == DEFAULT_USER.encode("ascii"):
-            if credentials.checkPassword(self._defaultPassword):
+            if self._defaultPassword is not None and credentials.checkPassword(self._defaultPassword):
                 return DEFAULT_USER
             raise UnauthorizedLogin()
         for checker in self._others:
@@ -136,9 +138,9 @@ class ShareRealm:
 
 
 def makePortal(
-    root: str, defaultPassword: str, checkers: Iterable[ICredentialsChecker] = (), chat: ChatService | None = None
+    root: str, defaultPassword: str | None, checkers: Iterable[ICredentialsChecker] = (), chat: ChatService | None = None
 ) -> Portal:
-    """The portal the file service logs sessions in through."""
+    """The portal the file service logs sessions in through (C{defaultPassword} None: no guest)."""
     return Portal(ShareRealm(root, chat), [AccountsChecker(defaultPassword, checkers)])
 
 

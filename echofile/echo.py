@@ -18,21 +18,25 @@ moved when it fires, not on every message.
 
 from __future__ import annotations
 
+from collections import Counter, OrderedDict
+from typing import Iterable
 
 from twisted.internet import tcp
 from twisted.internet.error import MessageLengthError
-from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echofile.addresses import LOOPBACK, Network
+from echofile.admission import Admission, AdmissionPolicy
+from echofile.eventlog import loggable
 from echofile.shutdown import SessionTracker
-from echofile.limits import ConnectionLimiter, SessionTimer, cancelPending, closeWithin
-from echofile.proxy import peerKey, whenPeerKnown
+from echofile.limits import ConnectionLimiter, GracefulClose, SessionTimer, cancelPending, closeWithin
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class EchoProtocol(Protocol):
     """
     Send back every byte, in order.
@@ -43,35 +47,45 @@ class EchoProtocol(Protocol):
 
     _log = Logger()
 
-    def __init__(self, clock: IReactorTime, idleTimeout: float | None, limiter: ConnectionLimiter) -> None:
+    def __init__(self, clock: IReactorTime, idleTimeout: float | None, admission: AdmissionPolicy) -> None:
         self._clock = clock
         self._idleTimeout = idleTimeout
-        self._limiter = limiter
+        self._policy = admission
+        self._admission: Admission | None = None
         self._peerKey: str | None = None
         self._closing = False
-        self._abortCall: IDelayedCall | None = None
+        self._inputEnded = False
+        self._graceful: GracefulClose | None = None
         self._timer = SessionTimer(clock, idleTimeout, self.timeoutConnection)
         #: The socket to write to directly, for a plain TCP transport.
         self._socket = None
 
     def connectionMade(self) -> None:
-        # Behind a PROXY-protocol balancer, admit by the client's address from the header.
-        whenPeerKnown(self.transport, self._clock, self._idleTimeout).addCallback(self._admit)
+        # Counted from now; echoing starts once TLS is up and, behind a
+        # PROXY-protocol balancer, the header named the client (echofile.admission).
+        self._admission = Admission(self._policy, self.transport, self._admit, self._refuse)
+        self._admission.begin()
 
-    def _admit(self, peer: IAddress) -> None:
-        key = peerKey(peer)
-        if not self._limiter.admit(key):
-            # Over a cap: close at once; RFC 862 has no room for a message.
-            self._closing = True
-            self.transport.loseConnection()
-            return
+    def handshakeCompleted(self) -> None:
+        """IHandshakeListener: TLS is up."""
+        if self._admission is not None:
+            self._admission.handshakeCompleted()
+
+    def _refuse(self) -> None:
+        # Over a cap: close at once; RFC 862 has no room for a message.
+        self._closing = True
+        self.transport.loseConnection()
+
+    def _admit(self, peer: IAddress, key: str) -> None:
         self._peerKey = key
         self.transport.registerProducer(self.transport, True)
         self._socket = _directSocket(self.transport)
         self._timer.start()
-        self._log.debug("echo: connection from {peer}", peer=self.transport.getPeer())
+        self._log.debug("echo: connection from {peer}", peer=loggable(key))
 
     def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return  # we are ending the session: what still comes is read and dropped
         self._timer.touch()
         transport = self.transport
         sock = self._socket
@@ -93,13 +107,20 @@ class EchoProtocol(Protocol):
         transport.write(data)
 
     def readConnectionLost(self) -> None:
-        self._close()
+        """The peer is done sending: send back what is pending, then close."""
+        self._inputEnded = True
+        if self._graceful is not None:
+            self._graceful.peerClosed()  # we were closing already: the peer's close is the end
+        else:
+            self._close()
 
     def writeConnectionLost(self) -> None:
-        self._close()
+        """Our own half-close is done (L{_close}); wait for the peer's."""
+        if self._graceful is None:
+            self._close()
 
     def timeoutConnection(self) -> None:
-        self._log.info("echo: {peer} idle, closing", peer=self.transport.getPeer())
+        self._log.info("echo: {peer} idle, closing", peer=loggable(self._peerKey))
         self._close()
 
     def _close(self) -> None:
@@ -110,10 +131,14 @@ class EchoProtocol(Protocol):
         self._timer.stop()
         # With a producer registered the transport would wait for it forever.
         self.transport.unregisterProducer()
-        self._abortCall = closeWithin(self.transport, self._clock)
+        self._graceful = closeWithin(self.transport, self._clock, inputEnded=self._inputEnded)
 
     def shutdown(self) -> None:
         """The server is stopping: send back what is pending, then close."""
+        if self._peerKey is None:  # not echoing yet (TLS handshake, PROXY header): nothing to send back
+            self._closing = True
+            self.transport.loseConnection()
+            return
         self._close()
 
     def abort(self) -> None:
@@ -123,11 +148,12 @@ class EchoProtocol(Protocol):
         self.factory.sessions.discard(self)
         self._socket = None
         self._timer.stop()
-        cancelPending(self._abortCall)
+        cancelPending(self._graceful)
+        if self._admission is not None:
+            self._admission.end()
         if self._peerKey is not None:
-            self._limiter.release(self._peerKey)
+            self._log.debug("echo: connection from {peer} closed", peer=loggable(self._peerKey))
             self._peerKey = None
-        self._log.debug("echo: connection from {peer} closed", peer=self.transport.getPeer())
 
 
 def _directSocket(transport: object):
@@ -145,29 +171,142 @@ def _directSocket(transport: object):
 
 class EchoFactory(ServerFactory):
     """
-    Builds echo sessions; each one checks the connection caps as it starts.
+    Builds echo sessions; each one counts against the connection caps from the start.
+
+    @param readyTimeout: seconds a connection has to finish its TLS handshake
+        and PROXY header (--login-timeout); None: no limit.
+    @param trustedProxies: the socket peers whose PROXY headers are believed.
     """
 
-    def __init__(self, clock: IReactorTime, limiter: ConnectionLimiter, idleTimeout: float | None) -> None:
+    noisy = False  # no "Starting factory <... at 0x...>" at info; the port logs where it listens
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        limiter: ConnectionLimiter,
+        idleTimeout: float | None,
+        readyTimeout: float | None = 60.0,
+        trustedProxies: Iterable[Network] = LOOPBACK,
+    ) -> None:
         self.clock = clock
         self.limiter = limiter
         self.idleTimeout = idleTimeout
+        self.admission = AdmissionPolicy(clock, limiter, readyTimeout, trustedProxies)
         self.sessions = SessionTracker()
 
     def buildProtocol(self, addr: IAddress) -> EchoProtocol:
-        protocol = EchoProtocol(self.clock, self.idleTimeout, self.limiter)
+        protocol = EchoProtocol(self.clock, self.idleTimeout, self.admission)
         protocol.factory = self
         self.sessions.add(protocol)
         return protocol
 
 
+#: Source ports whose datagrams are never answered: echo (7) and the other
+#: services that answer any datagram (discard 9, systat 11, daytime 13, qotd
+#: 17, chargen 19, time 37), and the usual reflection/amplification ports
+#: (DNS, TFTP, portmap, NTP, NetBIOS, SNMP, CLDAP, SSDP, mDNS, memcached).
+#: A reply to one of them can start a loop or an amplified flood; a real
+#: client never sends from them.  Port 0 is not a valid source at all.
+REFUSED_SOURCE_PORTS = frozenset({0, 7, 9, 11, 13, 17, 19, 37, 53, 69, 111, 123, 137, 161, 389, 1900, 5353, 11211})
+
+#: Default datagrams per second answered per source address (0: no limit).
+DEFAULT_UDP_RATE = 100
+#: Most source addresses whose rate is tracked at once (least recently seen forgotten first).
+MAX_UDP_SOURCES = 4096
+#: Seconds between two log lines about dropped datagrams.
+DROP_REPORT_INTERVAL = 60.0
+
+
+class SourceRates:
+    """
+    A token bucket per source address, in a bounded table: each source may
+    send C{rate} datagrams per second, in bursts of up to C{burst}.
+    """
+
+    def __init__(self, clock: IReactorTime, rate: float, burst: float, maxSources: int = MAX_UDP_SOURCES) -> None:
+        self._clock = clock
+        self._rate = rate
+        self._burst = burst
+        self._maxSources = maxSources
+        #: source -> (tokens, when they were counted); oldest-seen first.
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def allow(self, source: str) -> bool:
+        """Take one token from C{source}'s bucket, if it has one."""
+        now = self._clock.seconds()
+        tokens, then = self._buckets.pop(source, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - then) * self._rate)
+        allowed = tokens >= 1
+        if allowed:
+            tokens -= 1
+        self._buckets[source] = (tokens, now)
+        if len(self._buckets) > self._maxSources:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
 class EchoDatagramProtocol(DatagramProtocol):
-    """Answer each datagram with an identical one to its source."""
+    """
+    Answer each datagram with an identical one to its source, except to
+    sources that would make a loop or a reflector of us: our own port (a
+    datagram spoofed from it would be echoed to ourselves for ever), the
+    well-known service ports, and sources over their rate.  Drops are
+    counted and reported at most once per L{DROP_REPORT_INTERVAL}.
+    """
 
     _log = Logger()
 
+    def __init__(
+        self,
+        clock: IReactorTime | None = None,
+        rate: float = DEFAULT_UDP_RATE,
+        burst: float | None = None,
+        maxSources: int = MAX_UDP_SOURCES,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[assignment]
+        self._clock = clock
+        self._rates = SourceRates(clock, rate, burst or rate, maxSources) if rate > 0 else None
+        self._ownPort: int | None = None
+        #: Datagrams dropped since the last report, by reason.
+        self.dropped: Counter[str] = Counter()
+        self._report: IDelayedCall | None = None
+
+    def startProtocol(self) -> None:
+        self._ownPort = self.transport.getHost().port
+
+    def stopProtocol(self) -> None:
+        cancelPending(self._report)
+        self._reportDrops()
+
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        host, port = addr[0], addr[1]
+        if port == self._ownPort or port in REFUSED_SOURCE_PORTS:
+            self._drop("from a service port")
+            return
+        if self._rates is not None and not self._rates.allow(host):
+            self._drop("over the rate")
+            return
         try:
             self.transport.write(datagram, addr)
         except (OSError, MessageLengthError) as e:  # one bad peer must not stop the service
             self._log.debug("udp echo: cannot answer {peer}: {error}", peer=addr, error=e)
+
+    def _drop(self, reason: str) -> None:
+        """Count, and make sure a report comes, without a log line per datagram."""
+        self.dropped[reason] += 1
+        if self._report is None or not self._report.active():
+            self._report = self._clock.callLater(DROP_REPORT_INTERVAL, self._reportDrops)
+
+    def _reportDrops(self) -> None:
+        self._report = None
+        if not self.dropped:
+            return
+        counts, self.dropped = dict(self.dropped), Counter()
+        self._log.warn(
+            "udp echo: dropped {total} datagrams since the last report (at most one every {interval:.0f} s): {counts}",
+            total=sum(counts.values()), interval=DROP_REPORT_INTERVAL, counts=counts,
+        )

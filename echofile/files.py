@@ -12,33 +12,36 @@ into a reply (or, for the errors that end a session, into a goodbye).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
-    IAddress, IDelayedCall, IHalfCloseableProtocol, IHandshakeListener, IReactorTime,
+    IAddress, IHalfCloseableProtocol, IHandshakeListener, IReactorTime,
 )
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echofile.addresses import LOOPBACK, Network
+from echofile.admission import Admission, AdmissionPolicy
 from echofile.auth import DEFAULT_USER, login
 from echofile.chat import ChatService, EventQueue, IChatListener, NotOnline
+from echofile.eventlog import LogBudget, loggable
 from echofile.hashing import FileDigest, FileHasher, HashUnavailable
 from echofile.lockout import LoginPenalties
-from echofile.limits import ConnectionLimiter, SessionTimer, cancelPending, closeWithin
-from echofile.proxy import peerKey, whenPeerKnown
+from echofile.limits import ConnectionLimiter, GracefulClose, SessionTimer, cancelPending, closeWithin
+from echofile.proxy import HealthCheck
 from echofile.shutdown import SessionTracker
 from echofile.share import Entry, IShare, NotAvailable, OpenedFile
 from echofile.telnet import TelnetCommandFilter
 from echofile.text import sanitize
-from echofile.tls import TLSHandshake, awaitsHandshake, cleartextOverNetwork
+from echofile.tls import cleartextOverNetwork
 from echofile.transfer import BodySender, TransferInterrupted
 
 GREETING = "#Server Ready."
@@ -92,7 +95,7 @@ class FileSession(LineReceiver):
         self._clock = factory.clock
         self._peerKey = ""
         self._peerAddress: IAddress | None = None
-        self._handshake: TLSHandshake | None = None
+        self._admission: Admission | None = None
         self._admitted = False
         self.MAX_LENGTH = factory.maxLine + 1  # room for the CR of CR LF
         self._telnet = TelnetCommandFilter()
@@ -103,7 +106,7 @@ class FileSession(LineReceiver):
         self._producing = False  # are we the transport's registered producer?
         self._ending = False
         self._connected = False
-        self._abortCall: IDelayedCall | None = None
+        self._closing: GracefulClose | None = None
         self._timer = SessionTimer(self._clock, factory.idleTimeout, self.timeoutConnection)
         self._transfer: BodySender | None = None
         # None after a refused USER: the next AUTH must fail, not fall back to guest.
@@ -114,82 +117,105 @@ class FileSession(LineReceiver):
         self._events = EventQueue()
         self._shutdownAfterTransfer = False
         self._inputEnded = False
+        self._logBudget: LogBudget | None = None  # made by the first event that needs it
         self._hashing: Deferred[FileDigest] | None = None  # a HASH waiting for its digest
 
     # -- connection life cycle -------------------------------------------------
 
     def connectionMade(self) -> None:
         self._connected = True
-        # The session starts once the connection is usable: over TLS once the
-        # handshake is done (a greeting before it would stall it, see
-        # echofile.tls), and behind a PROXY-protocol balancer once the header
-        # with the client's address arrived (see echofile.proxy).
-        timeout = self.factory.idleTimeout
-        if not awaitsHandshake(self.transport):
-            whenPeerKnown(self.transport, self._clock, timeout).addCallback(self._start)
-            return
-        self._handshake = TLSHandshake(self.transport, self._clock, timeout)
-        self._handshake.done.addCallback(lambda _: whenPeerKnown(self.transport, self._clock, timeout))
-        self._handshake.done.addCallback(self._start)
+        # The connection counts against the caps from now on; the session
+        # starts once it is usable: over TLS once the handshake is done (a
+        # greeting before it would stall it, see echofile.tls), and behind a
+        # PROXY-protocol balancer once the header with the client's address
+        # arrived (see echofile.proxy and echofile.admission).
+        self._admission = Admission(
+            self.factory.admission, self.transport, self._start, lambda: self.endSession(BUSY),
+        )
+        self._admission.begin()
 
     def handshakeCompleted(self) -> None:
-        """IHandshakeListener: TLS is up, the session may start."""
-        if self._handshake is not None:
-            self._handshake.completed()
+        """IHandshakeListener: TLS is up."""
+        if self._admission is not None:
+            self._admission.handshakeCompleted()
 
-    def _start(self, peer: IAddress) -> None:
+    def _start(self, peer: IAddress, key: str) -> None:
         """
-        Admit the peer (or refuse it) and greet it.
+        Greet the admitted client.
 
         @param peer: the client's address (from the PROXY header, if any).
+        @param key: its key for the caps, lock-outs and logs.
         """
         if not self._connected:  # gone while we waited for TLS or the header
             return
         self._peerAddress = peer
-        self._peerKey = peerKey(peer)
-        if not self.factory.limiter.admit(self._peerKey):
-            self.endSession(BUSY)
-            return
+        self._peerKey = key
         self._admitted = True
-        self._log.info("files: connection from {peer}", peer=self._peerKey)
+        if isinstance(peer, HealthCheck):
+            self._log.info("files: connection from {peer} (a PROXY health check)", peer=self._peer)
+        else:
+            self._log.info("files: connection from {peer}", peer=self._peer)
         self._registerAsProducer()
         self._timer.start()
         if self.factory.loginTimeout is not None:
-            self._timer.setDeadline(self.factory.loginTimeout, self._loginTimedOut)
+            # One deadline from the connection's start: the TLS handshake and the
+            # PROXY header wait were part of it.
+            assert self._admission is not None
+            remaining = max(0.0, self.factory.loginTimeout - self._admission.elapsed())
+            self._timer.setDeadline(remaining, self._loginTimedOut)
         self.reply(GREETING)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._connected = False
-        if self._handshake is not None:
-            self._handshake.cancel()
+        if self._admission is not None:
+            self._admission.end()
         self._ending = True
         self._timer.stop()
-        cancelPending(self._abortCall)
+        cancelPending(self._closing)
         self._cancelHash()
         self._logOut()
         self.factory.sessions.discard(self)
+        if self._logBudget is not None:
+            self._logBudget.close(self._peer)
         if self._admitted:
             self._admitted = False
-            self.factory.limiter.release(self._peerKey)
-            self._log.info("files: connection from {peer} closed", peer=self._peerKey)
+            self._log.info("files: connection from {peer} closed", peer=self._peer)
+
+    @property
+    def _peer(self) -> str:
+        """The peer as it may be logged (a PROXY header can make it any text)."""
+        return loggable(self._peerKey)
+
+    def _event(self, level: LogLevel, format: str, **kwargs: Any) -> None:
+        """
+        An info/warn event the client can make us repeat (per command):
+        through the session's log budget (L{echofile.eventlog}).
+        """
+        if self._logBudget is None:
+            self._logBudget = LogBudget(self._log, self._clock)
+        self._logBudget.emit(level, format, peer=self._peer, **kwargs)
 
     def timeoutConnection(self) -> None:
         if self._transfer is not None:
             # Nothing may be said inside a body; a stalled reader is cut off.
-            self._log.info("files: {peer} stalled during a transfer, aborting", peer=self._peerKey)
+            self._log.info("files: {peer} stalled during a transfer, aborting", peer=self._peer)
             self._ending = True
             self.transport.abortConnection()
             return
-        self._log.info("files: {peer} idle, closing", peer=self._peerKey)
+        self._log.info("files: {peer} idle, closing", peer=self._peer)
         self.endSession("!Idle timeout.")
 
     def _loginTimedOut(self) -> None:
-        self._log.info("files: {peer} did not log in in time, closing", peer=self._peerKey)
+        self._log.info("files: {peer} did not log in in time, closing", peer=self._peer)
         self.endSession("!Login timeout.")
 
     def shutdown(self) -> None:
         """The server is stopping: say so now, or right after the body being sent."""
-        if self._transfer is not None:
+        if not self._admitted and not self._ending:
+            # Still in the TLS handshake or waiting for the PROXY header: nothing can be said.
+            self._ending = True
+            self.transport.loseConnection()
+        elif self._transfer is not None:
             self._shutdownAfterTransfer = True
         else:
             self.endSession("!Server shutting down.")
@@ -200,7 +226,11 @@ class FileSession(LineReceiver):
         self.transport.abortConnection()
 
     def endSession(self, lastLine: str | None) -> None:
-        """Say C{lastLine} (if any), read nothing more, close (abort if the peer does not read)."""
+        """
+        Say C{lastLine} (if any), run no further command, and close without
+        a reset: the client gets everything sent so far, whatever it
+        pipelined (L{echofile.limits.GracefulClose}).
+        """
         if self._ending:
             return
         self._ending = True
@@ -211,7 +241,7 @@ class FileSession(LineReceiver):
         if lastLine is not None:
             self.reply(lastLine)
         self._unregisterAsProducer()
-        self._abortCall = closeWithin(self.transport, self._clock)
+        self._closing = closeWithin(self.transport, self._clock, inputEnded=self._inputEnded)
 
     def _cancelHash(self) -> None:
         """Nobody will read the digest: give back its place in the queue (or its thread) and descriptor."""
@@ -286,7 +316,13 @@ class FileSession(LineReceiver):
         answer every command it sent, an unterminated last line included,
         then close.
         """
-        if self._inputEnded or self._ending:
+        if self._ending:
+            # We are closing: the client closed its side too, so the close is safe now.
+            if self._closing is not None and not self._inputEnded:
+                self._inputEnded = True
+                self._closing.peerClosed()
+            return
+        if self._inputEnded:
             return
         self._inputEnded = True
         if self._buffer:
@@ -294,19 +330,20 @@ class FileSession(LineReceiver):
         self._closeIfInputDone()
 
     def writeConnectionLost(self) -> None:
-        """We never half-close; if the socket did, nothing more can be said."""
-        self._ending = True
-        self.transport.loseConnection()
+        """Our half-close is done; we keep reading (and discarding) until the client closes."""
+        if self._closing is None:  # not ours: nothing more can be said
+            self._ending = True
+            self.transport.loseConnection()
 
     def _closeIfInputDone(self) -> None:
         # Inside LineReceiver's loop, lines may still wait: dataReceived asks again after it.
         if self._inputEnded and not self._holds and not self._ending and not self._busyReceiving:
-            self._log.info("files: {peer} finished sending, closing", peer=self._peerKey)
+            self._log.info("files: {peer} finished sending, closing", peer=self._peer)
             self.endSession(None)
 
     def dataReceived(self, data: bytes) -> None:
         if self._ending:
-            return
+            return  # closing: what the client still sends is read and dropped
         super().dataReceived(self._telnet.feed(data))
         if self._inputEnded:
             self._closeIfInputDone()
@@ -314,7 +351,7 @@ class FileSession(LineReceiver):
             self._pauseReading()  # enough pipelined input while a HASH waits
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self._log.info("files: {peer} sent an over-long line, closing", peer=self._peerKey)
+        self._log.info("files: {peer} sent an over-long line, closing", peer=self._peer)
         self.endSession("!Line too long.")
 
     def lineReceived(self, line: bytes) -> None:
@@ -364,7 +401,7 @@ class FileSession(LineReceiver):
             return  # a HASH of a session that ended meanwhile: nobody to tell
         if not self._connected:
             if not failure.check(CommandError, TransferInterrupted):
-                self._log.failure("files: command from {peer} failed after it left", failure, peer=self._peerKey)
+                self._log.failure("files: command from {peer} failed after it left", failure, peer=self._peer)
             return
         if failure.check(CommandError):
             if self._ending:  # the session already said its last word
@@ -375,11 +412,11 @@ class FileSession(LineReceiver):
             else:
                 self.reply("!" + error.reply)
         elif failure.check(TransferInterrupted, ConnectionDone, ConnectionLost):
-            self._log.warn("files: transfer to {peer} cut short: {reason}", peer=self._peerKey, reason=failure.value)
+            self._log.warn("files: transfer to {peer} cut short: {reason}", peer=self._peer, reason=loggable(failure.value))
             self._ending = True
-            self._abortCall = closeWithin(self.transport, self._clock)
+            self._closing = closeWithin(self.transport, self._clock, inputEnded=self._inputEnded)
         else:
-            self._log.failure("files: command from {peer} failed", failure, peer=self._peerKey)
+            self._log.failure("files: command from {peer} failed", failure, peer=self._peer)
             if not self._ending:
                 self.reply("!Internal error.")
 
@@ -434,7 +471,7 @@ class FileSession(LineReceiver):
         user = self._selectedUser
         penalties = self.factory.penalties
         if penalties is not None and penalties.isLockedOut(self._peerKey):
-            self._log.info("files: AUTH from locked-out {peer} refused", peer=self._peerKey)
+            self._event(LogLevel.info, "files: AUTH from locked-out {peer} refused")
             return self._answerLater(CommandError("Too many failed attempts.", closes=True))
         if user is None:
             d: Deferred[Any] = fail(UnauthorizedLogin("AUTH after a refused USER"))
@@ -451,23 +488,32 @@ class FileSession(LineReceiver):
             return
         self._timer.clearDeadline()
         self.avatar, self._logout = avatar, logout
-        self._log.info("files: {peer} logged in as {user}", peer=self._peerKey, user=avatar.user)
+        self._log.info("files: {peer} logged in as {user}", peer=self._peer, user=loggable(avatar.user))
         if self._peerAddress is not None and cleartextOverNetwork(self.transport, self._peerAddress):
             self._log.warn(
                 "files: {user} logged in from {peer} over plain TCP: the password crossed the network "
                 "in clear text; serve --files on a TLS endpoint (ssl:/tls:, see docs/deploy.md)",
-                peer=self._peerKey, user=avatar.user,
+                peer=self._peer, user=loggable(avatar.user),
             )
         self.reply("#You are logged in.")
 
     def _loginFailed(self, failure: Failure, user: str) -> Deferred[None]:
-        failure.trap(UnauthorizedLogin)
+        """
+        Every failure to check a password is a failed login: delayed, counted
+        here and per address.  A checker that broke (rather than said no) is
+        logged, but the client learns no more than from a wrong password, so
+        a broken check can never be used to guess fast or to tell names apart.
+        """
+        if not failure.check(UnauthorizedLogin):
+            self._log.failure(
+                "files: checking the password of {user} from {peer} failed", failure, peer=self._peerKey, user=user,
+            )
         self._failures += 1
         if self.factory.penalties is not None:
             self.factory.penalties.recordFailure(self._peerKey)
-        self._log.info(
-            "files: {peer} failed to log in as {user} ({failures} on this connection)",
-            peer=self._peerKey, user=user, failures=self._failures,
+        self._event(
+            LogLevel.info, "files: {peer} failed to log in as {user} ({failures} on this connection)",
+            user=loggable(user), failures=self._failures,
         )
         if self._failures >= MAX_AUTH_FAILURES:
             error = CommandError("Too many failed attempts.", closes=True)
@@ -526,9 +572,9 @@ class FileSession(LineReceiver):
             self._flushEvents()
             if self._shutdownAfterTransfer:
                 self.endSession("!Server shutting down.")
-            self._log.info(
-                "files: sent {file} ({size} bytes) to {user}@{peer} in {duration:.3f}s",
-                file=opened.path, size=size, offset=offset, user=share.user, peer=self._peerKey,
+            self._event(
+                LogLevel.info, "files: sent {file} ({size} bytes) to {user}@{peer} in {duration:.3f}s",
+                file=loggable(opened.path), size=size, offset=offset, user=loggable(share.user),
                 duration=self._clock.seconds() - started,
             )
 
@@ -558,9 +604,9 @@ class FileSession(LineReceiver):
         def answer(digest: FileDigest) -> None:
             self._hashing = None
             self._timer.touch()  # waiting for the digest was no idleness of the client
-            self._log.info(
-                "files: SHA-256 of {file} ({size} bytes) for {user}@{peer}",
-                file=path, size=digest.size, user=share.user, peer=self._peerKey,
+            self._event(
+                LogLevel.info, "files: SHA-256 of {file} ({size} bytes) for {user}@{peer}",
+                file=loggable(path), size=digest.size, user=loggable(share.user),
             )
             if not self._ending:
                 self.reply(f"#SHA-256 of {sanitize(name)} ({digest.size} bytes): {digest.sha256}.")
@@ -628,8 +674,14 @@ class FilesFactory(ServerFactory):
     @param portal: where AUTH logs in.
     @param clock: every timer of the sessions runs on it.
     @param authFailureDelay: seconds before a failed AUTH is answered.
+    @param loginTimeout: seconds from connecting to logging in (the TLS
+        handshake and the PROXY header included); None: no deadline, and
+        C{idleTimeout} bounds the wait for the handshake and the header.
+    @param trustedProxies: the socket peers whose PROXY headers are believed.
     @param hashes: the server-wide SHA-256 service of HASH (cap, queue, cache).
     """
+
+    noisy = False  # no "Starting factory <... at 0x...>" at info; the port logs where it listens
 
     def __init__(
         self,
@@ -642,6 +694,7 @@ class FilesFactory(ServerFactory):
         authFailureDelay: float = 1.0,
         loginTimeout: float | None = 60.0,
         penalties: LoginPenalties | None = None,
+        trustedProxies: Iterable[Network] = LOOPBACK,
         hashes: FileHasher | None = None,
     ) -> None:
         self.portal = portal
@@ -653,6 +706,9 @@ class FilesFactory(ServerFactory):
         self.authFailureDelay = authFailureDelay
         self.loginTimeout = loginTimeout
         self.penalties = penalties
+        self.admission = AdmissionPolicy(
+            clock, limiter, loginTimeout if loginTimeout is not None else idleTimeout, trustedProxies,
+        )
         self.hashes = hashes if hashes is not None else FileHasher(_deferToReactorThreads)
         self.sessions = SessionTracker()
 

@@ -32,6 +32,17 @@ from echofile.auth import asBytes
 
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
 
+#: bcrypt only ever uses this many bytes of a password (Apache, and bcrypt < 5, cut there silently).
+BCRYPT_MAX_PASSWORD = 72
+
+#: The most costly dummy hash made for unknown names: Apache's ``htpasswd -C``
+#: goes up to 17, so every file the tool writes is matched exactly; a costlier
+#: (hand-made) line must not make each unknown-name guess hold a worker thread
+#: for hours (cost 31 is 2**18 times cost 13).
+MAX_DUMMY_COST = 17
+#: The cost of ``htpasswd -B`` without ``-C``, for a file without bcrypt lines.
+DEFAULT_DUMMY_COST = 5
+
 
 def bcryptCost(hashed: bytes) -> int | None:
     """The cost (log2 rounds) of a bcrypt hash such as ``$2y$05$...``."""
@@ -41,15 +52,31 @@ def bcryptCost(hashed: bytes) -> int | None:
         return None
 
 
-def dummyHashFor(users: dict[bytes, bytes]) -> bytes:
+def dummyCostFor(users: dict[bytes, bytes]) -> int:
     """
-    A hash to check unknown user names against, as costly as the file's
-    most costly one: an unknown name must take as long to refuse as a known
-    one, or the delay would tell which accounts exist.
+    The cost of the hash unknown names are checked against: the file's
+    highest, so that an unknown name takes as long to refuse as a known one
+    (or the delay would tell which accounts exist), within 4..L{MAX_DUMMY_COST}.
     """
     costs = [cost for cost in map(bcryptCost, users.values()) if cost is not None]
-    rounds = min(max(costs, default=12), 31)
-    return bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=max(rounds, 4)))
+    return max(4, min(max(costs, default=DEFAULT_DUMMY_COST), MAX_DUMMY_COST))
+
+
+def makeDummyHash(cost: int) -> bytes:
+    """A bcrypt hash of that cost that no password is known to match (CPU-heavy: call it in a thread)."""
+    return bcrypt.hashpw(os.urandom(16).hex().encode("ascii"), bcrypt.gensalt(rounds=cost))
+
+
+def checkPassword(password: bytes, hashed: bytes) -> bool:
+    """
+    Whether C{password} matches the bcrypt hash C{hashed}, as Apache decides:
+    only the first 72 bytes count (bcrypt 5 raises for longer ones instead).
+    A malformed hash matches nothing.
+    """
+    try:
+        return bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD], hashed)
+    except ValueError:
+        return False
 
 
 def parseHtpasswd(lines: Iterable[bytes]) -> tuple[dict[bytes, bytes], list[bytes]]:
@@ -80,7 +107,9 @@ class HtpasswdChecker:
     Checks user names and passwords against an htpasswd file of bcrypt hashes.
 
     The file is read again whenever its modification time or size changes,
-    so accounts can be added with ``htpasswd -B`` while the server runs.
+    so accounts can be added with ``htpasswd -B`` while the server runs.  If
+    it cannot be read then, the accounts read last stay in use (and that is
+    logged once, not on every login).
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -93,36 +122,67 @@ class HtpasswdChecker:
             reactor = globalReactor
         self.path = path
         self._reactor = reactor
+        #: Guards the file's accounts and signature (never held during bcrypt).
         self._lock = threading.Lock()
         self._signature: tuple[int, int] | None = None
         self._users: dict[bytes, bytes] = {}
-        self._dummyHash = b""
+        self._readError: str | None = None
+        #: (cost, hash) for unknown names; replaced only when the file's highest cost changes.
+        self._dummy: tuple[int, bytes] | None = None
+
+    @property
+    def _dummyHash(self) -> bytes:
+        return self._dummy[1] if self._dummy is not None else b""
 
     def _currentUsers(self) -> dict[bytes, bytes]:
         """The parsed file, re-read if it changed (runs in a worker thread)."""
         with self._lock:
-            info = os.stat(self.path)
-            signature = (info.st_mtime_ns, info.st_size)
-            if signature != self._signature:
-                users, skipped = readHtpasswd(self.path)
-                if skipped:
-                    self._log.warn(
-                        "htpasswd {path}: ignoring {count} accounts without a bcrypt hash (use htpasswd -B)",
-                        path=self.path, count=len(skipped),
-                    )
-                self._users, self._signature = users, signature
-                self._dummyHash = dummyHashFor(users)
+            try:
+                info = os.stat(self.path)
+                signature = (info.st_mtime_ns, info.st_size)
+                if signature != self._signature:
+                    users, skipped = readHtpasswd(self.path)
+                    if skipped:
+                        self._log.warn(
+                            "htpasswd {path}: ignoring {count} accounts without a bcrypt hash (use htpasswd -B)",
+                            path=self.path, count=len(skipped),
+                        )
+                    self._users, self._signature = users, signature
+            except OSError as e:
+                self._cannotRead(e)
+            else:
+                if self._readError is not None:
+                    self._readError = None
+                    self._log.info("htpasswd {path}: readable again", path=self.path)
             return self._users
 
+    def _cannotRead(self, error: OSError) -> None:
+        """Keep the accounts read last; say so when the problem starts, not on every login."""
+        reason = error.strerror or str(error)
+        if reason != self._readError:
+            self._readError = reason
+            self._log.error(
+                "htpasswd {path}: cannot read it ({reason}); keeping the {count} accounts read before",
+                path=self.path, reason=reason, count=len(self._users),
+            )
+
+    def _dummyFor(self, users: dict[bytes, bytes]) -> bytes:
+        """The dummy hash for the file's current highest cost, made again only when that changes."""
+        cost = dummyCostFor(users)
+        dummy = self._dummy
+        if dummy is None or dummy[0] != cost:
+            dummy = (cost, makeDummyHash(cost))  # no lock held: other checks go on meanwhile
+            self._dummy = dummy
+        return dummy[1]
+
     def _check(self, username: bytes, password: bytes) -> bool:
-        hashed = self._currentUsers().get(username)
+        """Runs in a worker thread: bcrypt is slow on purpose."""
+        users = self._currentUsers()
+        hashed = users.get(username)
         if hashed is None:
-            bcrypt.checkpw(password, self._dummyHash)
+            checkPassword(password, self._dummyFor(users))
             return False
-        try:
-            return bcrypt.checkpw(password, hashed)
-        except ValueError:  # a malformed hash
-            return False
+        return checkPassword(password, hashed)
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes]:
         username = asBytes(credentials.username)
@@ -152,9 +212,14 @@ class HtpasswdCheckerFactory:
     def generateChecker(self, argstring: str) -> HtpasswdChecker:
         if not argstring.strip():
             raise ValueError("htpasswd needs the path of a file: --auth htpasswd:/path/to/file")
-        if not os.path.isfile(argstring):
+        if not os.path.exists(argstring):
             raise ValueError(f"htpasswd file not found: {argstring}")
-        users, _ = readHtpasswd(argstring)
+        if not os.path.isfile(argstring):
+            raise ValueError(f"htpasswd file is not a regular file: {argstring}")
+        try:
+            users, _ = readHtpasswd(argstring)
+        except OSError as e:
+            raise ValueError(f"cannot read htpasswd file {argstring}: {e.strerror or e}") from None
         if not users:
             raise ValueError(f"htpasswd file {argstring} has no bcrypt accounts (use htpasswd -B)")
         return HtpasswdChecker(argstring)

@@ -1,10 +1,11 @@
 """
-Connection caps and the close-then-abort policy shared by both services.
+Connection caps, session timers and the way sessions end (half-close,
+discard, abort after a grace), shared by both services.
 
 ``twisted.protocols.policies.LimitConnectionsByPeer`` would be the obvious
 tool, but in current Twisted it indexes the address as a tuple (``addr[0]``,
 a TypeError with today's ``IPv4Address``) and decrements a different key than
-it increments; we count by host here.
+it increments; we count by L{echofile.addresses} keys here.
 The limiter is consulted by each factory's ``buildProtocol`` instead of
 wrapping the factory, so the protocols keep the real TCP transport (half-close,
 producers and, later, sendfile need it).
@@ -15,19 +16,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable
 
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITransport
 from twisted.logger import Logger
+
+from echofile.eventlog import loggable
 
 #: How long a peer gets to read our last words before the connection is aborted.
 CLOSE_GRACE_SECONDS = 10.0
-
-
-def addressKey(address: IAddress | None) -> str:
-    """The per-address counting key: the host, or the address type for non-IP transports."""
-    host = getattr(address, "host", None)
-    if isinstance(host, str):
-        return host
-    return type(address).__name__
 
 
 class ConnectionLimiter:
@@ -52,13 +47,13 @@ class ConnectionLimiter:
         if self.total >= self.maxTotal:
             self._log.warn(
                 "{service}: refused {peer}: {total} connections open (--max-connections)",
-                service=self.service, peer=key, total=self.total,
+                service=self.service, peer=loggable(key), total=self.total,
             )
             return False
         if self._perAddress[key] >= self.maxPerAddress:
             self._log.warn(
                 "{service}: refused {peer}: {count} connections from it open (--max-per-ip)",
-                service=self.service, peer=key, count=self._perAddress[key],
+                service=self.service, peer=loggable(key), count=self._perAddress[key],
             )
             return False
         self.total += 1
@@ -72,6 +67,17 @@ class ConnectionLimiter:
         if self._perAddress[key] <= 0:
             del self._perAddress[key]
 
+    def rekey(self, old: str, new: str) -> bool:
+        """
+        Move a slot taken for C{old} to C{new}: the PROXY header named the
+        client behind the balancer.  False, and the slot given back, when
+        C{new} is at its per-address cap.
+        """
+        if old == new:
+            return True
+        self.release(old)
+        return self.admit(new)
+
     def countFor(self, key: str) -> int:
         return self._perAddress.get(key, 0)
 
@@ -82,16 +88,95 @@ def cancelPending(call: IDelayedCall | None) -> None:
         call.cancel()
 
 
-def closeWithin(transport: ITransport, clock: IReactorTime, grace: float = CLOSE_GRACE_SECONDS) -> IDelayedCall:
+def closeWithin(
+    transport: ITransport, clock: IReactorTime, inputEnded: bool = False, grace: float = CLOSE_GRACE_SECONDS,
+) -> "GracefulClose":
     """
-    Close gently (flushing what is buffered) and abort if that has not
-    happened after C{grace} seconds: a gentle close never completes against
-    a peer that does not read.
+    End the connection gracefully (L{GracefulClose}), aborting it after
+    C{grace} seconds at the latest.
 
-    The caller cancels the returned call from ``connectionLost``.
+    The caller passes on C{readConnectionLost} to the result's
+    C{peerClosed} and cancels it from ``connectionLost`` (it has the
+    C{active}/C{cancel} of a DelayedCall, so L{cancelPending} does).
     """
-    transport.loseConnection()
-    return clock.callLater(grace, transport.abortConnection)
+    return GracefulClose(transport, clock, inputEnded, grace)
+
+
+def _shutSending(transport: ITransport) -> None:
+    """
+    Shut our sending side once what is buffered is flushed, and keep reading.
+
+    TLS (also under the PROXY wrapper, which copies the interfaces of the
+    transport it wraps): ``loseConnection`` sends close_notify after the
+    buffer drains and closes the socket only once the peer answers (its own
+    close_notify or a FIN); the socket below keeps reading meanwhile.  A
+    ``loseWriteConnection`` there would reach the TCP socket through the
+    wrapper's attribute forwarding and cut the TLS stream short.  Plain
+    TCP and UNIX sockets (also under the PROXY wrapper): a half-close.
+    Anything else (test transports): a close.
+    """
+    if ISSLTransport.providedBy(transport) or getattr(transport, "TLS", False):
+        transport.loseConnection()
+        return
+    loseWriteConnection = getattr(transport, "loseWriteConnection", None)
+    if loseWriteConnection is None:
+        transport.loseConnection()
+    else:
+        loseWriteConnection()
+
+
+class GracefulClose:
+    """
+    How the server ends a session without resetting it (PROTOCOL.md, "How
+    sessions end").
+
+    Closing a socket that still has unread input, or that receives input
+    after the close, makes the kernel send a RST, which also discards what we
+    sent and the peer has not read yet: the tail of a body, the last reply.
+    So instead: shut our sending side once everything is flushed, read and
+    discard what still comes (the protocol drops it), close when the peer
+    closes its side, and abort only after C{grace} seconds, so that a peer
+    that does not read cannot hold the connection.
+
+    The protocol passes on C{readConnectionLost} (L{peerClosed}) and
+    cancels from C{connectionLost} (L{cancel}).
+
+    @param inputEnded: the peer already shut its sending side: nothing can
+        arrive any more, so a plain close is safe and needs no waiting.
+    """
+
+    __slots__ = ("_transport", "_abortCall")
+
+    def __init__(
+        self, transport: ITransport, clock: IReactorTime, inputEnded: bool = False, grace: float = CLOSE_GRACE_SECONDS,
+    ) -> None:
+        self._transport = transport
+        if inputEnded or not getattr(transport, "connected", True):
+            transport.loseConnection()  # (a no-op on a connection already gone)
+        else:
+            # The session may have paused reading (a command in progress, a full
+            # write buffer): input must be read now, or it is unread at the close.
+            if not getattr(transport, "disconnecting", False):
+                transport.resumeProducing()  # type: ignore[attr-defined]
+            _shutSending(transport)
+        self._abortCall: IDelayedCall | None = clock.callLater(grace, self._abort)
+
+    def peerClosed(self) -> None:
+        """The peer shut its side: nothing more can arrive, close now (after the flush)."""
+        self._transport.loseConnection()
+
+    def active(self) -> bool:
+        """Is the abort still to come?"""
+        return self._abortCall is not None and self._abortCall.active()
+
+    def cancel(self) -> None:
+        """The connection is gone: the grace is over."""
+        call, self._abortCall = self._abortCall, None
+        cancelPending(call)
+
+    def _abort(self) -> None:
+        self._abortCall = None
+        self._transport.abortConnection()
 
 
 class SessionTimer:

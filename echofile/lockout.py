@@ -11,19 +11,19 @@ tracked, the least recently seen forgotten first.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict, deque
 from typing import Iterable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from echofile.addresses import Network, inNetworks, normalizeKey, parseNetwork
+from echofile.eventlog import loggable
 
 
 def parseExempt(value: str) -> Network:
-    """An address or network (``10.0.0.0/8``, ``::1``) that is never locked out."""
-    return ipaddress.ip_network(value.strip(), strict=False)
+    """An address or network (``10.0.0.0/8``, ``::1``) that is never locked out (IPv4-mapped spellings normalised)."""
+    return parseNetwork(value)
 
 
 class _Record:
@@ -56,7 +56,7 @@ class LoginPenalties:
         self.maxFailures = maxFailures
         self.window = window
         self.duration = duration
-        self.exempt = list(exempt)
+        self.exempt = [parseNetwork(str(network)) for network in exempt]
         self.maxAddresses = maxAddresses
         self._records: OrderedDict[str, _Record] = OrderedDict()
 
@@ -64,18 +64,16 @@ class LoginPenalties:
         return len(self._records)
 
     def _isExempt(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:  # not an IP address (a UNIX socket peer)
-            return False
-        return any(ip in network for network in self.exempt)
+        # Keys are echofile.addresses keys; a UNIX-socket peer (uid:N) is never exempt.
+        return inNetworks(address, self.exempt)
 
     def isLockedOut(self, address: str) -> bool:
-        record = self._records.get(address)
+        record = self._records.get(normalizeKey(address))
         return record is not None and record.lockedUntil > self._clock.seconds()
 
     def recordFailure(self, address: str) -> None:
         """Count a failed login from C{address}; lock it out when it has too many."""
+        address = normalizeKey(address)
         if self.maxFailures <= 0 or self._isExempt(address):
             return
         now = self._clock.seconds()
@@ -89,7 +87,7 @@ class LoginPenalties:
             record.failures.clear()
             self._log.warn(
                 "files: {peer} locked out of AUTH for {duration}s after {count} failures",
-                peer=address, duration=self.duration, count=self.maxFailures,
+                peer=loggable(address), duration=self.duration, count=self.maxFailures,
             )
         while len(self._records) > self.maxAddresses:
             self._records.popitem(last=False)

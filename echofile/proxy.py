@@ -10,32 +10,39 @@ C{connectionMade}, C{getPeer()} is still the balancer.  A session that
 admits, logs and greets there would count every client against the
 balancer's address and greet before the header was even read.
 
-L{whenPeerKnown} is what C{connectionMade} waits on instead: a Deferred
-that fires, with the address to admit and log, at once for any other
-transport, and for the wrapper once its header has been parsed.  Bytes that
-arrive with or after the header are held until the session has started,
-then handed over in order.  A header that never comes ends the connection
-after a timeout; a connection that closes first never fires the Deferred
-(the protocol's C{connectionLost} runs as usual).
+L{whenPeerKnown} is what a session waits on instead (through
+L{echofile.admission}): a Deferred that fires, with the client's address,
+at once for any other transport, and for the wrapper once its header has
+been parsed and found valid.  Bytes that arrive with or after the header are
+held until the session has started, then handed over in order.  A
+connection that closes first never fires the Deferred (the protocol's
+C{connectionLost} runs as usual); the deadline for the header is the
+admission's.
+
+Twisted's parsers check the header's shape, not its content: a v1 header's
+addresses may be any text (``not-an-ip``, escape sequences) and its ports
+any integer, and a port that is not a number raises C{ValueError} out of
+C{dataReceived}.  Here such a header closes the connection, logged
+sanitised, never with a traceback.
 
 Health checks: a ``LOCAL`` (v2) or ``UNKNOWN`` (v1) header carries no client
-address.  Such a connection gets a L{HealthCheck} peer whose L{peerKey} is
-unique to the connection, so checks are never counted against the
-balancer's (or anyone's) address, and logs say what they are.
+address.  Such a connection gets a L{HealthCheck} peer, counted as the
+balancer.  A v2 header with a UNIX-socket source (HAProxy does not send
+one) is counted as the balancer too: the client has no address to count.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITransport
+from twisted.internet.interfaces import IAddress, ITransport
+from twisted.internet.address import UNIXAddress
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from echofile.limits import addressKey, cancelPending
+from echofile.addresses import HealthCheck, isValidClient, peerKey, socketKey
+from echofile.text import sanitize
 
 try:
     # Private in Twisted: the class behind the public proxyEndpoint / haproxy: endpoint.
@@ -43,43 +50,27 @@ try:
 except ImportError:  # pragma: no cover - a Twisted without PROXY support
     HAProxyProtocolWrapper = None  # type: ignore[assignment,misc]
 
+__all__ = ["HealthCheck", "closeUnread", "isProxyWrapper", "peerKey", "whenPeerKnown"]
+
 _log = Logger(namespace="echofile.proxy")
 
+#: How much of a bad header is kept for the log: a v1 header is at most 107 bytes.
+_LOGGED_HEADER_BYTES = 108
+_V1_SIGNATURE = b"PROXY "
+_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
-@implementer(IAddress)
-class HealthCheck:
+
+def _loggable(seen: bytes) -> str:
     """
-    The peer of a connection whose PROXY header names no client
-    (``LOCAL``/``UNKNOWN``): a balancer checking that we are alive.
-
-    @ivar balancer: the address the connection really comes from.
+    What of a bad header may be logged: the header itself, made printable,
+    and never what follows it or what is not a header at all (a client that
+    bypassed the balancer may have typed ``AUTH <password>``).
     """
-
-    def __init__(self, balancer: IAddress) -> None:
-        self.balancer = balancer
-
-    def __repr__(self) -> str:
-        return f"HealthCheck({self.balancer!r})"
-
-
-def peerKey(address: IAddress) -> str:
-    """
-    The per-address counting (and logging) key of a session's peer.
-
-    An IP address in its canonical spelling.  A health check's key names the
-    balancer's connection (host and port), so that it is unique: it never
-    shares a per-address slot with clients.
-    """
-    if isinstance(address, HealthCheck):
-        balancer = address.balancer
-        return f"health-check from {peerKey(balancer)}:{getattr(balancer, 'port', '')}"
-    key = addressKey(address)
-    try:
-        # Twisted spells IPv6 from a v2 header in full (2001:db8:0:0:0:0:0:7): one
-        # client must get one key however it reached us.
-        return str(ipaddress.ip_address(key))
-    except ValueError:
-        return key
+    if seen.startswith(_V1_SIGNATURE):
+        return sanitize(repr(seen.split(b"\r\n", 1)[0]))
+    if seen.startswith(_V2_SIGNATURE):
+        return sanitize(repr(seen[:16]))  # signature, version and command, family, length
+    return f"{len(seen)} bytes that are not a PROXY protocol header, not shown"
 
 
 def isProxyWrapper(transport: object) -> bool:
@@ -87,30 +78,42 @@ def isProxyWrapper(transport: object) -> bool:
     return HAProxyProtocolWrapper is not None and isinstance(transport, HAProxyProtocolWrapper)
 
 
-def whenPeerKnown(transport: ITransport, clock: IReactorTime, timeout: float | None) -> Deferred[IAddress]:
+def whenPeerKnown(transport: ITransport) -> Deferred[IAddress]:
     """
     A Deferred that fires with the peer address once it is known: now for
-    an ordinary transport, after the PROXY header for a C{haproxy:} one.
+    an ordinary transport, after a valid PROXY header for a C{haproxy:} one.
 
     Call it from C{connectionMade} and start the session in its callback.
     Data the wrapper passes on before the callback ran is delivered to the
     protocol right after it.
-
-    @param timeout: seconds the balancer has to send the header before the
-        connection is aborted; None waits forever.
     """
     if not isProxyWrapper(transport):
         return succeed(transport.getPeer())
-    if transport._proxyInfo is not None:
-        return succeed(_peerFrom(transport))
-    return _HeaderWait(transport, clock, timeout).deferred
+    return _HeaderWait(transport).deferred
 
 
-def _peerFrom(wrapper: Any) -> IAddress:
-    info = wrapper._proxyInfo
-    if info.source is None:  # LOCAL / UNKNOWN: the balancer itself
+def closeUnread(wrapper: Any) -> None:
+    """
+    Close a C{haproxy:} connection without reading its header: whatever the
+    wrapper is still handed (bytes already read, or decrypted by a TLS layer
+    below it) is dropped, never parsed.
+    """
+    wrapper.dataReceived = _drop  # shadows the method on this instance only
+    wrapper.loseConnection()
+
+
+def _drop(data: bytes) -> None:
+    pass
+
+
+def _peerFrom(wrapper: Any) -> IAddress | None:
+    """The client named by the wrapper's parsed header, or None if it names no valid one."""
+    source = wrapper._proxyInfo.source
+    if source is None:  # LOCAL / UNKNOWN: the balancer itself
         return HealthCheck(wrapper.transport.getPeer())
-    return info.source
+    if isinstance(source, UNIXAddress):
+        return wrapper.transport.getPeer()
+    return source if isValidClient(source) else None
 
 
 class _HeaderWait:
@@ -120,60 +123,77 @@ class _HeaderWait:
     watches the wrapper's C{dataReceived} for the moment the header is done.
     """
 
-    def __init__(self, wrapper: Any, clock: IReactorTime, timeout: float | None) -> None:
+    def __init__(self, wrapper: Any) -> None:
         self._wrapper = wrapper
         self._protocol = wrapper.wrappedProtocol
         self._held: list[bytes] = []
+        self._seen = b""  # the start of the header, for the log if it is bad
         self._waiting = True
         self.deferred: Deferred[IAddress] = Deferred()
         self._parse = wrapper.dataReceived
         wrapper.wrappedProtocol = self
         wrapper.dataReceived = self._wrapperDataReceived  # shadows the method on this instance only
-        self._timeout = timeout
-        self._timer: IDelayedCall | None = None
-        if timeout is not None:
-            self._timer = clock.callLater(timeout, self._timedOut)
 
     # -- the wrapper's side ---------------------------------------------------
 
     def _wrapperDataReceived(self, data: bytes) -> None:
-        self._parse(data)
-        if self._waiting and self._wrapper._proxyInfo is not None and self._wrapper.wrappedProtocol is self:
-            self._stopWaiting()
-            self.deferred.callback(_peerFrom(self._wrapper))
-            held, self._held = self._held, []
-            for chunk in held:
-                if self._closing():
-                    break  # refused (busy) or ended: a closing transport reads nothing more
-                self._protocol.dataReceived(chunk)
+        if not self._waiting:  # a bad header closed us: read nothing more
+            return
+        if len(self._seen) < _LOGGED_HEADER_BYTES:
+            self._seen += data[: _LOGGED_HEADER_BYTES - len(self._seen)]
+        try:
+            self._parse(data)
+        except ValueError:  # Twisted's v1 parser: int() of a port that is not a number, bytes that are not UTF-8
+            self._refuse("a field that is not a number or not text")
+            return
+        wrapper = self._wrapper
+        if wrapper._proxyInfo is None:
+            if wrapper.disconnecting:  # Twisted found it malformed and closed
+                self._refuse("not a PROXY protocol header")
+            return
+        if wrapper.wrappedProtocol is not self:
+            return
+        peer = _peerFrom(wrapper)
+        if peer is None:
+            self._refuse("not a valid client address")
+            return
+        self._waiting = False
+        self._restore()
+        self.deferred.callback(peer)
+        held, self._held = self._held, []
+        for chunk in held:
+            if self._closing():
+                break  # refused (busy) or ended: a closing transport reads nothing more
+            self._protocol.dataReceived(chunk)
+
+    def _refuse(self, why: str) -> None:
+        """A bad header: log what it was (made printable) and close; the session never starts."""
+        self._held = []
+        self._waiting = False  # from now on everything the wrapper passes on is dropped
+        _log.info(
+            "invalid PROXY protocol header from {balancer} ({why}): {header}, closing",
+            balancer=socketKey(self._wrapper), why=why, header=_loggable(self._seen),
+        )
+        self._wrapper.loseConnection()
 
     def _closing(self) -> bool:
         return bool(self._wrapper.disconnecting or getattr(self._wrapper.transport, "disconnecting", False))
 
-    def _timedOut(self) -> None:
-        self._timer = None
-        _log.info(
-            "no PROXY protocol header from {balancer} in {timeout}s, closing",
-            balancer=self._wrapper.transport.getPeer(), timeout=self._timeout,
-        )
-        self._wrapper.transport.abortConnection()
-
-    def _stopWaiting(self) -> None:
-        self._waiting = False
-        cancelPending(self._timer)
-        self._timer = None
+    def _restore(self) -> None:
+        """Give the wrapper back to the session."""
         self._wrapper.wrappedProtocol = self._protocol
-        del self._wrapper.dataReceived  # back to the class's method
+        self._wrapper.__dict__.pop("dataReceived", None)  # back to the class's method
 
     # -- what the wrapper calls on its wrapped protocol meanwhile -------------
 
     def dataReceived(self, data: bytes) -> None:
-        self._held.append(data)
+        if self._waiting:
+            self._held.append(data)
 
     def connectionLost(self, reason: Failure) -> None:
-        """Closed before the header was complete: the session ends without starting."""
-        if self._waiting:
-            self._stopWaiting()
+        """Closed before the header was complete (or after a bad one): the session ends without starting."""
+        self._waiting = False
+        self._restore()
         self._protocol.connectionLost(reason)
 
     def logPrefix(self) -> str:

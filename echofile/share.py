@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
+from echofile.eventlog import loggable
 from echofile.text import isClean
 
 
@@ -147,7 +148,7 @@ class Share:
             fd = os.open(real, flags)
         except OSError as e:
             if e.errno in (errno.EMFILE, errno.ENFILE):
-                self._log.warn("files: out of file descriptors opening {path}: {error}", path=real, error=e)
+                self._log.warn("files: out of file descriptors opening {path}: {error}", path=loggable(real), error=e)
             raise NotAvailable(name) from e
         try:
             info = os.fstat(fd)

@@ -84,12 +84,15 @@ class GracefulShutdown(Service):
         self.drainTimeout = drainTimeout
         self._installSignalHandlers = installSignalHandlers
         self._callFromThread = callFromThread
+        #: True once a shutdown began (``/healthz`` then answers 503).
+        self.draining = False
 
     def _sessions(self) -> list[Drainable]:
         return [session for tracker in self._trackers for session in list(tracker.sessions)]
 
     def stopService(self) -> Deferred[object]:
         super().stopService()
+        self.draining = True
         sessions = self._sessions()
         self._log.info(
             "Shutting down: draining {count} sessions (at most {timeout}s)",

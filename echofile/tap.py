@@ -8,6 +8,7 @@ whole service on a L{twisted.internet.testing.MemoryReactorClock}.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, Mapping
 
 from twisted.application import strports
@@ -18,16 +19,21 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted import __version__ as twistedVersion
 from twisted.python import usage
 
+from echofile import __version__
+from echofile.addresses import LOOPBACK, parseNetwork
 from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPassword, makePortal
 from echofile.chat import ChatService
-from echofile.echo import EchoDatagramProtocol, EchoFactory
+from echofile.echo import DEFAULT_UDP_RATE, EchoDatagramProtocol, EchoFactory
 from echofile.files import FilesFactory
 from echofile.hashing import FileHasher
 from echofile.limits import ConnectionLimiter
 from echofile.lockout import LoginPenalties, parseExempt
+from echofile.metrics import ReactorLagProbe
 from echofile.shutdown import GracefulShutdown
+from echofile.status import makeStatusSite
 
 DEFAULT_ECHO = "tcp:8007:interface=127.0.0.1"
 DEFAULT_FILES = "tcp:8008:interface=127.0.0.1"
@@ -88,24 +94,30 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         "Serve RFC 862 echo and the echofile file/chat protocol. Both listen on "
         "loopback by default; open them wider with endpoint strings. The default "
         f"account '{DEFAULT_USER}' takes its password from {PASSWORD_ENVIRONMENT_VARIABLE}, "
-        "else a random one is generated and logged once at start-up."
+        "else a random one is generated and logged once at start-up; --no-guest turns it off."
     )
     supportedInterfaces = [IUsernamePassword]
 
+    optFlags = [
+        ["no-guest", None, f"Turn the default account '{DEFAULT_USER}' off: only --auth accounts can log in."],
+    ]
+
     optParameters = [
         ["echo-udp", None, None, "Also serve echo over UDP on [HOST:]PORT (host defaults to 127.0.0.1). Off by default."],
+        ["echo-udp-rate", None, DEFAULT_UDP_RATE, "UDP echo: datagrams per second answered per source address (bursts of as many); 0 turns the limit off.", _nonNegativeInt("echo-udp-rate")],
         ["root", None, ".", "Folder to serve files from (default: the current folder)."],
         ["idle-timeout", None, 300.0, "Close sessions idle for this many seconds.", _positive(float, "idle-timeout")],
         ["max-line", None, 4096, "Longest command line accepted, in bytes.", _positive(int, "max-line")],
         ["max-connections", None, 1000, "Most connections at once, per service.", _positive(int, "max-connections")],
         ["max-per-ip", None, 50, "Most connections at once from one address, per service.", _positive(int, "max-per-ip")],
-        ["login-timeout", None, 60.0, "Close sessions not logged in after this many seconds.", _positive(float, "login-timeout")],
+        ["login-timeout", None, 60.0, "Close sessions not logged in this many seconds after connecting (TLS handshake and PROXY header included).", _positive(float, "login-timeout")],
         ["lockout-failures", None, 10, "Failed AUTHs from one address (within --lockout-window) that lock it out.", _nonNegativeInt("lockout-failures")],
         ["lockout-window", None, 600.0, "Seconds over which failed AUTHs are counted.", _positive(float, "lockout-window")],
         ["lockout-duration", None, 600.0, "Seconds a locked-out address is refused AUTH.", _positive(float, "lockout-duration")],
         ["drain-timeout", None, 10.0, "On shutdown, seconds transfers in flight get to finish.", _positive(float, "drain-timeout")],
         ["hash-jobs", None, 2, "HASH digests computed at once, server-wide; more wait in turn.", _positive(int, "hash-jobs")],
         ["hash-cache", None, 1024, "HASH digests remembered (per unchanged file).", _nonNegativeInt("hash-cache")],
+        ["metrics", None, None, "Serve /metrics (Prometheus) and /healthz on this endpoint, e.g. tcp:9108:interface=127.0.0.1. Off by default."],
     ]
 
     def __init__(self) -> None:
@@ -113,6 +125,21 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["echo"] = []
         self["files"] = []
         self["lockout-exempt"] = []
+        self["trusted-proxy"] = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Under twistd (which sets C{parent}), a usage error is one line and a
+        pointer to C{--help} on stderr, not the whole help text first (which
+        is what twistd itself prints); used directly, it raises as usual.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            sys.stderr.write(f"twistd echofile: {e}\nRun 'twistd echofile --help' for the options.\n")
+            raise SystemExit(2) from None
 
     def opt_echo(self, description: str) -> None:
         """Endpoint for the echo service (repeatable). Default: tcp:8007:interface=127.0.0.1"""
@@ -129,13 +156,26 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         except ValueError:
             raise usage.UsageError(f"--lockout-exempt: not an address or network: {value!r}") from None
 
+    def opt_trusted_proxy(self, value: str) -> None:
+        """Address or network whose PROXY headers a haproxy: endpoint believes (repeatable). Default: 127.0.0.0/8 and ::1"""
+        try:
+            self["trusted-proxy"].append(parseNetwork(value))
+        except ValueError:
+            raise usage.UsageError(f"--trusted-proxy: not an address or network: {value!r}") from None
+
     def postOptions(self) -> None:
         if not self["echo"]:
             self["echo"] = [DEFAULT_ECHO]
         if not self["files"]:
             self["files"] = [DEFAULT_FILES]
+        if not self["trusted-proxy"]:
+            self["trusted-proxy"] = list(LOOPBACK)
         if self["echo-udp"] is not None:
             self["echo-udp"] = parseUDPAddress(self["echo-udp"])
+        if self["metrics"] is not None:
+            _checkEndpoint("metrics", self["metrics"])
+        if self["no-guest"] and not self.get("credCheckers"):
+            raise usage.UsageError("--no-guest needs at least one --auth: otherwise nobody could log in")
         root = self["root"]
         if not os.path.isdir(root):
             raise usage.UsageError(f"--root must be an existing folder, not {root!r}")
@@ -162,16 +202,13 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    password, generated = defaultPassword(os.environ if environ is None else environ)
-    if generated:
-        _log.info(
-            "No {variable} set: the password of account {user!r} for this run is {password}",
-            variable=PASSWORD_ENVIRONMENT_VARIABLE, user=DEFAULT_USER, password=password,
-        )
+    _log.info("echofile {version} starting (Twisted {twisted})", version=__version__, twisted=twistedVersion)
+    password = _guestPassword(config, os.environ if environ is None else environ)
 
     top = MultiService()
     chat = ChatService()
     chat.setServiceParent(top)
+    trustedProxies = config.get("trusted-proxy") or LOOPBACK
     hashJobs = config.get("hash-jobs", 2)
     hashes = FileHasher(
         lambda function: deferToThreadPool(reactor, reactor.getThreadPool(), function),
@@ -184,6 +221,8 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         reactor,
         ConnectionLimiter(config["max-connections"], config["max-per-ip"], "echo"),
         config["idle-timeout"],
+        readyTimeout=config["login-timeout"],
+        trustedProxies=trustedProxies,
     )
     filesFactory = FilesFactory(
         makePortal(config["root"], password, config.get("credCheckers", []), chat),
@@ -200,25 +239,47 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
             duration=config["lockout-duration"],
             exempt=config["lockout-exempt"],
         ),
+        trustedProxies=trustedProxies,
         hashes=hashes,
     )
     for description in config["echo"]:
         _listen(description, echoFactory, reactor).setServiceParent(top)
     for description in config["files"]:
         _listen(description, filesFactory, reactor).setServiceParent(top)
-    GracefulShutdown(
+    shutdown = GracefulShutdown(
         [echoFactory.sessions, filesFactory.sessions],
         reactor,
         config.get("drain-timeout", 10.0),
         callFromThread=getattr(reactor, "callFromThread", None),
-    ).setServiceParent(top)
+    )
+    shutdown.setServiceParent(top)
+    if config.get("metrics") is not None:
+        _listen(config["metrics"], makeStatusSite(lambda: shutdown.draining), reactor).setServiceParent(top)
+        ReactorLagProbe(reactor).setServiceParent(top)
     if config.get("echo-udp") is not None:
         host, port = config["echo-udp"]
         # Twisted reads at most 8192 bytes per datagram unless told: allow any UDP payload.
-        udp = UDPServer(port, EchoDatagramProtocol(), interface=host, maxPacketSize=65535, reactor=reactor)
+        protocol = EchoDatagramProtocol(reactor, rate=config.get("echo-udp-rate", DEFAULT_UDP_RATE))
+        udp = UDPServer(port, protocol, interface=host, maxPacketSize=65535, reactor=reactor)
         udp.setServiceParent(top)
     _log.info("Serving files from {root}", root=config["root"])
     return top
+
+
+def _guestPassword(config: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
+    """The default account's password (None when --no-guest), and a log line saying where it came from."""
+    if config.get("no-guest"):
+        _log.info("Account {user!r} is off (--no-guest): only --auth accounts can log in", user=DEFAULT_USER)
+        return None
+    password, generated = defaultPassword(environ)
+    if generated:
+        _log.info(
+            "No {variable} set: the password of account {user!r} for this run is {password}",
+            variable=PASSWORD_ENVIRONMENT_VARIABLE, user=DEFAULT_USER, password=password,
+        )
+    else:
+        _log.info("Account {user!r} takes its password from {variable}", user=DEFAULT_USER, variable=PASSWORD_ENVIRONMENT_VARIABLE)
+    return password
 
 
 #: Threads of the reactor's pool kept free of HASH jobs (for bcrypt checks).

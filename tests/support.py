@@ -131,3 +131,29 @@ class FakeThreads:
             d.errback()
         else:
             d.callback(result)
+
+
+class HalfCloseTransport(StringTransport):
+    """
+    A StringTransport that also records a half-close (``loseWriteConnection``,
+    as TCP and UNIX sockets have): C{writeDisconnecting} instead of
+    C{disconnecting}, and what is written afterwards is dropped, as Twisted does.
+    """
+
+    writeDisconnecting = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeDisconnecting = True
+
+    def write(self, data: bytes) -> None:
+        if not self.writeDisconnecting:
+            super().write(data)
+
+
+def connectHalfClosing(factory, host: str = "127.0.0.1", port: int = 40000):
+    """L{connect}, on a L{HalfCloseTransport}."""
+    address = IPv4Address("TCP", host, port)
+    protocol = factory.buildProtocol(address)
+    transport = HalfCloseTransport(peerAddress=address)
+    protocol.makeConnection(transport)
+    return protocol, transport

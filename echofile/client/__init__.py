@@ -3,18 +3,18 @@ The echofile client: L{protocol.FileClient} for programs, ``echofile-client``
 (L{main.main}) for people and scripts.
 """
 
-from echofile.client.protocol import (
+from echofile.client.errors import (
     ClientError,
     ConnectionClosed,
-    Entry,
-    FileClient,
-    FileSink,
-    MemorySink,
+    Interrupted,
     ProtocolViolation,
     ReplyTimeout,
     ServerError,
     TransferIncomplete,
 )
+from echofile.client.protocol import FileClient
+from echofile.client.replies import Entry, FileSink
+from echofile.client.sinks import MemorySink
 
 __all__ = [
     "ClientError",
@@ -22,6 +22,7 @@ __all__ = [
     "Entry",
     "FileClient",
     "FileSink",
+    "Interrupted",
     "MemorySink",
     "ProtocolViolation",
     "ReplyTimeout",

@@ -1,190 +1,187 @@
 """
-What the client's commands do with a logged-in L{FileClient}: save files
-safely, print listings.  No argument parsing and no connecting here.
-
-A file is written to a temporary file next to its target and only renamed
-into place once the whole announced body and the success trailer arrived,
-so an interrupted transfer never leaves something that looks complete.
+The command table of ``echofile-client``: for each command its arguments,
+the checks made before anything is asked of the server, and what it does
+with a session.  The command line (L{echofile.client.cli}) and the help are
+built from this table; L{echofile.client.main} runs one entry.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
+import argparse
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Callable, Generator
+from pathlib import Path
+from typing import Any, Callable, Generator
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 
-from echofile.client.progress import Display, Transfer
-from echofile.client.protocol import ClientError, Entry, FileClient, ServerError
+from echofile.client.console import Fatal, UsageError
+from echofile.client.errors import ClientError, ServerError
+from echofile.client.getting import Getter, PlanError, getFiles, getTree, plan
+from echofile.client.replies import Entry
+from echofile.client.session import Session
 
-#: What a line printer looks like: the CLI passes stdout/stderr writers.
-Say = Callable[[str], None]
+EXIT_OK = 0  # everything asked for succeeded
+EXIT_SOME_FAILED = 1  # some files (or the listed folder) were refused or could not be saved
+EXIT_ERROR = 2  # usage, connection or login error
+EXIT_INTERRUPTED = 130
 
-
-class SaveError(Exception):
-    """A file arrived (or was refused) but cannot be saved where asked."""
-
-
-def baseName(name: str) -> str:
-    """The name a remote path is saved under: its last segment (both ``/`` and ``\\`` separate)."""
-    base = PurePosixPath(name.replace("\\", "/")).name
-    if base in ("", ".", ".."):
-        raise SaveError(f"{name}: no file name to save it under")
-    return base
+__all__ = ["COMMANDS", "Command", "Fatal", "UsageError", "formatEntry"]
 
 
-class TempFileSink:
+@dataclass(frozen=True)
+class Command:
     """
-    A L{FileSink} writing to a fresh temporary file in the target's folder.
-
-    The temporary file is made with C{O_EXCL} and mode 0666 (so the umask
-    applies as for any new file) under a random hidden name; L{commit}
-    renames it into place, L{discard} removes it.
+    One command.  C{service} is ``files`` (connect, log in, then C{run} with
+    the session's client) or ``echo`` (C{run} connects itself); C{operands}
+    names the argument that takes what follows ``--``.
     """
 
-    def __init__(self, target: Path, progress: Transfer) -> None:
-        self._target = target
-        self._progress = progress
-        self._fd: int | None = None
-        self.tempPath: Path | None = None
-
-    def begin(self, size: int) -> None:
-        for _ in range(100):
-            path = self._target.with_name(f".{self._target.name}.{secrets.token_hex(4)}.part")
-            try:
-                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            except FileExistsError:
-                continue
-            self.tempPath = path
-            break
-        else:
-            raise SaveError(f"cannot make a temporary file in {self._target.parent}")
-        self._progress.begin(size)
-
-    def write(self, data: bytes) -> None:
-        assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        self._progress.advance(len(data))
-
-    def commit(self, overwrite: bool) -> None:
-        """Put the finished file in place; without C{overwrite} never replace an existing file."""
-        assert self._fd is not None and self.tempPath is not None
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = None
-        if overwrite:
-            os.replace(self.tempPath, self._target)
-        else:
-            # link() refuses to replace, atomically; fall back where links are unsupported.
-            try:
-                os.link(self.tempPath, self._target)
-            except FileExistsError:
-                raise SaveError(f"{self._target} already exists (use --force to overwrite)") from None
-            except OSError:
-                if self._target.exists():
-                    raise SaveError(f"{self._target} already exists (use --force to overwrite)") from None
-                os.replace(self.tempPath, self._target)
-                return
-            os.unlink(self.tempPath)
-        self.tempPath = None
-
-    def discard(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if self.tempPath is not None:
-            try:
-                os.unlink(self.tempPath)
-            except FileNotFoundError:
-                pass
-            self.tempPath = None
+    name: str
+    usage: str
+    summary: str
+    description: str
+    service: str
+    operands: str | None
+    addArguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Session], Deferred[int]]
+    check: Callable[[argparse.Namespace], None] = lambda options: None
 
 
-@dataclass
-class GetResult:
-    saved: list[str]
-    failed: list[str]
-    connectionError: str | None = None
+# -- get ---------------------------------------------------------------------------
+
+
+def _getArguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("names", nargs="+", metavar="NAME", help="file path on the server (with -r: a folder)")
+    parser.add_argument("-o", "--output", metavar="DIR", default=".",
+                        help="folder to save into (default: the current folder); '-' writes the one file to standard output")
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite existing files")
+    parser.add_argument("--parents", action="store_true",
+                        help="keep each name's folders under DIR (a/readme.txt goes to DIR/a/readme.txt)")
+    parser.add_argument("-r", "--recursive", action="store_true",
+                        help="each NAME is a folder: fetch it and everything in it, into DIR/<its name>/")
+
+
+def _getCheck(options: argparse.Namespace) -> None:
+    if options.output == "-":
+        if len(options.names) != 1 or options.recursive:
+            raise UsageError("-o - writes one file to standard output: give exactly one NAME, without -r")
+        return
+    folder = Path(options.output)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"-o {options.output}: not a folder")
+    try:  # with -r, two folders of one base name would mix their files
+        plan(options.names, options.parents and not options.recursive)
+    except PlanError as e:
+        raise UsageError(str(e)) from None
 
 
 @inlineCallbacks
-def getFiles(
-    client: FileClient,
-    names: list[str],
-    folder: Path,
-    force: bool,
-    display: Display,
-    out: Say,
-    err: Say,
-) -> Generator[Deferred[object], object, GetResult]:
-    """
-    Fetch C{names} one after the other into C{folder}.
-
-    A refused or unsaveable file is reported and the others still fetched; a
-    lost connection (or a timeout) ends the run, since nothing more can come.
-    """
-    result = GetResult([], [])
-    for name in names:
+def _get(session: Session) -> Generator[Deferred[Any], Any, int]:
+    options, streams = session.options, session.streams
+    folder = Path(options.output)
+    toStdout = options.output == "-"
+    if not toStdout:
         try:
-            target = folder / baseName(name)
-        except SaveError as e:
-            err(str(e))
-            result.failed.append(name)
-            continue
-        if target.exists() and not force:
-            err(f"{target} already exists (use --force to overwrite)")
-            result.failed.append(name)
-            continue
-        transfer = display.transfer(name)
-        sink = TempFileSink(target, transfer)
-        try:
-            yield client.get(name, sink)
-            sink.commit(force)
-        except ServerError as e:
-            transfer.end(False)
-            sink.discard()
-            if e.reply.startswith("File ") and e.reply.endswith(" could not be opened."):
-                err(f"File {name} not found on server")
-            else:
-                err(f"{name}: server said: {e.reply}")
-            result.failed.append(name)
-            continue
-        except (SaveError, OSError) as e:
-            transfer.end(False)
-            sink.discard()
-            err(f"{name}: not saved: {_describe(e)}")
-            result.failed.append(name)
-            continue
-        except ClientError as e:  # connection lost, timeout, protocol violation: the session is over
-            transfer.end(False)
-            sink.discard()
-            err(f"{name}: not saved: {e}")
-            result.failed.append(name)
-            result.connectionError = str(e)
-            break
-        except BaseException:
-            transfer.end(False)
-            sink.discard()
-            raise
-        transfer.end(True)
-        out(f"{name} has been saved.")
-        result.saved.append(name)
-    return result
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise Fatal(f"cannot make the folder {options.output}: {e.strerror}") from None
+    assert session.client is not None
+    isatty = getattr(streams.stdout, "isatty", None)
+    getter = Getter(
+        session.client, folder, options.force, session.display, streams.out, streams.err,
+        showWhere=bool(isatty and isatty()), stdout=streams.binaryOut() if toStdout else None,
+    )
+    try:
+        if options.recursive:
+            for directory in options.names:
+                if getter.over:
+                    break
+                yield getTree(getter, directory)
+            result = getter.result
+        else:
+            result = yield getFiles(getter, options.names, options.parents)
+    except PlanError as e:
+        raise UsageError(str(e)) from None
+    if result.connectionError is not None:
+        return EXIT_ERROR
+    return EXIT_SOME_FAILED if result.failed else EXIT_OK
 
 
-def _describe(error: Exception) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        where = f" ({error.filename})" if error.filename else ""
-        return f"{error.strerror}{where}"
-    return str(error)
+# -- list --------------------------------------------------------------------------
+
+
+def formatEntry(entry: Entry) -> str:
+    """An entry as the server shows it: size (``-`` for a folder) and name, folders ending in ``/``."""
+    return f"- {entry.name}/" if entry.isDirectory else f"{entry.size} {entry.name}"
 
 
 def formatListing(entries: list[Entry]) -> list[str]:
-    """The listing as the server shows it: size (``-`` for a folder) and name, folders ending in ``/``."""
-    return [f"- {e.name}/" if e.isDirectory else f"{e.size} {e.name}" for e in entries]
+    return [formatEntry(entry) for entry in entries]
+
+
+def _listArguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", nargs="?", metavar="DIR")
+
+
+@inlineCallbacks
+def _list(session: Session) -> Generator[Deferred[Any], Any, int]:
+    """Each entry is printed as it arrives: a listing of any length needs no memory."""
+    assert session.client is not None
+    streams = session.streams
+    try:
+        yield session.client.list(session.options.directory, onEntry=lambda entry: streams.out(formatEntry(entry)))
+    except ServerError as e:
+        streams.err(e.reply)
+        return EXIT_SOME_FAILED
+    except ClientError as e:
+        raise Fatal(f"list failed: {e}") from None
+    return EXIT_OK
+
+
+# -- chat and echo -----------------------------------------------------------------
+
+
+def _chatArguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _chat(session: Session) -> Deferred[int]:
+    from echofile.client.chat import runChat
+
+    return runChat(session)
+
+
+def _echoArguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", nargs="*", metavar="TEXT")
+
+
+def _echo(session: Session) -> Deferred[int]:
+    from echofile.client.echo import runEcho
+
+    return runEcho(session)
+
+
+COMMANDS: dict[str, Command] = {
+    command.name: command
+    for command in [
+        Command(
+            "get", "get NAME... [-o DIR|-] [-f] [--parents] [-r]", "fetch files (or, with -r, folders)",
+            "Fetch files into a folder, each under its base name (with --parents, under its path; with -r, "
+            "whole folders).", "files", "names", _getArguments, _get, _getCheck,
+        ),
+        Command(
+            "list", "list [DIR]", "list a folder of the server (default: its root)",
+            "List a folder of the server (default: its root).", "files", "directory", _listArguments, _list,
+        ),
+        Command(
+            "chat", "chat", "chat with the other logged-in users",
+            "Interactive chat: each line is said to everyone; /msg USER TEXT, /nick NAME, /who, /help, /quit.",
+            "files", None, _chatArguments, _chat,
+        ),
+        Command(
+            "echo", "echo [TEXT...]", "send TEXT (or standard input) to the echo service",
+            "Send TEXT (or standard input) to the echo service; print what comes back.", "echo", "text",
+            _echoArguments, _echo,
+        ),
+    ]
+}

@@ -11,16 +11,21 @@ over any endpoint, TLS included).
 
 from __future__ import annotations
 
-from typing import Callable
+import os
+from typing import Any, Callable, Generator
 
-from twisted.internet.defer import Deferred
+from twisted.internet import fdesc
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IReactorTime, ITransport
 from twisted.internet.protocol import Protocol
+from twisted.internet.stdio import StandardIO
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echofile.client.protocol import ConnectionClosed, ReplyTimeout
+from echofile.client.console import Fatal
+from echofile.client.errors import ClientError, ConnectionClosed, ReplyTimeout
+from echofile.client.session import Session, connect
 
 
 class EchoClient(Protocol, TimeoutMixin):
@@ -121,3 +126,37 @@ class StdioBridge(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.closed.callback(None)
+
+
+@inlineCallbacks
+def runEcho(session: Session) -> Generator[Deferred[Any], Any, int]:
+    """``echo``: TEXT or standard input to the echo service, what returns to standard output."""
+    options, streams, reactor = session.options, session.streams, session.reactor
+    echo = EchoClient(reactor, options.timeout)
+    yield connect(reactor, session.endpoint, session.description, echo, options.timeout, session.interruption)
+    bridge = StdioBridge(echo)
+    if options.text:
+        inputFd = os.open(os.devnull, os.O_RDONLY)
+    else:
+        inputFd = streams.stdin.fileno()
+    try:
+        stdio = StandardIO(bridge, stdin=inputFd, stdout=streams.stdout.fileno(), reactor=reactor)
+        echo.output = stdio
+        echo.transport.registerProducer(stdio, True)
+        stdio.registerProducer(echo.transport, True)
+        if options.text:
+            echo.send(os.fsencode(" ".join(options.text) + "\n"))
+        try:
+            yield echo.done
+        except ClientError as e:
+            raise Fatal(str(e)) from None
+        finally:
+            stdio.unregisterProducer()  # else a paused producer keeps the output open (see EchoClient._close)
+            stdio.loseConnection()
+            yield bridge.closed
+    finally:
+        if options.text:
+            os.close(inputFd)
+        else:
+            fdesc.setBlocking(inputFd)  # StandardIO made it non-blocking: give a terminal back as it was
+    return 0

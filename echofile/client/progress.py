@@ -25,6 +25,8 @@ from rich.progress import (
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
+from echofile.text import sanitize
+
 REFRESH_INTERVAL = 0.1
 
 
@@ -51,8 +53,8 @@ class Display:
         return Transfer()
 
     def note(self, text: str) -> None:
-        """A line for the user that is not output proper (chat events)."""
-        self._stderr.write(text + "\n")
+        """A line for the user that is not output proper (chat events from the server: neutralised)."""
+        self._stderr.write(sanitize(text) + "\n")
         self._stderr.flush()
 
 
@@ -112,7 +114,7 @@ class RichDisplay(Display):
 
     def note(self, text: str) -> None:
         if self.live is not None:
-            self.live.console.print(text, markup=False, highlight=False)
+            self.live.console.print(sanitize(text), markup=False, highlight=False)
         else:
             super().note(text)
 

@@ -109,3 +109,35 @@ def runClient(*argv: str, environ: dict[str, str] | None = None):
 def names(folder: Path) -> list[str]:
     """Every name in C{folder}, temporary files included."""
     return sorted(p.name for p in folder.iterdir())
+
+
+def selfSignedCertificate(directory: Path) -> tuple[Path, Path, Path]:
+    """A self-signed certificate for 127.0.0.1: (key.pem, cert.pem, a trustRoots folder holding the certificate)."""
+    import datetime
+    import ipaddress
+    import shutil
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    keyPath, certPath, roots = directory / "key.pem", directory / "cert.pem", directory / "roots"
+    keyPath.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    certPath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    roots.mkdir()
+    shutil.copy(certPath, roots / "cert.pem")
+    return keyPath, certPath, roots

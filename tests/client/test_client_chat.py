@@ -142,3 +142,79 @@ def test_chat_with_another_session(fileServer):
         yield alice.whenDisconnected()
     assert status == 0
     assert program.out == b"alice: hi guest\n2 online: alice, guest\n"
+
+
+def test_an_over_long_line_is_refused_whole_and_its_tail_never_sent():
+    client, network, chat, terminal, errors = chatOnStringTransports()
+    chat.dataReceived(b"x" * 50_000)
+    chat.dataReceived(b"y" * 50_000 + b"\nafter\n")  # 100,000 bytes typed as one line, then a short one
+    chat.dataReceived(b"z" * 5000 + b"\n")  # under the input bound, over the server's line limit
+    assert network.value() == b"SAY after\r\n"
+    assert errors == [
+        "Line too long (100000 bytes; the server takes 4096), not sent.",
+        "Line too long (5004 bytes; the server takes 4096), not sent.",
+    ]
+
+
+def test_nick_and_help():
+    client, network, chat, terminal, errors = chatOnStringTransports()
+    chat.dataReceived(b"/nick ada\n/help\n")
+    assert network.value() == b"NICK ada\r\n"
+    client.dataReceived(b"#You are now ~ada.\r\n")
+    assert errors[0].startswith("Type a line to say it to everyone.") and "/nick NAME" in errors[0]
+    assert errors[1:] == ["You are now ~ada."]
+    network.clear()
+    chat.dataReceived(b"/nick ada\n")
+    client.dataReceived(b"!Nickname ~ada is in use.\r\n")
+    assert errors[-1] == "Nickname ~ada is in use."
+
+
+def test_events_and_errors_are_neutralised():
+    client, network, chat, terminal, errors = chatOnStringTransports()
+    chat.dataReceived(b"hi\n")
+    client.dataReceived("!No\x1b]0;x\x07pe.\r\n*eve\x1b[2J: boo\x9b\r\n".encode())
+    assert errors == ["No?]0;x?pe."]
+    assert terminal.value() == "eve?[2J: boo?\n".encode()
+    chat.dataReceived(b"/who\n")
+    client.dataReceived(b"#2 users online.\r\nalice\r\nev\x1b]2;t\x07e\r\n")
+    assert terminal.value().endswith(b"2 online: alice, ev?]2;t?e\n")
+
+
+def terminalChat():
+    """The terminal view on an insults ServerProtocol over a StringTransport, as StandardIO would run it."""
+    from echofile.client.chatterm import terminalChat as make
+
+    client = FileClient(Clock(), 10)
+    network = StringTransport()
+    client.makeConnection(network)
+    client.dataReceived(b"#Server Ready.\r\n")
+    protocol, view = make(client, "alice", Clock())
+    screen = StringTransport()
+    protocol.makeConnection(screen)
+    return client, network, protocol, view, screen
+
+
+def test_terminal_view_edits_and_shows_own_lines_and_events_above_the_input():
+    client, network, protocol, view, screen = terminalChat()
+    protocol.dataReceived(b"helo\x1b[Dl\r")
+    assert network.value() == b"SAY hello\r\n"
+    client.dataReceived(b"#Said.\r\n")
+    assert b"] alice: hello\r\n" in screen.value()
+    network.clear()
+    protocol.dataReceived(b"\x1b[A\r")  # Up: the history
+    assert network.value() == b"SAY hello\r\n"
+    network.clear()
+    protocol.dataReceived(b"ab")
+    screen.clear()
+    client.dataReceived(b"*bob: hi\x1b[2J\r\n")
+    shown = screen.value()
+    assert b"] bob: hi?[2J\r\n" in shown and shown.endswith(b"> ab")  # input line drawn again, as it was
+    protocol.dataReceived(b"c\r")
+    assert network.value() == b"SAY abc\r\n"
+    protocol.dataReceived(b"\x04")  # Ctrl-D on an empty line: leave, once the replies are in
+    assert not view.finished.called
+    client.dataReceived(b"#Said.\r\n#Said.\r\n")
+    assert view.finished.called
+    screen.clear()
+    view.leave()
+    assert screen.value() == b"\r\x1b[2K\x1b[4l"  # prompt erased, insert mode (IRM) off for the shell

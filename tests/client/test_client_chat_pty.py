@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import subprocess
 import time
@@ -48,6 +49,14 @@ class Terminal:
                 except OSError:  # EIO: the client exited
                     assert text.encode() in self.screen, self.screen.decode(errors="replace")
 
+    def readSome(self, timeout: float = 1.0) -> None:
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if ready:
+            try:
+                self.screen += os.read(self.master, 4096)
+            except OSError:
+                pass
+
     def close(self) -> int:
         try:
             return self.process.wait(timeout=20)
@@ -75,6 +84,47 @@ def test_two_people_chat_on_terminals(chatServer, tmp_path):
         guest.waitFor("1 online: guest")
         guest.type("/quit")
         assert guest.close() == 0
+    finally:
+        for terminal in (alice, guest):
+            if terminal.process.poll() is None:
+                terminal.process.kill()
+                terminal.process.wait()
+    assert b"Traceback" not in alice.screen + guest.screen
+
+
+LEFT, UP = "\x1b[D", "\x1b[A"
+
+
+def test_line_editing_history_and_a_message_arriving_while_typing(chatServer, tmp_path):
+    """On a terminal: arrow keys edit, Up recalls, an incoming line is printed above what is being typed."""
+    passwordFile = tmp_path / "alice.pw"
+    passwordFile.write_text(ALICE + "\n")
+    alice = Terminal(["--connect", chatServer.files, "--user", "alice", "--password-file", str(passwordFile), "chat"], clientEnv())
+    guest = Terminal(["--connect", chatServer.files, "chat"], clientEnv())
+    try:
+        alice.waitFor("Chatting.")
+        guest.waitFor("Chatting.")
+        guest.type("helo" + LEFT + "l")  # insert the missing l before the o
+        alice.waitFor("guest: hello\r")
+        guest.waitFor("guest: hello\r")  # one's own line, under one's chat name
+        assert re.search(rb"\[\d\d:\d\d\] guest: hello\r", guest.screen)  # with a timestamp
+        guest.type(UP)  # the same line again, from the history
+        deadline = time.monotonic() + 20
+        while alice.screen.count(b"guest: hello\r") < 2:
+            assert time.monotonic() < deadline, alice.screen
+            alice.readSome()
+        os.write(guest.master, b"abc")  # typing, not sent yet
+        guest.waitFor("> abc")
+        alice.type("ping")
+        guest.waitFor("alice: ping\r")
+        assert guest.screen.rfind(b"> abc") > guest.screen.rfind(b"alice: ping")  # the input line drawn again below
+        guest.type("def")
+        alice.waitFor("guest: abcdef\r")
+        assert b"^[[" not in guest.screen  # arrow keys edit, they are not printed
+        guest.type("/quit")
+        alice.type("/quit")
+        assert guest.close() == 0
+        assert alice.close() == 0
     finally:
         for terminal in (alice, guest):
             if terminal.process.poll() is None:

@@ -8,7 +8,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from echofile.client.echo import EchoClient
-from echofile.client.protocol import ConnectionClosed, ReplyTimeout
+from echofile.client import ConnectionClosed, ReplyTimeout
 
 
 class Producer:

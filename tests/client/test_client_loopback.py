@@ -17,9 +17,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, connectProtocol, serverFromString
 from twisted.internet.protocol import Factory, Protocol
 
-from echofile.client.commands import SaveError, TempFileSink, baseName
+from echofile.client.getting import baseName
+from echofile.client.sinks import SaveError, TempFileSink
 from echofile.client.progress import RichDisplay, Transfer, makeDisplay
-from echofile.client.protocol import Entry, FileClient
+from echofile.client import Entry, FileClient
 
 
 @pytest.fixture

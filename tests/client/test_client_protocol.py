@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from echofile.client.protocol import (
+from echofile.client import (
     ConnectionClosed,
     Entry,
     FileClient,

@@ -4,8 +4,10 @@ Behind a real HAProxy (Debian package): two ``twistd echofile`` instances on
 with ``check-send-proxy`` that expect the greeting.
 
 Clients connect from 127.0.0.2 (any 127/8 address is loopback on Linux), the
-balancer reaches the instances from 127.0.0.1: the instances' logs must name
-127.0.0.2, and health checks must never be counted against 127.0.0.1.
+balancer reaches the instances from 127.0.0.1, the only trusted proxy
+(``--trusted-proxy 127.0.0.1``): the instances' logs must name 127.0.0.2,
+health checks count as the balancer, and a client that reaches an instance
+directly cannot forge its address with a PROXY header of its own.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ def balanced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Balanced]:
                 logs, root,
                 "--files", "haproxy:tcp:0:interface=127.0.0.1",
                 "--echo", "haproxy:tcp:0:interface=127.0.0.1",
+                "--trusted-proxy", "127.0.0.1",
                 ready=r"FilesFactory \(PROXY\) starting on (\d+)",
             )
             server.echo_port = int(server.waitLog(r"EchoFactory \(PROXY\) starting on (\d+)")[0].group(1))
@@ -110,7 +113,7 @@ def balanced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Balanced]:
         for server in servers:
             if haproxy.poll() is not None:
                 pytest.fail(f"haproxy exited ({haproxy.returncode}):\n{haproxyLog.read_text(errors='replace')}")
-            server.waitLog(r"files: connection from health-check from 127\.0\.0\.1:\d+ closed", timeout=15)
+            server.waitLog(r"files: connection from 127\.0\.0\.1 \(a PROXY health check\)", timeout=15)
         yield Balanced(haproxy, haproxyLog, front, echoFront, servers)
     finally:
         if haproxy is not None:
@@ -139,11 +142,11 @@ def test_sessions_on_both_instances_with_the_client_address(balanced: Balanced):
         assert "files: connection from 127.0.0.1\n" not in text  # the balancer itself never appears as a client
 
 
-def test_health_checks_are_not_clients(balanced: Balanced):
-    """HAProxy's checks (PROXY v2 LOCAL) are greeted, and logged as checks from the balancer, never counted as it."""
+def test_health_checks_count_as_the_balancer(balanced: Balanced):
+    """HAProxy's checks (PROXY v2 LOCAL) are greeted and logged as checks from the balancer, and counted as it."""
     for server in balanced.servers:
-        matches = server.waitLog(r"files: connection from (health-check from 127\.0\.0\.1:\d+)\n", count=2)
-        assert matches[0].group(1) != matches[1].group(1)  # one key per check: they never add up
+        server.waitLog(r"files: connection from 127\.0\.0\.1 \(a PROXY health check\)\n", count=2)
+        server.waitLog(r"files: connection from 127\.0\.0\.1 closed\n", count=2)
         assert "refused" not in server.logText()
     # HAProxy saw both servers healthy (no DOWN transition in its log).
     assert " is DOWN" not in balanced.log.read_text(errors="replace")
@@ -166,3 +169,29 @@ def test_a_direct_connection_without_header_is_dropped(balanced: Balanced):
     with Conn(server.files_port) as conn:
         conn.send(b"AUTH " + PASSWORD.encode() + b"\r\n")
         assert conn.rest() == b""
+
+
+def test_a_forged_header_from_an_untrusted_peer_is_refused(balanced: Balanced):
+    """
+    A client that reaches an instance directly and sends a PROXY header of
+    its own (127.0.0.2 is not --trusted-proxy here) is closed without a
+    greeting, whatever address it claims, and the refusal is logged.
+    """
+    server = balanced.servers[1]
+    for claimed in ("198.51.100.1", "198.51.100.2"):
+        conn = Conn.__new__(Conn)
+        conn.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        conn.sock.settimeout(10)
+        conn.sock.bind((CLIENT_HOST, 0))
+        conn.sock.connect(("127.0.0.1", server.files_port))
+        conn.buf, conn.reset = b"", False
+        with conn:
+            try:
+                conn.send(f"PROXY TCP4 {claimed} 127.0.0.1 5000 8008\r\nAUTH {PASSWORD}\r\n".encode())
+            except OSError:  # already closed
+                pass
+            assert conn.rest() == b""
+    server.waitLog(
+        rf"files: {re.escape(CLIENT_HOST)} is not a trusted proxy \(--trusted-proxy\): closed without reading", count=2,
+    )
+    assert "198.51.100" not in server.logText()

@@ -2,7 +2,7 @@
 TLS end to end: ``twistd echofile --files ssl:...`` with a certificate made
 here, ``openssl s_client`` and ``echofile-client --connect tls:...`` as real
 peers; old protocol versions refused; a plaintext client and a stalled
-handshake cut off by the (short) idle timeout.
+handshake cut off by the (short) login deadline.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from e2ehelpers import PASSWORD, Server, stop
 from support import populate
 
 IDLE = 2.0
+LOGIN = 3.0
 BIG_NAME = "big.bin"
 BIG_SIZE = 12 * 1024 * 1024 + 12345  # several MB, not a multiple of any chunk size
 
@@ -45,6 +46,7 @@ def tlsServer(certificate: Certificate, root: Path, tmp_path_factory: pytest.Tem
         "--echo", "tcp:0:interface=127.0.0.1",
         "--files", f"ssl:0:interface=127.0.0.1:privateKey={certificate.key}:certKey={certificate.cert}",
         "--idle-timeout", str(IDLE),
+        "--login-timeout", str(LOGIN),
         ready=r"FilesFactory \(TLS\) starting on (\d+)",
     )
     yield server
@@ -191,8 +193,8 @@ def test_plaintext_client_on_the_tls_port(tlsServer: Server):
 
 @pytest.mark.parametrize("sent", [b"", b"\x16\x03\x01\x02\x00\x01"], ids=["silent", "half-a-client-hello"])
 def test_stalled_handshake_times_out(tlsServer: Server, sent: bytes):
-    """A client that starts no handshake, or stops in the middle of it, is cut off after the idle timeout."""
-    with socket.create_connection(("127.0.0.1", tlsServer.files_port), timeout=IDLE + 8) as sock:
+    """A client that starts no handshake, or stops in the middle of it, is cut off at the login deadline."""
+    with socket.create_connection(("127.0.0.1", tlsServer.files_port), timeout=LOGIN + 8) as sock:
         started = time.monotonic()
         sock.sendall(sent)
         try:
@@ -201,8 +203,8 @@ def test_stalled_handshake_times_out(tlsServer: Server, sent: bytes):
         except ConnectionResetError:
             pass  # aborted: RST
         elapsed = time.monotonic() - started
-    assert IDLE - 0.5 <= elapsed < IDLE + 5, elapsed
-    tlsServer.waitLog(r"TLS handshake with .*127\.0\.0\.1.* not done in 2\.0s, closing")
+    assert LOGIN - 0.5 <= elapsed < LOGIN + 5, elapsed
+    tlsServer.waitLog(r"TLS handshake with 127\.0\.0\.1 not done in 3\.0s \(--login-timeout\), closing")
 
 
 def test_tls_directory_endpoint(certificate: Certificate, root: Path, tmp_path: Path):

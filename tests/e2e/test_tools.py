@@ -230,6 +230,26 @@ def test_usage_error(option: str, value: str, tmp_path: Path) -> None:
     assert "starting on" not in output, output
 
 
+def test_usage_error_is_one_line_and_a_pointer_to_help(tmp_path: Path) -> None:
+    """Not the whole help text first (what twistd prints for a sub-command by itself)."""
+    result = _runTwistd("--max-line", "abc", cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert result.stdout == "", result.stdout
+    assert result.stderr.splitlines() == [
+        "twistd echofile: Parameter type enforcement failed: --max-line must be a positive number, not 'abc'",
+        "Run 'twistd echofile --help' for the options.",
+    ]
+
+
+def test_version_is_logged_at_start(plainServer) -> None:
+    from echofile import __version__
+
+    plainServer.waitLog(rf"echofile {re.escape(__version__)} starting \(Twisted ")
+    # ... and no "Starting factory <echofile.files.FilesFactory object at 0x...>" noise.
+    assert "Starting factory" not in plainServer.logText()
+    assert " object at 0x" not in plainServer.logText()
+
+
 # -- packaging ------------------------------------------------------------------------
 
 

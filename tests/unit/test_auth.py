@@ -44,3 +44,13 @@ def test_portal_hands_out_a_share(served):
     assert avatar.user == "guest"
     assert avatar.root == str(served.resolve())
     logout()
+
+
+@pytest_twisted.inlineCallbacks
+def test_no_guest_refuses_the_default_account(tmp_path):
+    """--no-guest: 'guest' is refused whatever the password (even one an --auth entry named guest has)."""
+    checker = AccountsChecker(None, [strcred.makeChecker("memory:alice:pw:guest:pw")])
+    assert (yield checker.requestAvatarId(Credentials("alice", "pw"))) == "alice"
+    for password in ["pw", "", "None"]:
+        with pytest.raises(UnauthorizedLogin):
+            yield checker.requestAvatarId(Credentials("guest", password))

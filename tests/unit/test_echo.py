@@ -100,3 +100,98 @@ def test_udp_write_error_is_not_fatal():
     protocol = EchoDatagramProtocol()
     protocol.transport = Failing()
     protocol.datagramReceived(b"x", ("127.0.0.1", 5555))
+
+
+class FakeUDPTransport:
+    """Records what is sent; listens on 127.0.0.1:7007."""
+
+    def __init__(self, port=7007):
+        from twisted.internet.address import IPv4Address
+
+        self.sent = []
+        self.host = IPv4Address("UDP", "127.0.0.1", port)
+
+    def getHost(self):
+        return self.host
+
+    def write(self, data, addr):
+        self.sent.append((data, addr))
+
+
+def udpEcho(clock=None, **kwargs):
+    from twisted.internet.task import Clock
+
+    clock = clock or Clock()
+    protocol = EchoDatagramProtocol(clock, **kwargs)
+    protocol.makeConnection(FakeUDPTransport())
+    return protocol, protocol.transport, clock
+
+
+def test_udp_never_answers_its_own_port():
+    """A datagram spoofed from our own port (from any address) would be echoed to ourselves for ever."""
+    protocol, transport, _ = udpEcho()
+    for host in ("127.0.0.1", "127.0.0.2", "192.0.2.7"):
+        protocol.datagramReceived(b"loop", (host, 7007))
+    assert transport.sent == []
+    assert protocol.dropped == {"from a service port": 3}
+
+
+def test_udp_never_answers_service_ports():
+    from echofile.echo import REFUSED_SOURCE_PORTS
+
+    assert {0, 7, 13, 17, 19, 37, 123, 53, 1900, 11211} <= REFUSED_SOURCE_PORTS
+    protocol, transport, _ = udpEcho()
+    for port in sorted(REFUSED_SOURCE_PORTS):
+        protocol.datagramReceived(b"x", ("192.0.2.7", port))
+    protocol.datagramReceived(b"ok", ("192.0.2.7", 40000))
+    assert transport.sent == [(b"ok", ("192.0.2.7", 40000))]
+
+
+def test_udp_rate_per_source_with_a_burst():
+    protocol, transport, clock = udpEcho(rate=10)
+    for _ in range(15):
+        protocol.datagramReceived(b"a", ("192.0.2.1", 40000))
+    protocol.datagramReceived(b"b", ("192.0.2.2", 40000))  # another source has its own bucket
+    assert [d for d, _ in transport.sent].count(b"a") == 10 and (b"b", ("192.0.2.2", 40000)) in transport.sent
+    assert protocol.dropped == {"over the rate": 5}
+    clock.advance(0.5)  # refills 5 tokens
+    transport.sent.clear()
+    for _ in range(10):
+        protocol.datagramReceived(b"a", ("192.0.2.1", 40001))  # the same address on another port
+    assert len(transport.sent) == 5
+
+
+def test_udp_rate_zero_is_off():
+    protocol, transport, _ = udpEcho(rate=0)
+    for _ in range(1000):
+        protocol.datagramReceived(b"a", ("192.0.2.1", 40000))
+    assert len(transport.sent) == 1000
+
+
+def test_udp_rate_table_is_bounded():
+    from echofile.echo import SourceRates
+    from twisted.internet.task import Clock
+
+    rates = SourceRates(Clock(), rate=1, burst=1, maxSources=3)
+    for i in range(10):
+        assert rates.allow(f"192.0.2.{i}")
+    assert len(rates) == 3
+    assert not rates.allow("192.0.2.9")  # recent sources are remembered
+
+
+def test_udp_drops_are_logged_at_most_once_per_interval(logged):
+    from echofile.echo import DROP_REPORT_INTERVAL
+
+    protocol, transport, clock = udpEcho(rate=1)
+    for second in range(int(DROP_REPORT_INTERVAL * 3)):
+        for _ in range(50):
+            protocol.datagramReceived(b"a", ("192.0.2.1", 40000))
+            protocol.datagramReceived(b"a", ("127.0.0.1", 7007))
+        clock.advance(1)
+    reports = [e for e in logged if "dropped" in e.get("log_format", "")]
+    assert len(reports) == 3
+    assert reports[0]["counts"] == {"over the rate": 49 * 60, "from a service port": 50 * 60}
+    protocol.datagramReceived(b"a", ("127.0.0.1", 7007))
+    protocol.doStop()  # the last count is reported when the port closes, and no timer is left
+    assert len([e for e in logged if "dropped" in e.get("log_format", "")]) == 4
+    assert clock.getDelayedCalls() == []

@@ -505,3 +505,62 @@ def test_half_close_with_lines_waiting_behind_a_quick_login(session):
     protocol.resumeProducing()
     assert replies(transport) == [b"#You are logged in.", b"#1 entries in docs.", b"9 readme.txt", HELP.encode()]
     assert transport.disconnecting
+
+
+class BrokenChecker:
+    """A checker that fails with something other than UnauthorizedLogin (a bug, an unreadable file)."""
+
+    from twisted.cred.credentials import IUsernamePassword
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def requestAvatarId(self, credentials):
+        raise ValueError("password cannot be longer than 72 bytes")
+
+
+def test_a_broken_checker_is_a_failed_login(served, clock, logged):
+    """Delayed, counted per connection and per address, answered as a wrong password, logged once."""
+    from echofile.lockout import LoginPenalties
+
+    penalties = LoginPenalties(clock, maxFailures=3, window=600, duration=600)
+    factory = makeFilesFactory(served, clock, checkers=[BrokenChecker()], penalties=penalties)
+    protocol, transport = connect(factory)
+    replies(transport)
+    send(protocol, b"USER mallory\r\nAUTH x\r\n")
+    assert replies(transport) == [b"#User mallory accepted, send AUTH."]  # not an instant !Internal error.
+    clock.advance(0.99)
+    assert replies(transport) == []
+    clock.advance(0.02)
+    assert replies(transport) == [b"!Bad password."]
+    failures = [e for e in logged if e.get("log_failure") is not None]
+    assert len(failures) == 1 and failures[0]["log_failure"].check(ValueError)
+    for _ in range(2):
+        send(protocol, b"AUTH x\r\n")
+        clock.advance(1)
+    assert replies(transport) == [b"!Bad password.", b"!Too many failed attempts."]
+    assert penalties.isLockedOut("127.0.0.1")
+
+
+def test_no_guest_auth_alone_and_user_guest_are_failed_logins(served, clock):
+    from echofile.auth import makePortal
+    from echofile.chat import ChatService
+    from echofile.files import FilesFactory
+    from echofile.limits import ConnectionLimiter
+
+    chat = ChatService()
+    checker = InMemoryUsernamePasswordDatabaseDontUse(alice="wonder land")
+    factory = FilesFactory(
+        makePortal(os.fspath(served), None, [checker], chat), clock, ConnectionLimiter(10, 10, "files"), chat,
+    )
+    protocol, transport = connect(factory)
+    replies(transport)
+    send(protocol, b"AUTH " + PASSWORD.encode() + b"\r\n")
+    clock.advance(0.5)
+    assert replies(transport) == []  # delayed like any wrong password
+    clock.advance(0.6)
+    send(protocol, b"USER guest\r\nAUTH None\r\n")
+    clock.advance(1.1)
+    assert replies(transport) == [b"!Bad password.", b"#User guest accepted, send AUTH.", b"!Bad password."]
+    assert protocol._failures == 2  # counted like wrong passwords
+    send(protocol, b"USER alice\r\nAUTH wonder land\r\n")
+    assert replies(transport) == [b"#User alice accepted, send AUTH.", b"#You are logged in."]

@@ -132,7 +132,8 @@ def test_hash_options_reach_one_server_wide_hasher(served):
     assert isinstance(hashes, FileHasher) and hashes.maxJobs == 3 and hashes.cache.maxEntries == 0
     service.startService()
     try:
-        assert [f.hashes for _, f, _, _ in reactor.tcpServers if isinstance(f, FilesFactory)] == [hashes, hashes]
+        factories = [getattr(f, "wrappedFactory", f) for _, f, _, _ in reactor.tcpServers]
+        assert [f.hashes for f in factories if isinstance(f, FilesFactory)] == [hashes, hashes]
     finally:
         service.stopService()
     for argv, option in [
@@ -161,3 +162,71 @@ def test_many_hash_jobs_grow_the_reactor_thread_pool(served):
     assert reactor.pool.max == 10
     makeService(parse("--root", str(served), "--hash-jobs", "12"), reactor=reactor, environ={"ECHOFILE_PASSWORD": "pw"})
     assert reactor.pool.max == 16
+
+
+def test_no_guest_needs_an_auth_account(served):
+    with pytest.raises(usage.UsageError, match="--no-guest needs at least one --auth"):
+        parse("--root", str(served), "--no-guest")
+    assert parse("--root", str(served), "--no-guest", "--auth", "memory:al:pw")["no-guest"]
+    assert not parse("--root", str(served))["no-guest"]
+
+
+@pytest.mark.parametrize(
+    "argv, environ, expected",
+    [
+        ([], {}, "No {variable} set"),
+        ([], {"ECHOFILE_PASSWORD": "pw"}, "takes its password from {variable}"),
+        (["--no-guest", "--auth", "memory:al:pw"], {"ECHOFILE_PASSWORD": "pw"}, "is off (--no-guest)"),
+    ],
+)
+def test_start_up_says_where_the_guest_password_came_from(served, logged, argv, environ, expected):
+    makeService(parse("--root", str(served), *argv), reactor=MemoryReactorClock(), environ=environ)
+    sources = [e for e in logged if "{user!r}" in e.get("log_format", "")]
+    assert len(sources) == 1 and expected in sources[0]["log_format"], sources
+    if environ:  # a password the operator chose is never logged
+        assert not any("password" in event for event in logged)
+
+
+def test_echo_udp_rate_option(served):
+    from echofile.echo import EchoDatagramProtocol
+
+    assert parse("--root", str(served))["echo-udp-rate"] == 100
+    for value in ["-1", "x", "1.5"]:
+        with pytest.raises(usage.UsageError, match="--echo-udp-rate"):
+            parse("--echo-udp-rate", value)
+    reactor = ReactorWithUDP()
+    reactor.udpPorts = []
+    options = parse("--root", str(served), "--echo-udp", "17", "--echo-udp-rate", "3")
+    service = makeService(options, reactor=reactor, environ={"ECHOFILE_PASSWORD": "pw"})
+    service.startService()
+    try:
+        (_, protocol, _, _), = reactor.udpPorts
+        assert isinstance(protocol, EchoDatagramProtocol) and protocol._rates._rate == 3
+        assert protocol._clock is reactor
+    finally:
+        service.stopService()
+
+
+def test_trusted_proxies(served):
+    """--trusted-proxy: loopback by default, repeatable, IPv4-mapped spellings normalised, given to both services."""
+    assert [str(n) for n in parse()["trusted-proxy"]] == ["127.0.0.0/8", "::1/128"]
+    options = parse(
+        "--root", str(served), "--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "::ffff:192.0.2.7",
+        "--lockout-exempt", "::ffff:127.0.0.0/104", "--login-timeout", "7",
+        "--files", "haproxy:tcp:8:interface=127.0.0.1", "--echo", "haproxy:tcp:7:interface=127.0.0.1",
+    )
+    assert [str(n) for n in options["trusted-proxy"]] == ["10.0.0.0/8", "192.0.2.7/32"]
+    assert [str(n) for n in options["lockout-exempt"]] == ["127.0.0.0/8"]
+    with pytest.raises(usage.UsageError, match="--trusted-proxy"):
+        parse("--trusted-proxy", "balancer.example")
+    reactor = MemoryReactorClock()
+    service = makeService(options, reactor=reactor, environ={"ECHOFILE_PASSWORD": "pw"})
+    service.startService()
+    try:
+        factories = {type(f.wrappedFactory): f.wrappedFactory for _, f, _, _ in reactor.tcpServers}
+        for kind in (EchoFactory, FilesFactory):
+            policy = factories[kind].admission
+            assert [str(n) for n in policy.trustedProxies] == ["10.0.0.0/8", "192.0.2.7/32"]
+            assert policy.deadline == 7.0  # --login-timeout bounds the TLS handshake and the PROXY header
+    finally:
+        service.stopService()

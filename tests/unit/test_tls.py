@@ -1,6 +1,7 @@
 """
 The warning logged when AUTH succeeds over plain TCP from another host, and
-the loopback test behind it.
+the loopback test behind it; sessions waiting for their TLS handshake:
+counted from the start, closed silently over a cap or at the login deadline.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.internet.error import ConnectionDone
 from twisted.logger import LogLevel, formatEvent
+from twisted.python.failure import Failure
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from zope.interface import directlyProvides
 
-from echofile.tls import TLSHandshake, cleartextOverNetwork, isLoopback
+from echofile.echo import EchoFactory
+from echofile.limits import ConnectionLimiter
+from echofile.tls import awaitsHandshake, cleartextOverNetwork, isLoopback
 from support import PASSWORD, connect, makeFilesFactory, replies
 
 
@@ -101,13 +106,18 @@ def test_behind_a_balancer_the_header_address_decides(served, logged, client, wa
     assert bool(warnings(logged)) is warned
 
 
-def tlsSession(served, clock: Clock, idleTimeout: float = 30):
-    """A session on a transport that says it is TLS, before the handshake is done."""
-    address = IPv4Address("TCP", "192.0.2.1", 40000)
-    factory = makeFilesFactory(served, clock, idleTimeout=idleTimeout)
-    protocol = factory.buildProtocol(address)
-    transport = StringTransport(peerAddress=address)
+def tlsTransport(host: str = "192.0.2.1", port: int = 40000) -> StringTransport:
+    """A transport that says it is TLS, before the handshake is done."""
+    transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
     directlyProvides(transport, ISSLTransport)
+    return transport
+
+
+def tlsSession(served, clock: Clock, factory=None, port: int = 40000, host: str = "192.0.2.1", **kwargs):
+    """A file session on a TLS transport, before the handshake is done."""
+    factory = factory or makeFilesFactory(served, clock, **kwargs)
+    transport = tlsTransport(host, port)
+    protocol = factory.buildProtocol(transport.getPeer())
     protocol.makeConnection(transport)
     return factory, protocol, transport
 
@@ -115,9 +125,9 @@ def tlsSession(served, clock: Clock, idleTimeout: float = 30):
 def test_greeting_waits_for_the_handshake(served):
     """Written before the handshake, the greeting would make Twisted's TLS pause the session, which stops reading."""
     clock = Clock()
-    factory, protocol, transport = tlsSession(served, clock)
+    factory, protocol, transport = tlsSession(served, clock, idleTimeout=30)
     assert transport.value() == b""
-    assert factory.limiter.total == 0
+    assert factory.limiter.countFor("192.0.2.1") == 1  # counted from the start (PROTOCOL.md rev 2)
     assert transport.producer is None
     protocol.handshakeCompleted()
     assert replies(transport) == [b"#Server Ready."]
@@ -125,27 +135,106 @@ def test_greeting_waits_for_the_handshake(served):
     assert clock.getDelayedCalls() != []  # now the idle timeout runs
 
 
-def test_stalled_handshake_is_aborted(served, logged):
+def test_stalled_handshake_is_aborted_at_the_login_deadline(served, logged):
+    """--login-timeout bounds the handshake, however long the idle timeout."""
     clock = Clock()
-    factory, protocol, transport = tlsSession(served, clock, idleTimeout=30)
-    clock.advance(29.9)
+    factory, protocol, transport = tlsSession(served, clock, idleTimeout=300, loginTimeout=20.0)
+    clock.advance(19.9)
     assert not transport.disconnecting
     clock.advance(0.1)
     assert transport.disconnecting
     assert transport.value() == b""
-    assert any("TLS handshake with" in formatEvent(e) for e in logged)
+    assert "files: TLS handshake with 192.0.2.1 not done in 20.0s (--login-timeout), closing" in [
+        formatEvent(e) for e in logged
+    ]
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert factory.limiter.total == 0
+
+
+def test_handshakes_in_progress_are_capped_per_address(served, logged):
+    """Over --max-per-ip while handshaking: closed at once, nothing said (it could only be said in clear text)."""
+    clock = Clock()
+    factory = makeFilesFactory(served, clock, maxPerAddress=3)
+    pending = [tlsSession(served, clock, factory, port=port) for port in range(1, 4)]
+    _, refused, refusedTransport = tlsSession(served, clock, factory, port=4)
+    assert refusedTransport.disconnecting and refusedTransport.value() == b""
+    assert factory.limiter.countFor("192.0.2.1") == 3
+    refused.connectionLost(Failure(ConnectionDone()))
+    # Another address is not affected, and a handshake that completes is greeted.
+    _, other, otherTransport = tlsSession(served, clock, factory, host="192.0.2.2")
+    other.handshakeCompleted()
+    assert replies(otherTransport) == [b"#Server Ready."]
+    _, protocol, transport = pending[0]
+    protocol.handshakeCompleted()
+    assert replies(transport) == [b"#Server Ready."]
+    for _, protocol, _ in pending:
+        protocol.connectionLost(Failure(ConnectionDone()))
+    other.connectionLost(Failure(ConnectionDone()))
+    assert factory.limiter.total == 0
+
+
+def test_handshakes_in_progress_count_against_the_total(served):
+    clock = Clock()
+    factory = makeFilesFactory(served, clock, maxConnections=2)
+    for port in (1, 2):
+        tlsSession(served, clock, factory, port=port)
+    _, _, refusedTransport = tlsSession(served, clock, factory, port=3)
+    assert refusedTransport.disconnecting and refusedTransport.value() == b""
 
 
 def test_lost_before_the_handshake(served):
     clock = Clock()
     factory, protocol, transport = tlsSession(served, clock)
+    assert factory.limiter.total == 1
     protocol.connectionLost(None)
     assert clock.getDelayedCalls() == []
     assert factory.limiter.total == 0
 
 
-def test_plain_transport_is_ready_at_once():
+def test_login_deadline_counts_from_the_connection(served):
+    """One deadline: the time the handshake took is not given again after the greeting."""
     clock = Clock()
-    handshake = TLSHandshake(StringTransport(), clock, 5)
-    assert handshake.done.called
-    assert clock.getDelayedCalls() == []
+    factory, protocol, transport = tlsSession(served, clock, loginTimeout=20.0)
+    clock.advance(15)
+    protocol.handshakeCompleted()
+    assert replies(transport) == [b"#Server Ready."]
+    clock.advance(5)
+    assert replies(transport) == [b"!Login timeout."]
+
+
+def test_shutdown_while_handshaking_says_nothing(served):
+    clock = Clock()
+    factory, protocol, transport = tlsSession(served, clock)
+    protocol.shutdown()
+    assert transport.disconnecting and transport.value() == b""
+
+
+def test_plain_transport_is_ready_at_once():
+    assert not awaitsHandshake(StringTransport())
+    assert awaitsHandshake(tlsTransport())
+
+
+def test_echo_handshakes_are_counted_and_bounded(logged):
+    clock = Clock()
+    factory = EchoFactory(clock, ConnectionLimiter(10, 2, "echo"), 300.0, readyTimeout=20.0)
+    sessions = []
+    for port in (1, 2, 3):
+        transport = tlsTransport(port=port)
+        protocol = factory.buildProtocol(transport.getPeer())
+        protocol.makeConnection(transport)
+        sessions.append((protocol, transport))
+    assert factory.limiter.countFor("192.0.2.1") == 2
+    assert sessions[2][1].disconnecting  # over the cap: closed at once
+    (done, doneTransport), (stalled, stalledTransport) = sessions[:2]
+    done.handshakeCompleted()
+    done.dataReceived(b"ping")
+    assert doneTransport.value() == b"ping"
+    clock.advance(20)
+    assert stalledTransport.disconnecting and stalledTransport.value() == b""
+    assert not doneTransport.disconnecting
+    assert "echo: TLS handshake with 192.0.2.1 not done in 20.0s (--login-timeout), closing" in [
+        formatEvent(e) for e in logged
+    ]
+    for protocol, _ in sessions:
+        protocol.connectionLost(Failure(ConnectionDone()))
+    assert factory.limiter.total == 0

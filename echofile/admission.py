@@ -1,0 +1,174 @@
+"""
+A connection from the moment it is accepted until its session may speak.
+
+A TLS handshake that never finishes, or a PROXY header that never comes,
+holds a file descriptor as surely as a session does.  So every connection
+takes a slot in its service's caps (--max-connections, --max-per-ip) in
+C{connectionMade}, counted by its socket's own peer (L{socketKey}); once the
+PROXY header names the client, the slot moves to the client's address and is
+checked against that address's cap.  A connection that is not ready (TLS
+handshake done, header in) within the deadline (--login-timeout) is aborted.
+Before it is ready nothing can be said to it (not in clear text over TLS,
+not to a balancer before its header), so a connection refused then is
+closed without a word; once ready, the session says why (C{onBusy}).
+
+On a C{haproxy:} endpoint the header is believed only from a trusted
+socket peer (--trusted-proxy, loopback by default; a UNIX-socket peer is
+local and trusted, the socket file's mode says who may connect): anyone
+else could pick the address they are counted and locked out as.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITransport
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.logger import Logger
+
+from echofile.addresses import LOOPBACK, Network, inNetworks, peerKey, socketKey, socketPeer
+from echofile.limits import ConnectionLimiter, cancelPending
+from echofile.proxy import closeUnread, isProxyWrapper, whenPeerKnown
+from echofile.tls import awaitsHandshake
+
+_log = Logger(namespace="echofile.admission")
+
+
+class AdmissionPolicy:
+    """
+    What a service's connections are admitted by (one per service).
+
+    @param deadline: seconds a connection has to become ready; None: no limit.
+    @param trustedProxies: socket peers whose PROXY headers are believed.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        limiter: ConnectionLimiter,
+        deadline: float | None = 60.0,
+        trustedProxies: Iterable[Network] = LOOPBACK,
+    ) -> None:
+        self.clock = clock
+        self.limiter = limiter
+        self.deadline = deadline
+        self.trustedProxies = tuple(trustedProxies)
+
+    def trusts(self, transport: ITransport) -> bool:
+        """May the socket peer of C{transport} tell us who the client is?"""
+        if isinstance(socketPeer(transport), UNIXAddress):
+            return True
+        return inNetworks(socketKey(transport), self.trustedProxies)
+
+
+class Admission:
+    """
+    One connection's slot in its service's caps, and the wait until it may speak.
+
+    @ivar key: the key whose slot the connection holds (its socket peer's,
+        then the client's from the PROXY header), or None when it holds none.
+    """
+
+    __slots__ = ("_policy", "_transport", "_onReady", "_onBusy", "_timer", "_started", "_handshaking", "key")
+
+    def __init__(
+        self,
+        policy: AdmissionPolicy,
+        transport: ITransport,
+        onReady: Callable[[IAddress, str], None],
+        onBusy: Callable[[], None],
+    ) -> None:
+        """
+        @param onReady: called with the client's address and key once the
+            connection is ready and admitted.
+        @param onBusy: called when a ready connection is over a cap: it can
+            be told so (the session's own refusal).
+        """
+        self._policy = policy
+        self._transport = transport
+        self._onReady = onReady
+        self._onBusy = onBusy
+        self._timer: IDelayedCall | None = None
+        self._started = 0.0
+        self._handshaking = False
+        self.key: str | None = None
+
+    def begin(self) -> None:
+        """From C{connectionMade}: take the slot, then wait for TLS and the PROXY header."""
+        policy, transport = self._policy, self._transport
+        self._started = policy.clock.seconds()
+        proxied = isProxyWrapper(transport)
+        self._handshaking = awaitsHandshake(transport)
+        key = socketKey(transport)
+        if proxied and not policy.trusts(transport):
+            _log.info(
+                "{service}: {peer} is not a trusted proxy (--trusted-proxy): closed without reading its PROXY header",
+                service=policy.limiter.service, peer=key,
+            )
+            closeUnread(transport)
+            return
+        if not policy.limiter.admit(key):
+            if proxied:  # nothing can be said before the header is in...
+                closeUnread(transport)
+            elif self._handshaking:  # ... or before TLS is up (Twisted aborts a handshake in progress)
+                transport.loseConnection()
+            else:
+                self._onBusy()
+            return
+        self.key = key
+        if not (proxied or self._handshaking):
+            self._onReady(transport.getPeer(), key)
+            return
+        if policy.deadline is not None:
+            self._timer = policy.clock.callLater(policy.deadline, self._timedOut)
+        if not self._handshaking:
+            self._waitForHeader()
+
+    def handshakeCompleted(self) -> None:
+        """The session's C{handshakeCompleted}: TLS is up."""
+        if self._handshaking:
+            self._handshaking = False
+            if self.key is not None:
+                self._waitForHeader()
+
+    def elapsed(self) -> float:
+        """Seconds since the connection was made."""
+        return self._policy.clock.seconds() - self._started
+
+    def end(self) -> None:
+        """From C{connectionLost}: give the slot back and stop waiting."""
+        self._stopTimer()
+        key, self.key = self.key, None
+        if key is not None:
+            self._policy.limiter.release(key)
+
+    def _waitForHeader(self) -> None:
+        whenPeerKnown(self._transport).addCallback(self._headerIn)
+
+    def _headerIn(self, peer: IAddress) -> None:
+        old = self.key
+        if old is None:  # gone meanwhile
+            return
+        self._stopTimer()
+        # A health check, or a client without an IP address, stays the balancer.
+        key = peerKey(peer) if isinstance(peer, (IPv4Address, IPv6Address)) else old
+        if not self._policy.limiter.rekey(old, key):
+            self.key = None
+            self._onBusy()
+            return
+        self.key = key
+        self._onReady(peer, key)
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        policy = self._policy
+        if self._handshaking:
+            message = "{service}: TLS handshake with {peer} not done in {timeout}s (--login-timeout), closing"
+        else:
+            message = "{service}: no PROXY protocol header from {peer} in {timeout}s (--login-timeout), closing"
+        _log.info(message, service=policy.limiter.service, peer=socketKey(self._transport), timeout=policy.deadline)
+        self._transport.abortConnection()
+
+    def _stopTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        cancelPending(timer)

@@ -1,0 +1,267 @@
+"""
+``get``: which local path each remote file is saved under, and fetching
+them over a logged-in L{FileClient}.  No argument parsing, no connecting.
+
+A file is written to a temporary file next to its target and only renamed
+into place once the whole announced body and the success trailer arrived
+(L{TempFileSink}), so an interrupted transfer never leaves something that
+looks complete.  Every target is worked out before anything is fetched, so
+two names that would land on the same file are refused up front.  Names that
+come from the server (``get -r``) are hostile until checked: one segment,
+clean text, never ``.`` or ``..``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Callable, Generator
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+
+from echofile import wire
+from echofile.client.errors import ClientError, Interrupted, ServerError
+from echofile.client.progress import Display
+from echofile.client.protocol import FileClient
+from echofile.client.sinks import DiskFull, SaveError, StreamSink, TempFileSink
+from echofile.text import isClean
+
+#: What a line printer looks like: the CLI passes stdout/stderr writers.
+Say = Callable[[str], None]
+
+#: How deep ``get -r`` follows folders: a server cannot lead it on forever.
+MAX_DEPTH = 32
+
+
+class PlanError(Exception):
+    """The names asked for cannot all be saved as asked (a usage error: nothing was fetched)."""
+
+
+def segments(name: str) -> list[str]:
+    """A remote path's segments (both ``/`` and ``\\`` separate; empty ones and ``.`` dropped)."""
+    return [part for part in name.replace("\\", "/").split("/") if part not in ("", ".")]
+
+
+def baseName(name: str) -> str:
+    """The name a remote path is saved under: its last segment."""
+    base = PurePosixPath(name.replace("\\", "/")).name
+    if base in ("", ".", ".."):
+        raise SaveError(f"{name}: no file name to save it under")
+    return base
+
+
+def keptPath(name: str) -> PurePosixPath:
+    """C{name} with its folders (``--parents``), never leaving the output folder."""
+    parts = segments(name)
+    if not parts or ".." in parts:
+        raise SaveError(f"{name}: cannot be saved with its folders inside the output folder")
+    return PurePosixPath(*parts)
+
+
+def isSafeEntryName(name: str) -> bool:
+    """May a name the server listed become a local file or folder name?"""
+    return name not in ("", ".", "..") and "/" not in name and "\\" not in name and isClean(name)
+
+
+@dataclass
+class Target:
+    """One remote file and where it goes (C{local} relative to the output folder)."""
+
+    name: str
+    local: PurePosixPath
+
+
+def plan(names: list[str], parents: bool) -> tuple[list[Target], list[tuple[str, str]]]:
+    """
+    Where each name is saved, and the names that cannot be saved at all
+    (with why).  Two names on one local path are a L{PlanError}.
+    """
+    targets: list[Target] = []
+    bad: list[tuple[str, str]] = []
+    seen: dict[PurePosixPath, str] = {}
+    for name in names:
+        try:
+            local = keptPath(name) if parents else PurePosixPath(baseName(name))
+        except SaveError as e:
+            bad.append((name, str(e)))
+            continue
+        if local in seen:
+            hint = "" if parents else " (use --parents to keep their folders)"
+            raise PlanError(f"{seen[local]} and {name} would both be saved as {local}{hint}")
+        seen[local] = name
+        targets.append(Target(name, local))
+    return targets, bad
+
+
+@dataclass
+class GetResult:
+    saved: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    connectionError: str | None = None
+    stopped: bool = False
+
+
+@dataclass
+class Getter:
+    """
+    Fetches targets into C{folder} one after the other.
+
+    A refused or unsaveable file is reported and the others still fetched; a
+    lost connection (or a timeout) ends the run, since nothing more can come;
+    so does a full disk.  C{stdout}, when given, receives the one file instead
+    (``-o -``).
+    """
+
+    client: FileClient
+    folder: Path
+    force: bool
+    display: Display
+    out: Say
+    err: Say
+    showWhere: bool = False
+    stdout: BinaryIO | None = None
+    result: GetResult = field(default_factory=GetResult)
+
+    @inlineCallbacks
+    def fetch(self, target: Target) -> Generator[Deferred[object], object, None]:
+        name = target.name
+        path = self.folder / target.local
+        if self.stdout is None and path.exists() and not self.force:
+            self._failed(name, f"{path} already exists (use --force to overwrite)")
+            return
+        transfer = self.display.transfer(name)
+        try:
+            if self.stdout is not None:
+                sink: TempFileSink | StreamSink = StreamSink(self.stdout, transfer)
+            else:
+                _makeFolders(self.folder, target.local.parent)
+                sink = TempFileSink(path, transfer)
+        except SaveError as e:
+            self._failed(name, f"{name}: not saved: {e}")
+            return
+        try:
+            yield self.client.get(name, sink)
+            sink.commit(self.force)
+        except ServerError as e:
+            self._end(transfer, sink)
+            if wire.isNotOpened(e.reply):
+                self._failed(name, f"File {name} not found on server")
+            else:
+                self._failed(name, f"{name}: server said: {e.reply}")
+            return
+        except Interrupted:
+            self._end(transfer, sink)
+            raise
+        except (SaveError, OSError) as e:
+            self._end(transfer, sink)
+            self._failed(name, f"{name}: not saved: {_describe(e)}")
+            if isinstance(e, (DiskFull, OSError)) or self.client.disconnected:
+                self.result.stopped = True
+            return
+        except ClientError as e:  # connection lost, timeout, protocol violation: the session is over
+            self._end(transfer, sink)
+            self._failed(name, f"{name}: not saved: {e}")
+            self.result.connectionError = str(e)
+            return
+        except BaseException:
+            self._end(transfer, sink)
+            raise
+        transfer.end(True)
+        if self.stdout is None:
+            where = str(target.local)
+            shown = f" as {path}" if self.showWhere and where != name else ""
+            self.out(f"{name} has been saved{shown}.")
+        self.result.saved.append(name)
+
+    @property
+    def over(self) -> bool:
+        """Nothing more can be fetched."""
+        return self.result.connectionError is not None or self.result.stopped
+
+    def _end(self, transfer, sink) -> None:
+        transfer.end(False)
+        sink.discard()
+
+    def _failed(self, name: str, message: str) -> None:
+        self.err(message)
+        self.result.failed.append(name)
+
+
+def _makeFolders(root: Path, relative: PurePosixPath) -> None:
+    """Make C{root}/C{relative}, refusing to pass through a symbolic link (it could lead out of C{root})."""
+    current = root
+    for part in relative.parts:
+        current = current / part
+        if current.is_symlink():
+            raise SaveError(f"{current} is a symbolic link; not saving through it")
+        try:
+            current.mkdir(exist_ok=True)
+        except OSError as e:
+            raise SaveError(f"cannot make the folder {current}: {e.strerror}") from None
+        if not current.is_dir():
+            raise SaveError(f"{current} is not a folder")
+
+
+@inlineCallbacks
+def getFiles(getter: Getter, names: list[str], parents: bool) -> Generator[Deferred[object], object, GetResult]:
+    """Fetch C{names} (targets planned first: raises L{PlanError} before fetching anything)."""
+    targets, bad = plan(names, parents)
+    for name, why in bad:
+        getter._failed(name, why)
+    for target in targets:
+        if getter.over:
+            break
+        yield getter.fetch(target)
+    return getter.result
+
+
+@inlineCallbacks
+def getTree(getter: Getter, directory: str) -> Generator[Deferred[object], object, GetResult]:
+    """
+    ``get -r DIR``: DIR's files and folders, recursively, into the output
+    folder under DIR's base name.  Every name the server lists is checked
+    before it becomes a path (L{isSafeEntryName}); an unsafe one is reported
+    and skipped.
+    """
+    parts = segments(directory)
+    if ".." in parts:
+        raise PlanError(f"{directory}: cannot be saved inside the output folder")
+    top = PurePosixPath(parts[-1]) if parts else PurePosixPath()
+    folders = [(directory.rstrip("/\\") or "/", top, 0)]
+    while folders and not getter.over:
+        remote, local, depth = folders.pop()
+        try:
+            entries = yield getter.client.list(remote)
+        except ServerError as e:
+            getter._failed(remote, e.reply)
+            continue
+        except Interrupted:
+            raise
+        except ClientError as e:
+            getter._failed(remote, f"{remote}: not listed: {e}")
+            getter.result.connectionError = str(e)
+            break
+        prefix = "" if remote == "/" else remote + "/"
+        subfolders = []
+        for entry in entries:  # type: ignore[attr-defined]
+            if getter.over:
+                break
+            if not isSafeEntryName(entry.name):
+                getter._failed(prefix + entry.name, f"{prefix}{entry.name!r}: unsafe name from the server, skipped")
+                continue
+            if entry.isDirectory:
+                if depth + 1 >= MAX_DEPTH:
+                    getter._failed(prefix + entry.name, f"{prefix}{entry.name}/: deeper than {MAX_DEPTH} folders, skipped")
+                else:
+                    subfolders.append((prefix + entry.name, local / entry.name, depth + 1))
+                continue
+            yield getter.fetch(Target(prefix + entry.name, local / entry.name))
+        folders.extend(reversed(subfolders))
+    return getter.result
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror}{where}"
+    return str(error)

@@ -1,0 +1,61 @@
+"""
+``--metrics ENDPOINT``: a small twisted.web site with two pages for operators.
+
+- ``/metrics``: L{echofile.metrics.REGISTRY} in the Prometheus text format,
+  rendered by prometheus-client's own Twisted resource (a WSGI app in the
+  reactor's thread pool), never by hand.
+- ``/healthz``: ``200 ok`` while the server is serving, ``503 draining``
+  once a graceful shutdown began, so that a load balancer (HAProxy
+  ``option httpchk``) or an orchestrator's probe stops sending new clients
+  before the listeners go away.
+
+The site logs no access lines and no ``Starting factory`` noise: a health
+check every two seconds must not fill the log.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client.twisted import MetricsResource
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from echofile.metrics import REGISTRY
+
+
+class HealthResource(Resource):
+    """
+    @param draining: tells whether a graceful shutdown has begun.
+    """
+
+    isLeaf = True
+
+    def __init__(self, draining: Callable[[], bool]) -> None:
+        super().__init__()
+        self._draining = draining
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        if self._draining():
+            request.setResponseCode(503)
+            return b"draining\n"
+        return b"ok\n"
+
+
+class StatusSite(Site):
+    """A Site that writes no access log and does not announce itself."""
+
+    noisy = False
+
+    def log(self, request: Request) -> None:
+        pass
+
+
+def makeStatusSite(draining: Callable[[], bool]) -> StatusSite:
+    """The site behind ``--metrics``: ``/metrics`` and ``/healthz``."""
+    root = Resource()
+    root.putChild(b"metrics", MetricsResource(REGISTRY))
+    root.putChild(b"healthz", HealthResource(draining))
+    return StatusSite(root)

@@ -1,0 +1,105 @@
+"""
+The file protocol's reply formats, parsed (the client's side today; meant to
+become their single home, formats included, for server and client alike).
+
+Every parser takes one reply line without its line break and returns its
+fields, or C{None} when the line is not that reply.  Numbers are bounded: a
+count or size of more than L{MAX_DIGITS} digits raises L{MalformedReply}
+rather than making a huge integer (or Python's digit-limit ValueError).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+#: Like RESUME's offset: 20 digits hold any file size a file system has.
+MAX_DIGITS = 20
+
+GREETING = "#Server Ready."
+BYE = "#Bye."
+
+_SENDING = re.compile(r"#Sending (.*) \(([0-9]+) bytes\)\.")
+_ENTRIES = re.compile(r"#([0-9]+) entries in (.*)\.")
+_ENTRY = re.compile(r"([0-9]+|-) (.+)")
+_USERS = re.compile(r"#([0-9]+) users? online\.")
+_NICK = re.compile(r"#You are now (~.+)\.")
+_NOT_OPENED = re.compile(r"File (.*) could not be opened\.")
+
+
+class MalformedReply(ValueError):
+    """A reply of a known shape with an impossible field (a 5,000-digit size)."""
+
+
+class Sending(NamedTuple):
+    name: str
+    size: int
+
+
+class Entries(NamedTuple):
+    count: int
+    directory: str
+
+
+class EntryLine(NamedTuple):
+    """One listing line; C{size} is C{None} for a folder, whose C{name} then has no trailing ``/``."""
+
+    name: str
+    size: int | None
+
+
+def number(digits: str, what: str) -> int:
+    """A decimal field of a reply, refused when longer than any real one."""
+    if len(digits) > MAX_DIGITS:
+        raise MalformedReply(f"{what} of {len(digits)} digits")
+    return int(digits)
+
+
+def parseSending(line: str) -> Sending | None:
+    """``#Sending <name> (<size> bytes).``"""
+    match = _SENDING.fullmatch(line)
+    if match is None:
+        return None
+    return Sending(match.group(1), number(match.group(2), "file size"))
+
+
+def parseEntries(line: str) -> Entries | None:
+    """``#<count> entries in <dir>.``"""
+    match = _ENTRIES.fullmatch(line)
+    if match is None:
+        return None
+    return Entries(number(match.group(1), "entry count"), match.group(2))
+
+
+def parseEntry(line: str) -> EntryLine | None:
+    """``<size> <name>`` or ``- <name>/``."""
+    match = _ENTRY.fullmatch(line)
+    if match is None:
+        return None
+    size, name = match.groups()
+    if size == "-":
+        return EntryLine(name.removesuffix("/"), None)
+    return EntryLine(name, number(size, "entry size"))
+
+
+def parseUsers(line: str) -> int | None:
+    """``#<count> users online.`` (or ``user online``): the count."""
+    match = _USERS.fullmatch(line)
+    if match is None:
+        return None
+    return number(match.group(1), "user count")
+
+
+def parseNick(line: str) -> str | None:
+    """``#You are now ~<name>.``: the new chat name, with its ``~``."""
+    match = _NICK.fullmatch(line)
+    return None if match is None else match.group(1)
+
+
+def isNotOpened(reply: str) -> bool:
+    """Is this error reply (without ``!``) FILE's ``File <name> could not be opened.``?"""
+    return _NOT_OPENED.fullmatch(reply) is not None
+
+
+#: The server's default longest command line (PROTOCOL.md: 4096 bytes, not counting the line break).
+MAX_COMMAND_LINE = 4096
