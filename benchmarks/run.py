@@ -4,6 +4,7 @@ echofile benchmarks: echo ping-pong, file download, 10,000 sessions.
     python benchmarks/run.py            # full run (about 5 minutes)
     python benchmarks/run.py --quick    # under 2 minutes
     python benchmarks/run.py --only echo,file --reps 5
+    python benchmarks/run.py --only hash,resume   # HASH and RESUME (benchmarks/hashbench.py)
 
 Every server (echofile under ``twistd``, and the reference servers in
 ``benchmarks/servers/``) is started here on 127.0.0.1, pinned to one core;
@@ -410,6 +411,9 @@ def report(results: dict) -> str:
                 f"{f'{median(echoAll):.2f}' if echoAll else '-'} | "
                 f"{median([s['bytes_per_session'] for s in ss]) / 1000:.2f} KB |"
             )
+    import hashbench
+
+    lines += hashbench.report(results)
     return "\n".join(lines) + "\n"
 
 
@@ -468,11 +472,13 @@ def meta(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer configurations and shorter runs (< 2 minutes)")
-    parser.add_argument("--only", default="echo,file,scale", help="comma-separated subset of echo,file,scale")
+    parser.add_argument("--only", default="echo,file,scale",
+                        help="comma-separated subset of echo,file,scale,hash,resume")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per measurement (default 3)")
     parser.add_argument("--sessions", type=int, default=10_000, help="sessions for the scale benchmark")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder (git-ignored)")
     args = parser.parse_args()
+    import hashbench
     args.out.mkdir(parents=True, exist_ok=True)
     logDir = Path(tempfile.mkdtemp(prefix="echofile-bench-logs-"))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -486,7 +492,8 @@ def main() -> None:
     started = time.monotonic()
     try:
         for part in args.only.split(","):
-            {"echo": benchEcho, "file": benchFile, "scale": benchScale}[part.strip()](args, results, logDir)
+            {"echo": benchEcho, "file": benchFile, "scale": benchScale, "hash": hashbench.benchHash,
+             "resume": hashbench.benchResume}[part.strip()](args, results, logDir)
     finally:
         results["meta"]["seconds"] = round(time.monotonic() - started, 1)
         (args.out / "results.json").write_text(json.dumps(results, indent=1))

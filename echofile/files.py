@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress, IHalfCloseableProtocol, IHandshakeListener, IReactorTime,
@@ -33,24 +33,29 @@ from echofile.admission import Admission, AdmissionPolicy
 from echofile.auth import DEFAULT_USER, login
 from echofile.chat import ChatService, EventQueue, IChatListener, NotOnline
 from echofile.eventlog import LogBudget, loggable
+from echofile.hashing import FileDigest, FileHasher, HashUnavailable
 from echofile.lockout import LoginPenalties
 from echofile.limits import ConnectionLimiter, GracefulClose, SessionTimer, cancelPending, closeWithin
 from echofile.proxy import HealthCheck
 from echofile.shutdown import SessionTracker
 from echofile.listing import Listing, ListingSender
-from echofile.share import IShare, NotAvailable
+from echofile.share import IShare, NotAvailable, OpenedFile
 from echofile.telnet import TelnetCommandFilter
 from echofile.text import sanitize
 from echofile.tls import cleartextOverNetwork
 from echofile.transfer import BodySender, TransferInterrupted
 
 GREETING = "#Server Ready."
-HELP = "#Commands: AUTH, FILE, HELP, LIST, MSG, QUIT, SAY, USER, WHO."
+HELP = "#Commands: AUTH, FILE, HASH, HELP, LIST, MSG, NICK, QUIT, RESUME, SAY, USER, WHO."
 BUSY = "!Server busy, try again later."
 MAX_AUTH_FAILURES = 3
+#: Input read ahead (not run) while a HASH waits, before the transport stops reading.
+HELD_INPUT = 64 * 1024
 
 _COMMAND_LINE = re.compile(r"([^ \t]+)[ \t]*(.*)", re.DOTALL)
 _USER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: A RESUME offset: ASCII decimal digits only (int() would also take "+5", " 5", "1_0" and "٣").
+_OFFSET = re.compile(r"[0-9]{1,20}", re.ASCII)
 
 
 class CommandError(Exception):
@@ -98,6 +103,7 @@ class FileSession(LineReceiver):
         # Why input is held ("command", "output"); a frozenset until the first hold,
         # which most sessions reach, but idle ones never do.
         self._holds: set[str] | frozenset[str] = frozenset()
+        self._readingPaused = False  # did a hold pause the transport?
         self._producing = False  # are we the transport's registered producer?
         self._ending = False
         self._connected = False
@@ -113,6 +119,7 @@ class FileSession(LineReceiver):
         self._shutdownAfterTransfer = False
         self._inputEnded = False
         self._logBudget: LogBudget | None = None  # made by the first event that needs it
+        self._hashing: Deferred[FileDigest] | None = None  # a HASH waiting for its digest
 
     # -- connection life cycle -------------------------------------------------
 
@@ -166,6 +173,7 @@ class FileSession(LineReceiver):
         self._ending = True
         self._timer.stop()
         cancelPending(self._closing)
+        self._cancelHash()
         self._logOut()
         self.factory.sessions.discard(self)
         if self._logBudget is not None:
@@ -229,11 +237,18 @@ class FileSession(LineReceiver):
         self._ending = True
         self.paused = True
         self._timer.stop()
+        self._cancelHash()
         self._logOut()
         if lastLine is not None:
             self.reply(lastLine)
         self._unregisterAsProducer()
         self._closing = closeWithin(self.transport, self._clock, inputEnded=self._inputEnded)
+
+    def _cancelHash(self) -> None:
+        """Nobody will read the digest: give back its place in the queue (or its thread) and descriptor."""
+        hashing, self._hashing = self._hashing, None
+        if hashing is not None:
+            hashing.cancel()
 
     def _logOut(self) -> None:
         """Leave presence at once (the connection itself may linger a little)."""
@@ -252,12 +267,23 @@ class FileSession(LineReceiver):
             self._producing = False
             self.transport.unregisterProducer()
 
-    def _hold(self, reason: str) -> None:
+    def _hold(self, reason: str, keepReading: bool = False) -> None:
+        """
+        Run no further command until L{_release}.  Unless C{keepReading},
+        the transport stops reading too; with it, input is still read (so a
+        client that goes away is noticed) but only up to L{HELD_INPUT}.
+        """
         if not self._holds:
             self.paused = True
-            self.transport.pauseProducing()
             self._holds = set()
+        if not keepReading:
+            self._pauseReading()
         self._holds.add(reason)
+
+    def _pauseReading(self) -> None:
+        if not self._readingPaused:
+            self._readingPaused = True
+            self.transport.pauseProducing()
 
     def _release(self, reason: str) -> None:
         if reason in self._holds:
@@ -265,8 +291,10 @@ class FileSession(LineReceiver):
         if self._holds or self._ending or not self._connected:
             return
         self.paused = False
-        if not self._inputEnded:
-            self.transport.resumeProducing()
+        if self._readingPaused:
+            self._readingPaused = False
+            if not self._inputEnded:
+                self.transport.resumeProducing()
         self.dataReceived(b"")  # run lines that arrived meanwhile
         self._closeIfInputDone()
 
@@ -320,6 +348,8 @@ class FileSession(LineReceiver):
         super().dataReceived(self._telnet.feed(data))
         if self._inputEnded:
             self._closeIfInputDone()
+        elif self._holds and len(self._buffer) > HELD_INPUT:
+            self._pauseReading()  # enough pipelined input while a HASH waits
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._log.info("files: {peer} sent an over-long line, closing", peer=self._peer)
@@ -368,6 +398,8 @@ class FileSession(LineReceiver):
 
     def _commandFailed(self, failure: Failure) -> None:
         """The one place where an exception becomes what the client sees."""
+        if failure.check(CancelledError):
+            return  # a HASH of a session that ended meanwhile: nobody to tell
         if not self._connected:
             if not failure.check(CommandError, TransferInterrupted):
                 self._log.failure("files: command from {peer} failed after it left", failure, peer=self._peer)
@@ -498,18 +530,38 @@ class FileSession(LineReceiver):
 
         return deferLater(self._clock, self.factory.authFailureDelay, answer)
 
+    def _open(self, share: IShare, name: str) -> OpenedFile:
+        try:
+            return share.open(name)
+        except NotAvailable:
+            raise CommandError(f"File {sanitize(name)} could not be opened.") from None
+
     def cmd_FILE(self, name: str) -> Deferred[None]:
         share = self._requireLogin()
         if not name:
             raise CommandError("Usage: FILE <name>")
+        opened = self._open(share, name)
+        return self._sendBody(share, opened, name, f"#Sending {sanitize(name)} ({opened.size} bytes).")
+
+    def cmd_RESUME(self, argument: str) -> Deferred[None]:
+        share = self._requireLogin()
+        match = _COMMAND_LINE.match(argument)
+        if match is None or not match.group(2) or not _OFFSET.fullmatch(match.group(1)):
+            raise CommandError("Usage: RESUME <offset> <name>")
+        offset, name = int(match.group(1)), match.group(2)
+        opened = self._open(share, name)
+        if offset > opened.size:
+            opened.close()
+            raise CommandError(f"Offset {offset} is past the end of {sanitize(name)} ({opened.size} bytes).")
+        header = f"#Sending {sanitize(name)} from byte {offset} ({opened.size - offset} bytes)."
+        return self._sendBody(share, opened, name, header, offset)
+
+    def _sendBody(self, share: IShare, opened: OpenedFile, name: str, header: str, offset: int = 0) -> Deferred[None]:
+        """The header, the body from C{offset} on, CRLF and the trailer (FILE, RESUME)."""
         shown = sanitize(name)
-        try:
-            opened = share.open(name)
-        except NotAvailable:
-            raise CommandError(f"File {shown} could not be opened.") from None
-        self.reply(f"#Sending {shown} ({opened.size} bytes).")
+        self.reply(header)
         started = self._clock.seconds()
-        self._transfer = BodySender(opened, onProgress=lambda _: self._timer.touch())
+        self._transfer = BodySender(opened, onProgress=lambda _: self._timer.touch(), offset=offset)
         self._unregisterAsProducer()
         d = self._transfer.beginSending(self.transport)
 
@@ -520,7 +572,7 @@ class FileSession(LineReceiver):
             self._replyComplete()
             self._event(
                 LogLevel.info, "files: sent {file} ({size} bytes) to {user}@{peer} in {duration:.3f}s",
-                file=loggable(opened.path), size=size, user=loggable(share.user),
+                file=loggable(opened.path), size=size, offset=offset, user=loggable(share.user),
                 duration=self._clock.seconds() - started,
             )
 
@@ -530,6 +582,41 @@ class FileSession(LineReceiver):
 
         d.addCallbacks(sent, failed)
         return d
+
+    def cmd_HASH(self, name: str) -> None:
+        share = self._requireLogin()
+        if not name:
+            raise CommandError("Usage: HASH <name>")
+        opened = self._open(share, name)
+        path = opened.path
+        cannotOpen = CommandError(f"File {sanitize(name)} could not be opened.")
+        try:
+            d = self.factory.hashes.digest(opened)
+        except HashUnavailable:
+            raise cannotOpen from None
+        self._hashing = d
+        # The wait may be long (the job cap): keep reading, so that a client
+        # that goes away is noticed and its job cancelled at once.
+        self._hold("hash", keepReading=True)
+
+        def answer(digest: FileDigest) -> None:
+            self._hashing = None
+            self._timer.touch()  # waiting for the digest was no idleness of the client
+            self._event(
+                LogLevel.info, "files: SHA-256 of {file} ({size} bytes) for {user}@{peer}",
+                file=loggable(path), size=digest.size, user=loggable(share.user),
+            )
+            if not self._ending:
+                self.reply(f"#SHA-256 of {sanitize(name)} ({digest.size} bytes): {digest.sha256}.")
+
+        def unavailable(failure: Failure) -> None:
+            self._hashing = None
+            failure.trap(HashUnavailable)
+            raise cannotOpen
+
+        d.addCallbacks(answer, unavailable)
+        d.addErrback(self._commandFailed)
+        d.addBoth(lambda _: self._release("hash"))
 
     def cmd_LIST(self, name: str) -> Deferred[None]:
         share = self._requireLogin()
@@ -604,6 +691,13 @@ class FileSession(LineReceiver):
         self._replyLines([f"#{len(users)} users online.", *users])
 
 
+def _deferToReactorThreads(function: Callable[[], Any]) -> Deferred[Any]:
+    """The reactor's thread pool (imported late: tests build factories on a Clock)."""
+    from twisted.internet.threads import deferToThread
+
+    return deferToThread(function)
+
+
 class FilesFactory(ServerFactory):
     """
     Shared configuration of the file service's sessions.
@@ -615,6 +709,7 @@ class FilesFactory(ServerFactory):
         handshake and the PROXY header included); None: no deadline, and
         C{idleTimeout} bounds the wait for the handshake and the header.
     @param trustedProxies: the socket peers whose PROXY headers are believed.
+    @param hashes: the server-wide SHA-256 service of HASH (cap, queue, cache).
     """
 
     noisy = False  # no "Starting factory <... at 0x...>" at info; the port logs where it listens
@@ -631,6 +726,7 @@ class FilesFactory(ServerFactory):
         loginTimeout: float | None = 60.0,
         penalties: LoginPenalties | None = None,
         trustedProxies: Iterable[Network] = LOOPBACK,
+        hashes: FileHasher | None = None,
     ) -> None:
         self.portal = portal
         self.clock = clock
@@ -644,6 +740,7 @@ class FilesFactory(ServerFactory):
         self.admission = AdmissionPolicy(
             clock, limiter, loginTimeout if loginTimeout is not None else idleTimeout, trustedProxies,
         )
+        self.hashes = hashes if hashes is not None else FileHasher(_deferToReactorThreads)
         self.sessions = SessionTracker()
 
     def buildProtocol(self, addr: IAddress) -> Protocol:

@@ -28,6 +28,7 @@ from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPa
 from echofile.chat import ChatService
 from echofile.echo import DEFAULT_UDP_RATE, EchoDatagramProtocol, EchoFactory
 from echofile.files import FilesFactory
+from echofile.hashing import FileHasher
 from echofile.limits import ConnectionLimiter
 from echofile.lockout import LoginPenalties, parseExempt
 from echofile.metrics import ReactorLagProbe
@@ -116,6 +117,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["lockout-window", None, 600.0, "Seconds over which failed AUTHs are counted.", _positive(float, "lockout-window")],
         ["lockout-duration", None, 600.0, "Seconds a locked-out address is refused AUTH.", _positive(float, "lockout-duration")],
         ["drain-timeout", None, 10.0, "On shutdown, seconds transfers in flight get to finish.", _positive(float, "drain-timeout")],
+        ["hash-jobs", None, 2, "HASH digests computed at once, server-wide; more wait in turn.", _positive(int, "hash-jobs")],
+        ["hash-cache", None, 1024, "HASH digests remembered (per unchanged file).", _nonNegativeInt("hash-cache")],
         ["metrics", None, None, "Serve /metrics (Prometheus) and /healthz on this endpoint, e.g. tcp:9108:interface=127.0.0.1. Off by default."],
     ]
 
@@ -208,6 +211,14 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
     chat = ChatService()
     chat.setServiceParent(top)
     trustedProxies = config.get("trusted-proxy") or LOOPBACK
+    hashJobs = config.get("hash-jobs", 2)
+    hashes = FileHasher(
+        lambda function: deferToThreadPool(reactor, reactor.getThreadPool(), function),
+        maxJobs=hashJobs,
+        cacheSize=config.get("hash-cache", 1024),
+    )
+    hashes.setServiceParent(top)
+    _roomInThreadPool(reactor, hashJobs)
     echoFactory = EchoFactory(
         reactor,
         ConnectionLimiter(config["max-connections"], config["max-per-ip"], "echo"),
@@ -237,6 +248,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
             exempt=config["lockout-exempt"],
         ),
         trustedProxies=trustedProxies,
+        hashes=hashes,
     )
     for description in config["echo"]:
         _listen(description, echoFactory, reactor).setServiceParent(top)
@@ -279,6 +291,17 @@ def _guestPassword(config: Mapping[str, Any], environ: Mapping[str, str]) -> str
     else:
         _log.info("Account {user!r} takes its password from {variable}", user=DEFAULT_USER, variable=PASSWORD_ENVIRONMENT_VARIABLE)
     return password
+
+
+#: Threads of the reactor's pool kept free of HASH jobs (for bcrypt checks).
+THREADS_BESIDES_HASHES = 4
+
+
+def _roomInThreadPool(reactor: Any, hashJobs: int) -> None:
+    """HASH jobs share the reactor's thread pool (10 threads) with bcrypt checks: a big --hash-jobs grows it."""
+    getThreadPool = getattr(reactor, "getThreadPool", None)
+    if getThreadPool is not None and getThreadPool().max < hashJobs + THREADS_BESIDES_HASHES:
+        reactor.suggestThreadPoolSize(hashJobs + THREADS_BESIDES_HASHES)
 
 
 def _listen(description: str, factory: Any, reactor: Any) -> IService:

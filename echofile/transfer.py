@@ -22,6 +22,9 @@ Two ways to move the bytes, chosen per transfer:
 
 Either way nothing is buffered in user space beyond one chunk, so a client
 that does not read slows the transfer instead of growing the server.
+
+A body may start at an offset (RESUME): ``sendfile`` is given the file
+position explicitly, the chunks read on from a seek to it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import os
 from socket import AF_INET, AF_INET6
 from typing import Callable
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IPullProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -80,6 +83,8 @@ class BodySender:
     server's memory.
 
     @param opened: the file; it is closed when the transfer ends, either way.
+    @param offset: the first byte to send (RESUME); the body is the
+        C{opened.size - offset} bytes from there.
     @param onProgress: called after each chunk with the byte count, so the
         session can treat a moving transfer as activity.
     """
@@ -93,9 +98,13 @@ class BodySender:
 
     _log = Logger()
 
-    def __init__(self, opened: OpenedFile, onProgress: Callable[[int], None] | None = None) -> None:
+    def __init__(self, opened: OpenedFile, onProgress: Callable[[int], None] | None = None, offset: int = 0) -> None:
+        if not 0 <= offset <= opened.size:
+            raise ValueError(f"offset {offset} outside 0..{opened.size}")
         self._file = opened
-        self._remaining = opened.size
+        self._offset = offset
+        self.size = opened.size - offset
+        self._remaining = self.size
         self._onProgress = onProgress
         self._consumer: IConsumer | None = None
         self._done: Deferred[int] | None = None
@@ -105,7 +114,7 @@ class BodySender:
 
     @property
     def sent(self) -> int:
-        return self._file.size - self._remaining
+        return self.size - self._remaining
 
     def beginSending(self, consumer: IConsumer) -> Deferred[int]:
         """
@@ -118,6 +127,14 @@ class BodySender:
         if self._remaining == 0:
             self._file.close()
             return succeed(0)
+        if self._offset:
+            # Chunks are read from the descriptor's position (also after a
+            # sendfile failure: sendfile at an offset leaves it alone).
+            try:
+                os.lseek(self._file.fd, self._offset, os.SEEK_SET)
+            except OSError as e:
+                self._file.close()
+                return fail(TransferInterrupted(f"cannot seek to byte {self._offset}: {e}"))
         self._consumer = consumer
         self._done = done = Deferred()
         self._socketFd = _socketTransportFileno(consumer) if _sendfile is not None else None
@@ -164,22 +181,22 @@ class BodySender:
             # transport calls again once its buffer has drained.
             return
         assert _sendfile is not None and self._socketFd is not None
-        offset = self.sent
+        sent = self.sent
         try:
-            count = _sendfile(self._socketFd, self._file.fd, offset, min(self._remaining, self.SENDFILE_CHUNK))
+            count = _sendfile(self._socketFd, self._file.fd, self._offset + sent, min(self._remaining, self.SENDFILE_CHUNK))
         except BlockingIOError:
             count = None
         except InterruptedError:
             count = None
         except OSError as e:
-            if offset == 0 and e.errno not in (errno.EPIPE, errno.ECONNRESET):
+            if sent == 0 and e.errno not in (errno.EPIPE, errno.ECONNRESET):
                 # This file or socket cannot be sent from (a file system
                 # without sendfile support, ...): do it the portable way.
                 self._log.info("sendfile failed before the first byte ({error}), sending in chunks", error=e)
                 self.mode = "chunks"
                 self._writeChunk()
                 return
-            self._finish(Failure(TransferInterrupted(f"sendfile failed after {offset} bytes: {e}")))
+            self._finish(Failure(TransferInterrupted(f"sendfile failed after {sent} bytes: {e}")))
             return
         if count == 0:
             self._fileEnded()
@@ -202,7 +219,7 @@ class BodySender:
             self._finish(None)
 
     def _fileEnded(self) -> None:
-        self._finish(Failure(TransferInterrupted(f"file ended after {self.sent} of {self._file.size} bytes")))
+        self._finish(Failure(TransferInterrupted(f"file ended after {self.sent} of {self.size} bytes")))
 
     def _finish(self, failure: Failure | None) -> None:
         done, self._done = self._done, None
@@ -212,6 +229,6 @@ class BodySender:
         assert self._consumer is not None
         self._consumer.unregisterProducer()
         if failure is None:
-            done.callback(self._file.size)
+            done.callback(self.size)
         else:
             done.errback(failure)

@@ -17,6 +17,7 @@ from twisted.internet.testing import StringTransport
 from echofile.auth import makePortal
 from echofile.chat import ChatService
 from echofile.files import FilesFactory
+from echofile.hashing import FileHasher
 from echofile.limits import ConnectionLimiter
 from echofile.share import Tree
 from echofile.transfer import BodySender
@@ -40,25 +41,6 @@ def runHere(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
     return maybeDeferred(f, *args, **kwargs)
 
 
-class FakeThreads:
-    """A stand-in for the thread pool that runs nothing until told (L{runAll})."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
-        self.threads: list[str] = []  # the thread each call ran on, once run
-
-    def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.pending.append((f, args, d))
-        return d
-
-    def runAll(self) -> None:
-        while self.pending:
-            f, args, d = self.pending.pop(0)
-            self.threads.append(threading.current_thread().name)
-            maybeDeferred(f, *args).chainDeferred(d)
-
-
 def makeTree(root: Path | str, clock: Any, runInThread: Callable[..., Deferred[Any]] | None = None,
              dotfiles: bool = False) -> Tree:
     """
@@ -80,6 +62,7 @@ def makeFilesFactory(
     limiter = ConnectionLimiter(kwargs.pop("maxConnections", 1000), kwargs.pop("maxPerAddress", 50), "files")
     chat = kwargs.pop("chat", None) or ChatService()
     tree = makeTree(root, clock, kwargs.pop("runInThread", None), kwargs.pop("dotfiles", False))
+    kwargs.setdefault("hashes", FileHasher(FakeThreads(synchronous=True)))
     return FilesFactory(makePortal(tree, PASSWORD, checkers or [], chat), clock, limiter, chat, **kwargs)
 
 
@@ -134,6 +117,41 @@ class SocketTransportShell(tcp.Server):
 
     def getPeer(self):
         return IPv4Address("TCP", "127.0.0.1", 2)
+
+
+class FakeThreads:
+    """
+    A stand-in for C{deferToThread} / the reactor's thread pool: a job runs at
+    once (C{synchronous}) or when the test says so (L{runNext}, L{runAll}),
+    on the test's own thread; C{threads} records the thread each job ran on.
+    """
+
+    def __init__(self, synchronous: bool = False) -> None:
+        self.synchronous = synchronous
+        self.pending: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+        self.threads: list[str] = []
+        self.calls = 0
+
+    def __call__(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        self.calls += 1
+        d: Deferred[Any] = Deferred()
+        if self.synchronous:
+            self._run(function, args, d)
+        else:
+            self.pending.append((function, args, d))
+        return d
+
+    def runNext(self) -> None:
+        function, args, d = self.pending.pop(0)
+        self._run(function, args, d)
+
+    def runAll(self) -> None:
+        while self.pending:
+            self.runNext()
+
+    def _run(self, function: Callable[..., Any], args: tuple[Any, ...], d: Deferred[Any]) -> None:
+        self.threads.append(threading.current_thread().name)
+        maybeDeferred(function, *args).chainDeferred(d)
 
 
 class HalfCloseTransport(StringTransport):

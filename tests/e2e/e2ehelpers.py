@@ -354,7 +354,7 @@ def waitExit(server: Server, timeout: float) -> float:
     return time.monotonic() - started
 
 
-HELP = b"#Commands: AUTH, FILE, HELP, LIST, MSG, QUIT, SAY, USER, WHO."
+HELP = b"#Commands: AUTH, FILE, HASH, HELP, LIST, MSG, NICK, QUIT, RESUME, SAY, USER, WHO."
 
 
 def nc(port: int, data: bytes, *options: str, timeout: float = 15) -> subprocess.CompletedProcess:

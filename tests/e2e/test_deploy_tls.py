@@ -71,7 +71,7 @@ def test_openssl_s_client_whole_session(tlsServer: Server, certificate: Certific
     notes, binary = (root / "notes.txt").read_bytes(), (root / "binary.bin").read_bytes()
     expected = (
         b"#Server Ready.\r\n"
-        b"#Commands: AUTH, FILE, HELP, LIST, MSG, QUIT, SAY, USER, WHO.\r\n"
+        b"#Commands: AUTH, FILE, HASH, HELP, LIST, MSG, NICK, QUIT, RESUME, SAY, USER, WHO.\r\n"
         b"#You are logged in.\r\n"
         b"#6 entries in /.\r\n"
         + b"".join(

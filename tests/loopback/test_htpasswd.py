@@ -87,7 +87,7 @@ def test_a_slow_check_does_not_delay_other_sessions(slowServer):
     yield slow.until(lambda d: b"#User slow accepted" in d)
     # While bcrypt runs in a worker thread, another session logs in and is served.
     other.transport.write(b"AUTH " + PASSWORD.encode() + b"\nLIST\nHELP\n")
-    yield other.until(lambda d: d.endswith(b"MSG, QUIT, SAY, USER, WHO.\r\n"))
+    yield other.until(lambda d: d.endswith(b"MSG, NICK, QUIT, RESUME, SAY, USER, WHO.\r\n"))
     assert b"#You are logged in." not in slow.data  # the slow check is still running
     yield slow.until(lambda d: d.endswith(b"#You are logged in.\r\n"))
 

@@ -153,7 +153,7 @@ def test_files_session_and_large_transfer(filesServer, served):
     expected = (
         b"#Server Ready.\r\n#You are logged in.\r\n" + header + body
         + b"\r\n#File big.bin sent successfully.\r\n"
-        + b"#Commands: AUTH, FILE, HELP, LIST, MSG, QUIT, SAY, USER, WHO.\r\n#Bye.\r\n"
+        + b"#Commands: AUTH, FILE, HASH, HELP, LIST, MSG, NICK, QUIT, RESUME, SAY, USER, WHO.\r\n#Bye.\r\n"
     )
     assert client.data == expected
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from support import PASSWORD, connect, drainTransfer, makeFilesFactory, populate
+from support import PASSWORD, FakeThreads, connect, drainTransfer, makeFilesFactory, populate
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 
 from echofile.echo import EchoFactory
 from echofile.files import HELP
+from echofile.hashing import FileHasher
 from echofile.limits import ConnectionLimiter
 from echofile.lockout import LoginPenalties
 from echofile.transfer import BodySender
@@ -51,8 +52,8 @@ GREETING = b"#Server Ready."
 LAST_WORDS = {
     b"#Bye.", b"!Line too long.", b"!Too many failed attempts.", b"!Login timeout.", b"!Idle timeout.",
 }
-NEEDS_LOGIN = {"FILE", "LIST", "SAY", "MSG", "WHO"}
-COMMANDS = {"AUTH", "FILE", "HELP", "LIST", "MSG", "QUIT", "SAY", "USER", "WHO"}
+NEEDS_LOGIN = {"FILE", "HASH", "LIST", "MSG", "RESUME", "SAY", "WHO"}
+COMMANDS = {"AUTH", "FILE", "HASH", "HELP", "LIST", "MSG", "QUIT", "RESUME", "SAY", "USER", "WHO"}
 
 FUZZ = settings(
     max_examples=400,
@@ -123,6 +124,8 @@ USEFUL = [
     "FILE notes.txt", "FILE binary.bin", "FILE fake-replies.txt", "FILE empty.bin", "file docs/readme.txt",
     "FILE ../secret", "FILE missing", "LIST", "LIST docs", "LIST ..", "SAY hi\u202e there \x1b[2J",
     "MSG guest hi \x9b31m", "MSG alice hello", "MSG nobody x",
+    "HASH binary.bin", "HASH notes.txt", "HASH ../secret", "HASH docs", "RESUME 1000 binary.bin",
+    "RESUME 0 with space.txt", "RESUME 12 notes.txt", "RESUME 13 notes.txt", "RESUME -1 notes.txt", "RESUME x",
 ]
 command = st.one_of(
     st.sampled_from(USEFUL).map(str.encode),
@@ -215,7 +218,7 @@ def commandLines(stream: bytes) -> tuple[list[bytes], bool]:
 # -- reading what the server wrote --------------------------------------------------------------
 
 REPLY = re.compile(rb"[#!*][^\x00-\x1f\x7f]*")
-SENDING = re.compile(rb"#Sending (.*) \((\d+) bytes\)\.")
+SENDING = re.compile(rb"#Sending (.*?)(?: from byte \d+)? \((\d+) bytes\)\.")
 ENTRIES = re.compile(rb"#(\d+) entries in (.*)\.")
 USERS = re.compile(rb"#(\d+) users online\.")
 UNSAFE_EVENT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
@@ -327,10 +330,12 @@ def checkAnswers(units: list[bytes], commands: list[bytes], tooLong: bool, compl
 # -- driving a session as the reactor would --------------------------------------------------------
 
 
-def pump(transport, clock: Clock, seconds: float, step: float = 0.5) -> None:
-    """Let bodies flow and time pass (AUTH failure delays), in steps."""
+def pump(transport, clock: Clock, seconds: float, step: float = 0.5, threads: FakeThreads | None = None) -> None:
+    """Let bodies flow, HASH threads finish and time pass (AUTH failure delays), in steps."""
     elapsed = 0.0
     while True:
+        while threads is not None and threads.pending:
+            threads.runNext()
         drainTransfer(transport)
         if elapsed >= seconds:
             return
@@ -359,9 +364,10 @@ def closed(protocol, transport) -> None:
 def test_any_stream_gets_well_formed_answers(fuzzRoot: Path, failures: list[dict], session) -> None:
     stream, packets, impatient, drop, advances = session
     clock = Clock()
+    threads = FakeThreads()  # HASH answers once the test runs its thread: input is held meanwhile
     factory = makeFilesFactory(
         fuzzRoot, clock, checkers=[InMemoryUsernamePasswordDatabaseDontUse(alice="wonder land")],
-        maxLine=MAX_LINE, penalties=LoginPenalties(clock, maxFailures=4),
+        maxLine=MAX_LINE, penalties=LoginPenalties(clock, maxFailures=4), hashes=FileHasher(threads),
     )
     # A bystander logged in as alice sees the fuzzed session's chat events.
     bystander, bystanderT = connect(factory, port=1)
@@ -374,15 +380,15 @@ def test_any_stream_gets_well_formed_answers(fuzzRoot: Path, failures: list[dict
             for _ in range(20):
                 if transport.producerState != "paused" or transport.disconnecting:
                     break
-                pump(transport, clock, 0.5)
+                pump(transport, clock, 0.5, threads=threads)
         protocol.dataReceived(packet)
         if index == drop:  # gone right after sending, maybe before a body started to flow
             vanish(protocol, transport)
             break
-        pump(transport, clock, advance)
+        pump(transport, clock, advance, threads=threads)
     vanished = drop is not None
     if not vanished:
-        pump(transport, clock, 10)  # answers delayed by failed AUTHs (3 at most, 1 s each), pipelined lines
+        pump(transport, clock, 10, threads=threads)  # answers delayed by failed AUTHs (3 at most, 1 s each), pipelined lines
     commands, tooLong = commandLines(stream)
 
     output = transport.value()
@@ -399,7 +405,7 @@ def test_any_stream_gets_well_formed_answers(fuzzRoot: Path, failures: list[dict
     if not vanished:
         assert transport.disconnecting == ended, (units[-1:], transport.disconnecting)
         if not ended:  # left alone, a session is closed by the login deadline or the idle timeout
-            pump(transport, clock, 400, step=30)
+            pump(transport, clock, 400, step=30, threads=threads)
             last = parseOutput(transport.value(), allowTruncatedBody=False)[0][-1]
             assert last == (b"!Idle timeout." if loggedIn else b"!Login timeout."), last
             assert transport.disconnecting
@@ -408,10 +414,10 @@ def test_any_stream_gets_well_formed_answers(fuzzRoot: Path, failures: list[dict
         closed(protocol, transport)
         before = transport.value()
         protocol.dataReceived(b"HELP\r\n")  # a late packet after the close is ignored
-        pump(transport, clock, 15)
+        pump(transport, clock, 15, threads=threads)
         assert transport.value() == before
     else:
-        pump(transport, clock, 15)  # delayed AUTH answers for a session that is gone
+        pump(transport, clock, 15, threads=threads)  # delayed AUTH answers for a session that is gone
         assert transport.value() == output, "the server wrote to a connection that was lost"
     assert not isinstance(transport.producer, BodySender) or transport.disconnected
     assert protocol not in factory.sessions.sessions

@@ -115,7 +115,7 @@ def test_header_split_over_packets(served, clock):
     wrapper.dataReceived(header[:10])
     assert transport.value() == b""
     wrapper.dataReceived(header[10:] + b"HELP\n")
-    assert replies(transport)[:2] == [b"#Server Ready.", b"#Commands: AUTH, FILE, HELP, LIST, MSG, QUIT, SAY, USER, WHO."]
+    assert replies(transport)[:2] == [b"#Server Ready.", b"#Commands: AUTH, FILE, HASH, HELP, LIST, MSG, NICK, QUIT, RESUME, SAY, USER, WHO."]
     assert factory.limiter.countFor(CLIENT) == 1
 
 

@@ -120,6 +120,50 @@ def test_abuse_options(served):
             parse(*argv)
 
 
+def test_hash_options_reach_one_server_wide_hasher(served):
+    from echofile.hashing import FileHasher
+
+    assert (parse()["hash-jobs"], parse()["hash-cache"]) == (2, 1024)
+    options = parse("--root", str(served), "--hash-jobs", "3", "--hash-cache", "0",
+                    "--files", "tcp:8:interface=127.0.0.1", "--files", "tcp:9:interface=127.0.0.1")
+    reactor = MemoryReactorClock()
+    service = makeService(options, reactor=reactor, environ={"ECHOFILE_PASSWORD": "pw"})
+    hashes = service.getServiceNamed("hashes")
+    assert isinstance(hashes, FileHasher) and hashes.maxJobs == 3 and hashes.cache.maxEntries == 0
+    service.startService()
+    try:
+        factories = [getattr(f, "wrappedFactory", f) for _, f, _, _ in reactor.tcpServers]
+        assert [f.hashes for f in factories if isinstance(f, FilesFactory)] == [hashes, hashes]
+    finally:
+        service.stopService()
+    for argv, option in [
+        (["--hash-jobs", "0"], "hash-jobs"),
+        (["--hash-jobs", "two"], "hash-jobs"),
+        (["--hash-cache", "-1"], "hash-cache"),
+    ]:
+        with pytest.raises(usage.UsageError, match=f"--{option}"):
+            parse(*argv)
+
+
+def test_many_hash_jobs_grow_the_reactor_thread_pool(served):
+    from twisted.python.threadpool import ThreadPool
+
+    class ReactorWithThreads(MemoryReactorClock):
+        pool = ThreadPool(0, 10)
+
+        def getThreadPool(self):
+            return self.pool
+
+        def suggestThreadPoolSize(self, size):
+            self.pool.adjustPoolsize(maxthreads=size)
+
+    reactor = ReactorWithThreads()
+    makeService(parse("--root", str(served)), reactor=reactor, environ={"ECHOFILE_PASSWORD": "pw"})
+    assert reactor.pool.max == 10
+    makeService(parse("--root", str(served), "--hash-jobs", "12"), reactor=reactor, environ={"ECHOFILE_PASSWORD": "pw"})
+    assert reactor.pool.max == 16
+
+
 def test_no_guest_needs_an_auth_account(served):
     with pytest.raises(usage.UsageError, match="--no-guest needs at least one --auth"):
         parse("--root", str(served), "--no-guest")
