@@ -21,6 +21,7 @@ from twisted.python import usage
 
 from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPassword, makePortal
 from echofile.chat import ChatService
+from echofile.redischat import RedisChat, parseRedisURL
 from echofile.echo import EchoDatagramProtocol, EchoFactory
 from echofile.files import FilesFactory
 from echofile.limits import ConnectionLimiter
@@ -102,6 +103,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["lockout-window", None, 600.0, "Seconds over which failed AUTHs are counted.", _positive(float, "lockout-window")],
         ["lockout-duration", None, 600.0, "Seconds a locked-out address is refused AUTH.", _positive(float, "lockout-duration")],
         ["drain-timeout", None, 10.0, "On shutdown, seconds transfers in flight get to finish.", _positive(float, "drain-timeout")],
+        ["cluster", None, None, "Share chat with the other instances that use this Redis: redis://HOST:PORT[/DB]. Off by default."],
     ]
 
     def __init__(self) -> None:
@@ -136,6 +138,11 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if not os.path.isdir(root):
             raise usage.UsageError(f"--root must be an existing folder, not {root!r}")
         self["root"] = os.path.realpath(root)
+        if self["cluster"] is not None:
+            try:
+                parseRedisURL(self["cluster"])
+            except ValueError as e:
+                raise usage.UsageError(f"--cluster: {e}") from None
 
 
 def _checkEndpoint(option: str, description: str) -> str:
@@ -166,7 +173,11 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         )
 
     top = MultiService()
-    chat = ChatService()
+    chat: ChatService | RedisChat
+    if config.get("cluster") is None:
+        chat = ChatService()
+    else:
+        chat = RedisChat(config["cluster"], reactor)
     chat.setServiceParent(top)
     echoFactory = EchoFactory(
         reactor,
