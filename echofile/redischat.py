@@ -64,21 +64,30 @@ def parseRedisURL(url: str) -> tuple[str, int, int]:
     return parts.hostname, parts.port or 6379, int(db or 0)
 
 
-class _Subscriber(txredisapi.SubscriberProtocol):
-    chat: "RedisChat"
+class Subscriber(txredisapi.SubscriberProtocol):
+    """Subscribes to its factory's C{channel} and reports to its C{owner} (C{_subscribed}, C{_received}, C{_unsubscribed})."""
 
     @inlineCallbacks
     def connectionMade(self) -> Any:
         yield super().connectionMade()
-        yield self.subscribe(_EVENTS)
-        self.factory.chat._subscribed(self)
+        yield self.subscribe(self.factory.channel)
+        self.factory.owner._subscribed(self)
 
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
-        self.factory.chat._received(message)
+        self.factory.owner._received(message)
 
     def connectionLost(self, why: Any) -> None:
         super().connectionLost(why)
-        self.factory.chat._unsubscribed(self)
+        self.factory.owner._unsubscribed(self)
+
+
+def subscribe(owner: Any, clock: Any, host: str, port: int, channel: str) -> txredisapi.SubscriberFactory:
+    """A subscriber connection to C{channel} that reconnects by itself (txredisapi's ClientService)."""
+    factory = txredisapi.SubscriberFactory(isLazy=True)
+    factory.protocol = Subscriber
+    factory.owner, factory.channel = owner, channel
+    factory.startConnecting(HostnameEndpoint(clock, host, port, timeout=5))
+    return factory
 
 
 @implementer(IChat)
@@ -104,7 +113,7 @@ class RedisChat(Service):
         self._serial = 0
         self._localNumbers = GuestNumbers()
         self._redis: Any = None
-        self._subscriber: _Subscriber | None = None
+        self._subscriber: Subscriber | None = None
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
 
@@ -115,11 +124,7 @@ class RedisChat(Service):
         self._redis = txredisapi.lazyConnection(
             self._host, self._port, self._db, reconnect=True, connectTimeout=5, replyTimeout=5
         )
-        factory = txredisapi.SubscriberFactory(isLazy=True)
-        factory.protocol = _Subscriber
-        factory.chat = self  # type: ignore[attr-defined]
-        factory.startConnecting(HostnameEndpoint(self._clock, self._host, self._port, timeout=5))
-        self._subscriberFactory = factory
+        self._subscriberFactory = subscribe(self, self._clock, self._host, self._port, _EVENTS)
         self._heartbeat.start(self._interval, now=False)
 
     @inlineCallbacks
@@ -143,12 +148,12 @@ class RedisChat(Service):
             and self._subscriber is not None and bool(self._subscriber.connected)
         )
 
-    def _subscribed(self, subscriber: _Subscriber) -> None:
+    def _subscribed(self, subscriber: Subscriber) -> None:
         self._subscriber = subscriber
         self._log.info("chat: connected to Redis at {host}:{port}", host=self._host, port=self._port)
         self._beat()
 
-    def _unsubscribed(self, subscriber: _Subscriber) -> None:
+    def _unsubscribed(self, subscriber: Subscriber) -> None:
         if self._subscriber is subscriber:
             self._subscriber = None
             self._log.warn("chat: lost Redis at {host}:{port}, chat is unavailable", host=self._host, port=self._port)

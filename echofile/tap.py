@@ -22,6 +22,7 @@ from twisted.python import usage
 from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPassword, makePortal
 from echofile.chat import ChatService
 from echofile.redischat import RedisChat, parseRedisURL
+from echofile.redispenalties import RedisPenalties
 from echofile.echo import EchoDatagramProtocol, EchoFactory
 from echofile.files import FilesFactory
 from echofile.limits import ConnectionLimiter
@@ -173,11 +174,21 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         )
 
     top = MultiService()
+    limits = dict(
+        maxFailures=config["lockout-failures"],
+        window=config["lockout-window"],
+        duration=config["lockout-duration"],
+        exempt=config["lockout-exempt"],
+    )
     chat: ChatService | RedisChat
+    penalties: LoginPenalties
     if config.get("cluster") is None:
         chat = ChatService()
+        penalties = LoginPenalties(reactor, **limits)
     else:
         chat = RedisChat(config["cluster"], reactor)
+        penalties = RedisPenalties(config["cluster"], reactor, **limits)
+        penalties.setServiceParent(top)
     chat.setServiceParent(top)
     echoFactory = EchoFactory(
         reactor,
@@ -192,13 +203,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         idleTimeout=config["idle-timeout"],
         maxLine=config["max-line"],
         loginTimeout=config["login-timeout"],
-        penalties=LoginPenalties(
-            reactor,
-            maxFailures=config["lockout-failures"],
-            window=config["lockout-window"],
-            duration=config["lockout-duration"],
-            exempt=config["lockout-exempt"],
-        ),
+        penalties=penalties,
     )
     for description in config["echo"]:
         _listen(description, echoFactory, reactor).setServiceParent(top)

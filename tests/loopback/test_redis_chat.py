@@ -5,10 +5,6 @@ one real redis-server started here on a free loopback port.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
@@ -16,41 +12,20 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 
 from echofile.redischat import RedisChat, parseRedisURL
+from redishelpers import accepts, freePort, spawnRedis, stopRedis
 from support import PASSWORD, connect, makeFilesFactory
-
-REDIS_SERVER = shutil.which("redis-server") or "redis-server"  # installed by the test command (README, .ci/run)
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @inlineCallbacks
 def startRedis(port: int, directory):
-    """A redis-server of its own, without persistence; fires with the process once it accepts connections."""
-    process = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    """Fires with the process once it accepts connections."""
+    process = spawnRedis(port, directory)
     for _ in range(500):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        if accepts(port, process):
             return process
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError("redis-server exited")
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield deferLater(reactor, 0.01, lambda: None)
     process.kill()
     raise RuntimeError("redis-server did not start")
-
-
-def stopRedis(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture
