@@ -51,6 +51,12 @@ while not redis.call('SET', ARGV[1] .. n, ARGV[2], 'NX', 'EX', ARGV[3]) do
 end
 return n
 """
+#: Keep a guest name this session holds (or that is free again); never take one another session holds.
+_REFRESH_GUEST_NAME = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
 
 
 def parseRedisURL(url: str) -> tuple[str, int, int]:
@@ -183,7 +189,7 @@ class RedisChat(Service):
             ds.append(redis.expire(self._presenceKey, self._ttl))
         for sid, name in self._names.items():
             if _isGuest(name):
-                ds.append(redis.set(self._guestKey(name), sid, expire=self._ttl))
+                ds.append(redis.eval(_REFRESH_GUEST_NAME, [self._guestKey(name)], [sid, self._ttl]))
         d = gatherResults(ds, consumeErrors=True)
         d.addErrback(lambda f: self._log.warn("chat: heartbeat failed: {reason}", reason=f.value))
         return d

@@ -221,3 +221,33 @@ def test_events_from_redis_must_be_one_clean_line(instances, redisPort):
         assert lines(oneT) == [b"*x: fine"]
     finally:
         yield publisher.disconnect()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_heartbeat_never_takes_a_name_another_instance_holds(served, redisPort):
+    """After a name expired (a partition) and another instance took it, the heartbeat keeps its hands off."""
+    import txredisapi
+
+    port, _ = redisPort
+    url = f"redis://127.0.0.1:{port}/0"
+    a = RedisChat(url, reactor, instance="a", heartbeat=0.1)
+    b = RedisChat(url, reactor, instance="b")
+    for chat in (a, b):
+        chat.startService()
+    redis = yield txredisapi.Connection("127.0.0.1", port, reconnect=False)
+    try:
+        yield until(lambda: a.available and b.available, "Redis")
+        yield guestOn(makeFilesFactory(served, reactor, chat=a), 1)
+        a._heartbeat.stop()
+        yield redis.delete("echofile:guest:guest1")  # as if it expired
+        yield guestOn(makeFilesFactory(served, reactor, chat=b), 2)
+        assert (yield redis.get("echofile:guest:guest1")) == "b:1"
+        yield a._beat()
+        assert (yield redis.get("echofile:guest:guest1")) == "b:1"
+        yield redis.delete("echofile:guest:guest1")
+        yield a._beat()  # free again: a takes its name back
+        assert (yield redis.get("echofile:guest:guest1")) == "a:1"
+    finally:
+        yield redis.disconnect()
+        for chat in (a, b):
+            yield chat.stopService()
