@@ -8,6 +8,7 @@ shares the rest through Redis:
 - presence: one hash per instance, C{echofile:presence:<instance>}
   (session id -> chat name), given a 15 s expiry and refreshed by a
   heartbeat every 5 s, so an instance that dies leaves WHO within 15 s;
+  the set C{echofile:instances} names them, so WHO never scans the keys;
 - guest names: C{echofile:guest:<lower-cased name>}, taken with C{SET NX}
   and refreshed by the same heartbeat, so they are unique across instances;
 - events: published on C{echofile:events}; every instance delivers them to
@@ -50,6 +51,17 @@ while not redis.call('SET', ARGV[1] .. n, ARGV[2], 'NX', 'EX', ARGV[3]) do
   n = n + 1
 end
 return n
+"""
+_INSTANCES = _PREFIX + "instances"
+#: Every live instance's sessions, flat (id, name, id, name, ...), in one round trip; forgets dead instances.
+_EVERYONE = """
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local h = redis.call('HGETALL', ARGV[1] .. id)
+  if #h == 0 then redis.call('SREM', KEYS[1], id) end
+  for i = 1, #h do out[#out + 1] = h[i] end
+end
+return out
 """
 #: Keep a guest name this session holds (or that is free again); never take one another session holds.
 _REFRESH_GUEST_NAME = """
@@ -142,6 +154,7 @@ class RedisChat(Service):
             try:
                 keys = [self._presenceKey] + [self._guestKey(n) for n in self._names.values() if _isGuest(n)]
                 yield self._redis.delete(keys)
+                yield self._redis.srem(_INSTANCES, self.instance)
             except Exception:
                 self._log.failure("chat: could not remove this instance's presence from Redis")
         yield self._subscriberFactory.disconnect()
@@ -187,6 +200,7 @@ class RedisChat(Service):
         if self._names:
             ds.append(redis.hmset(self._presenceKey, dict(self._names)))
             ds.append(redis.expire(self._presenceKey, self._ttl))
+            ds.append(redis.sadd(_INSTANCES, self.instance))
         for sid, name in self._names.items():
             if _isGuest(name):
                 ds.append(redis.eval(_REFRESH_GUEST_NAME, [self._guestKey(name)], [sid, self._ttl]))
@@ -214,6 +228,7 @@ class RedisChat(Service):
             try:
                 yield self._redis.hset(self._presenceKey, sid, name)
                 yield self._redis.expire(self._presenceKey, self._ttl)
+                yield self._redis.sadd(_INSTANCES, self.instance)
             except Exception:
                 pass  # the next heartbeat announces it
         return name
@@ -280,12 +295,8 @@ class RedisChat(Service):
     @inlineCallbacks
     def _everyone(self) -> Any:
         """(session id, chat name) for every session on every live instance."""
-        keys = yield self._ask("keys", f"{_PREFIX}presence:*")
-        result = []
-        for key in keys:
-            entries = yield self._ask("hgetall", key)
-            result.extend(entries.items())
-        return result
+        flat = yield self._ask("eval", _EVERYONE, [_INSTANCES], [f"{_PREFIX}presence:"])
+        return list(zip(flat[0::2], flat[1::2]))
 
     @inlineCallbacks
     def say(self, session: IChatListener, text: str) -> Any:

@@ -251,3 +251,22 @@ def test_the_heartbeat_never_takes_a_name_another_instance_holds(served, redisPo
         yield redis.disconnect()
         for chat in (a, b):
             yield chat.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_who_and_msg_never_scan_the_keys(instances, redisPort):
+    """KEYS walks the whole database (failure counters of many addresses included): WHO must not use it."""
+    import txredisapi
+
+    a, b = instances
+    one, oneT = yield guestOn(a, 1)
+    yield guestOn(b, 2)
+    redis = yield txredisapi.Connection("127.0.0.1", redisPort[0], reconnect=False)
+    try:
+        yield redis.execute_command("CONFIG", "RESETSTAT")
+        one.dataReceived(b"WHO\r\nMSG ~guest2 hi\r\n")
+        yield until(lambda: oneT.value().endswith(b"#Sent to ~guest2.\r\n"), "WHO and MSG")
+        stats = yield redis.execute_command("INFO", "commandstats")
+        assert "cmdstat_eval" in stats and "cmdstat_keys" not in stats and "cmdstat_scan" not in stats
+    finally:
+        yield redis.disconnect()
