@@ -117,11 +117,15 @@ class RedisPenalties(LoginPenalties, Service):
     @inlineCallbacks
     def _loadLockouts(self) -> Any:
         """The lock-outs set while this instance was not listening (it just started, or reconnected)."""
-        keys = yield self._redis.keys(f"{_PREFIX}locked:*")
-        for key in keys:
-            ttl = yield self._redis.ttl(key)
-            if ttl and ttl > 0:
-                self._remember(key[len(f"{_PREFIX}locked:"):], ttl)
+        cursor = 0
+        while True:  # SCAN, not KEYS: Redis keeps serving the other instances meanwhile
+            cursor, keys = yield self._redis.scan(cursor, f"{_PREFIX}locked:*", 500)
+            for key in keys:
+                ttl = yield self._redis.ttl(key)
+                if ttl and ttl > 0:
+                    self._remember(key[len(f"{_PREFIX}locked:"):], ttl)
+            if int(cursor) == 0:
+                return
 
     def _received(self, message: Any) -> None:
         try:
