@@ -18,12 +18,21 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from zope.interface import implementer
 
-from echofile.chat import ChatService, IChatListener
+from echofile.chat import IChat, IChatListener
 from echofile.share import IShare, Share, Tree
 
 #: The account that ``AUTH <password>`` without ``USER`` logs in to.
 DEFAULT_USER = "guest"
 PASSWORD_ENVIRONMENT_VARIABLE = "ECHOFILE_PASSWORD"
+
+
+def isGuest(account: str) -> bool:
+    """
+    Whether sessions of C{account} are guests: everyone on the shared
+    default account is a different person, so each such session chats under
+    its own C{~} name instead of the account's.
+    """
+    return account == DEFAULT_USER
 
 
 def defaultPassword(environ: Mapping[str, str]) -> tuple[str, bool]:
@@ -116,29 +125,32 @@ class ShareRealm:
     Every account gets the same served folder, tagged with its name.
 
     The realm also keeps presence: the session logging in is the I{mind},
-    it joins the chat service here and leaves it when the session logs out.
+    it joins the chat service here (a guest session gets its own chat name)
+    and leaves it when the session logs out.
     """
 
-    def __init__(self, root: str | Tree, chat: ChatService | None = None) -> None:
+    def __init__(self, root: str | Tree, chat: IChat | None = None) -> None:
         self.tree = root if isinstance(root, Tree) else Tree(root)
         self.root = self.tree.path
         self.chat = chat
 
     def requestAvatar(
         self, avatarId: str | bytes, mind: IChatListener | None, *interfaces: Any
-    ) -> tuple[Any, Share, Callable[[], None]]:
+    ) -> "Deferred[tuple[Any, Share, Callable[[], None]]] | tuple[Any, Share, Callable[[], None]]":
         if IShare not in interfaces:
             raise NotImplementedError("echofile only provides IShare avatars")
         user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else avatarId
+        share = Share(self.tree, user)
         chat = self.chat
         if chat is None or mind is None:
-            return IShare, Share(self.tree, user), lambda: None
-        chat.join(user, mind)
-        return IShare, Share(self.tree, user), lambda: chat.leave(user, mind)
+            return IShare, share, lambda: None
+        # A networked chat may answer later: the login completes once the session is in presence.
+        joined = maybeDeferred(chat.join, mind, user, isGuest(user))
+        return joined.addCallback(lambda _: (IShare, share, lambda: chat.leave(mind)))
 
 
 def makePortal(
-    root: str | Tree, defaultPassword: str | None, checkers: Iterable[ICredentialsChecker] = (), chat: ChatService | None = None
+    root: str | Tree, defaultPassword: str | None, checkers: Iterable[ICredentialsChecker] = (), chat: IChat | None = None
 ) -> Portal:
     """The portal the file service logs sessions in through (C{defaultPassword} None: no guest)."""
     return Portal(ShareRealm(root, chat), [AccountsChecker(defaultPassword, checkers)])

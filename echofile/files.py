@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress, IHalfCloseableProtocol, IHandshakeListener, IReactorTime,
@@ -30,8 +30,8 @@ from zope.interface import implementer
 
 from echofile.addresses import LOOPBACK, Network
 from echofile.admission import Admission, AdmissionPolicy
-from echofile.auth import DEFAULT_USER, login
-from echofile.chat import ChatService, EventQueue, IChatListener, NotOnline
+from echofile.auth import DEFAULT_USER, isGuest, login
+from echofile.chat import ChatUnavailable, EventQueue, IChat, IChatListener, NicknameInUse, NotOnline
 from echofile.eventlog import LogBudget, loggable
 from echofile.hashing import FileDigest, FileHasher, HashUnavailable
 from echofile.lockout import LoginPenalties
@@ -48,6 +48,7 @@ from echofile.transfer import BodySender, TransferInterrupted
 GREETING = "#Server Ready."
 HELP = "#Commands: AUTH, FILE, HASH, HELP, LIST, MSG, NICK, QUIT, RESUME, SAY, USER, WHO."
 BUSY = "!Server busy, try again later."
+CHAT_UNAVAILABLE = "Chat is unavailable, try again later."
 MAX_AUTH_FAILURES = 3
 #: Input read ahead (not run) while a HASH waits, before the transport stops reading.
 HELD_INPUT = 64 * 1024
@@ -56,6 +57,7 @@ _COMMAND_LINE = re.compile(r"([^ \t]+)[ \t]*(.*)", re.DOTALL)
 _USER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: A RESUME offset: ASCII decimal digits only (int() would also take "+5", " 5", "1_0" and "٣").
 _OFFSET = re.compile(r"[0-9]{1,20}", re.ASCII)
+_NICKNAME = re.compile(r"[A-Za-z0-9._-]{1,32}")
 
 
 class CommandError(Exception):
@@ -666,29 +668,78 @@ class FileSession(LineReceiver):
         if self._shutdownAfterTransfer:
             self.endSession("!Server shutting down.")
 
-    def cmd_SAY(self, text: str) -> None:
-        share = self._requireLogin()
+    def _askChat(self, request: Callable[[], Any], answer: Callable[[Any], None]) -> Deferred[None]:
+        """
+        Run one chat request and C{answer} with its result.
+
+        The chat service may answer later (a broker): the session reads no
+        further command meanwhile, so replies stay in command order.  An
+        unavailable chat service becomes its one reply here.
+        """
+
+        def answered(result: Any) -> None:
+            if not self._ending:
+                answer(result)
+
+        d = maybeDeferred(request)
+        d.addCallbacks(answered, _chatUnavailable)
+        return d
+
+    def cmd_SAY(self, text: str) -> Deferred[None]:
+        self._requireLogin()
         if not text:
             raise CommandError("Usage: SAY <text>")
-        self.factory.chat.say(share.user, self, text)
-        self.reply("#Said.")
+        return self._askChat(lambda: self.factory.chat.say(self, text), lambda _: self.reply("#Said."))
 
-    def cmd_MSG(self, argument: str) -> None:
-        share = self._requireLogin()
+    def cmd_MSG(self, argument: str) -> Deferred[None]:
+        self._requireLogin()
         match = _COMMAND_LINE.match(argument)
         if match is None or not match.group(2):
             raise CommandError("Usage: MSG <user> <text>")
         recipient, text = match.group(1), match.group(2)
-        try:
-            self.factory.chat.message(share.user, recipient, text)
-        except NotOnline:
-            raise CommandError(f"No such user online: {sanitize(recipient)}.") from None
-        self.reply(f"#Sent to {recipient}.")
 
-    def cmd_WHO(self, argument: str) -> None:
+        def notOnline(failure: Failure) -> None:
+            failure.trap(NotOnline)
+            raise CommandError(f"No such user online: {sanitize(recipient)}.")
+
+        d = self._askChat(
+            lambda: self.factory.chat.message(self, recipient, text), lambda _: self.reply(f"#Sent to {recipient}.")
+        )
+        return d.addErrback(notOnline)
+
+    def cmd_WHO(self, argument: str) -> Deferred[None]:
         self._requireLogin()
-        users = self.factory.chat.online()
-        self._replyLines([f"#{len(users)} users online.", *users])
+        return self._askChat(
+            self.factory.chat.online, lambda names: self._replyLines([f"#{len(names)} users online.", *names])
+        )
+
+    def cmd_NICK(self, name: str) -> Deferred[None]:
+        """
+        A guest picks its chat name.  The checks run in this order: login,
+        usage, guest, syntax (all without the chat service), then the chat
+        service (unavailable, in use).
+        """
+        share = self._requireLogin()
+        if not name:
+            raise CommandError("Usage: NICK <name>")
+        if not isGuest(share.user):
+            raise CommandError("Only guest sessions have nicknames.")
+        if not _NICKNAME.fullmatch(name):
+            raise CommandError("Invalid user name.")
+
+        def inUse(failure: Failure) -> None:
+            failure.trap(NicknameInUse)
+            raise CommandError(f"Nickname ~{name} is in use.")
+
+        d = self._askChat(
+            lambda: self.factory.chat.rename(self, name), lambda new: self.reply(f"#You are now {new}.")
+        )
+        return d.addErrback(inUse)
+
+
+def _chatUnavailable(failure: Failure) -> None:
+    failure.trap(ChatUnavailable)
+    raise CommandError(CHAT_UNAVAILABLE)
 
 
 def _deferToReactorThreads(function: Callable[[], Any]) -> Deferred[Any]:
@@ -704,6 +755,9 @@ class FilesFactory(ServerFactory):
 
     @param portal: where AUTH logs in.
     @param clock: every timer of the sessions runs on it.
+    @param chat: the one chat service, the same the portal's realm puts
+        sessions in (presence and delivery must be one object, or WHO and
+        MSG would not see who logged in).
     @param authFailureDelay: seconds before a failed AUTH is answered.
     @param loginTimeout: seconds from connecting to logging in (the TLS
         handshake and the PROXY header included); None: no deadline, and
@@ -719,7 +773,7 @@ class FilesFactory(ServerFactory):
         portal: Portal,
         clock: IReactorTime,
         limiter: ConnectionLimiter,
-        chat: ChatService | None = None,
+        chat: IChat,
         idleTimeout: float | None = 300.0,
         maxLine: int = 4096,
         authFailureDelay: float = 1.0,
@@ -731,7 +785,10 @@ class FilesFactory(ServerFactory):
         self.portal = portal
         self.clock = clock
         self.limiter = limiter
-        self.chat = chat if chat is not None else ChatService()
+        realmChat = getattr(portal.realm, "chat", chat)
+        if realmChat is not chat:
+            raise ValueError("the files factory and the portal's realm must share one chat service")
+        self.chat = chat
         self.idleTimeout = idleTimeout
         self.maxLine = maxLine
         self.authFailureDelay = authFailureDelay

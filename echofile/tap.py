@@ -27,6 +27,8 @@ from echofile.addresses import LOOPBACK, parseNetwork
 from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPassword, makePortal
 from echofile.chat import ChatService
 from echofile.echo import DEFAULT_UDP_RATE, EchoDatagramProtocol, EchoFactory
+from echofile.redischat import RedisChat, parseRedisURL
+from echofile.redispenalties import RedisPenalties
 from echofile.files import FilesFactory
 from echofile.hashing import FileHasher
 from echofile.limits import ConnectionLimiter
@@ -120,6 +122,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["hash-jobs", None, 2, "HASH digests computed at once, server-wide; more wait in turn.", _positive(int, "hash-jobs")],
         ["hash-cache", None, 1024, "HASH digests remembered (per unchanged file).", _nonNegativeInt("hash-cache")],
         ["metrics", None, None, "Serve /metrics (Prometheus) and /healthz on this endpoint, e.g. tcp:9108:interface=127.0.0.1. Off by default."],
+        ["cluster", None, None, "Share chat with the other instances that use this Redis: redis://HOST:PORT[/DB]. Off by default."],
     ]
 
     def __init__(self) -> None:
@@ -182,6 +185,11 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if not os.path.isdir(root):
             raise usage.UsageError(f"--root must be an existing folder, not {root!r}")
         self["root"] = os.path.realpath(root)
+        if self["cluster"] is not None:
+            try:
+                parseRedisURL(self["cluster"])
+            except ValueError as e:
+                raise usage.UsageError(f"--cluster: {e}") from None
 
 
 def _checkEndpoint(option: str, description: str) -> str:
@@ -208,7 +216,21 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
     password = _guestPassword(config, os.environ if environ is None else environ)
 
     top = MultiService()
-    chat = ChatService()
+    limits = dict(
+        maxFailures=config["lockout-failures"],
+        window=config["lockout-window"],
+        duration=config["lockout-duration"],
+        exempt=config["lockout-exempt"],
+    )
+    chat: ChatService | RedisChat
+    penalties: LoginPenalties
+    if config.get("cluster") is None:
+        chat = ChatService()
+        penalties = LoginPenalties(reactor, **limits)
+    else:
+        chat = RedisChat(config["cluster"], reactor)
+        penalties = RedisPenalties(config["cluster"], reactor, **limits)
+        penalties.setServiceParent(top)
     chat.setServiceParent(top)
     trustedProxies = config.get("trusted-proxy") or LOOPBACK
     hashJobs = config.get("hash-jobs", 2)
@@ -240,13 +262,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         idleTimeout=config["idle-timeout"],
         maxLine=config["max-line"],
         loginTimeout=config["login-timeout"],
-        penalties=LoginPenalties(
-            reactor,
-            maxFailures=config["lockout-failures"],
-            window=config["lockout-window"],
-            duration=config["lockout-duration"],
-            exempt=config["lockout-exempt"],
-        ),
+        penalties=penalties,
         trustedProxies=trustedProxies,
         hashes=hashes,
     )

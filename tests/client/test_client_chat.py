@@ -121,7 +121,7 @@ def test_chat_with_another_session(fileServer):
         said = nextEvent()
         process.write(b"hello everyone\n")
         yield said
-        assert events == ["guest: hello everyone"]
+        assert events == ["~guest1: hello everyone"]
 
         yield alice.say("hi guest")
         yield program.until(lambda: b"alice: hi guest\n" in program.out)
@@ -129,8 +129,8 @@ def test_chat_with_another_session(fileServer):
         private = nextEvent()
         process.write(b"/msg alice psst\n/who\n")
         yield private
-        assert events[-1] == "guest (private): psst"
-        yield program.until(lambda: b"2 online: alice, guest\n" in program.out)
+        assert events[-1] == "~guest1 (private): psst"
+        yield program.until(lambda: b"2 online: alice, ~guest1\n" in program.out)
 
         process.closeStdin()  # end of input: leave
         status = yield program.ended
@@ -141,7 +141,7 @@ def test_chat_with_another_session(fileServer):
         yield alice.quit()
         yield alice.whenDisconnected()
     assert status == 0
-    assert program.out == b"alice: hi guest\n2 online: alice, guest\n"
+    assert program.out == b"alice: hi guest\n2 online: alice, ~guest1\n"
 
 
 def test_an_over_long_line_is_refused_whole_and_its_tail_never_sent():

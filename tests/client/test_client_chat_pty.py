@@ -75,13 +75,13 @@ def test_two_people_chat_on_terminals(chatServer, tmp_path):
         alice.type("hello from alice")
         guest.waitFor("alice: hello from alice")
         guest.type("/msg alice psst")
-        alice.waitFor("guest (private): psst")
+        alice.waitFor("~guest1 (private): psst")
         alice.type("/who")
-        alice.waitFor("2 online: alice, guest")
+        alice.waitFor("2 online: alice, ~guest1")
         alice.type("/quit")
         assert alice.close() == 0
         guest.type("/who")
-        guest.waitFor("1 online: guest")
+        guest.waitFor("1 online: ~guest1")
         guest.type("/quit")
         assert guest.close() == 0
     finally:

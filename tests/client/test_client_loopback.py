@@ -228,9 +228,9 @@ def test_library_sees_real_chat_events_between_replies(fileServer):
     assert (yield said) == "Said."
     assert listing == [Entry("readme.txt", 9)]
     assert events == ["alice: hello"]
-    assert (yield speaker.who()) == ["alice", "guest"]
-    assert (yield speaker.msg("guest", "psst")) == "Sent to guest."
-    assert (yield listener.who()) == ["alice", "guest"]
+    assert (yield speaker.who()) == ["alice", "~guest1"]
+    assert (yield speaker.msg("~guest1", "psst")) == "Sent to ~guest1."
+    assert (yield listener.who()) == ["alice", "~guest1"]
     assert events == ["alice: hello", "alice (private): psst"]
     for client in (listener, speaker):
         yield client.quit()

@@ -54,7 +54,10 @@ def test_say_fans_out_to_a_thousand_sessions(chatServer, capsys):
     with capsys.disabled():
         print(f"\n[chat] SAY fan-out to {SESSIONS} sessions over loopback: {elapsed * 1000:.1f} ms")
     speaker.transport.write(b"WHO\n")
-    yield speaker.until(lambda d: d.endswith(b"#2 users online.\r\nalice\r\nguest\r\n"))
+    # Every guest session has its own chat name (PROTOCOL.md revision 2).
+    names = sorted(["alice"] + [f"~guest{n}" for n in range(1, SESSIONS + 1)])
+    who = f"#{len(names)} users online.\r\n".encode() + b"".join(n.encode() + b"\r\n" for n in names)
+    yield speaker.until(lambda d: d.endswith(who))
 
 
 @pytest_twisted.inlineCallbacks
@@ -74,12 +77,13 @@ def test_events_held_back_during_a_large_body(chatServer, served):
     for i in range(5):
         speaker.transport.write(b"SAY during %d\n" % i)
     yield speaker.until(lambda d: d.count(b"#Said.") == 5)
-    yield reader.until(lambda d: d.endswith(b"*guest: during 4\r\n"))
+    # The reader logged in first (~guest1), the speaker second.
+    yield reader.until(lambda d: d.endswith(b"*~guest2: during 4\r\n"))
     start = reader.data.index(header) + len(header)
     assert start < 4096
     body = reader.data[start : start + size]
     assert body.count(b"\x00") == size  # nothing inside the body but the file
     rest = reader.data[start + size :]
     assert rest == b"\r\n#File huge.bin sent successfully.\r\n" + b"".join(
-        b"*guest: during %d\r\n" % i for i in range(5)
+        b"*~guest2: during %d\r\n" % i for i in range(5)
     )

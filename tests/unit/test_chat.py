@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, globalLogPublisher
 
 from echofile.chat import EventQueue
 from echofile.text import sanitize
@@ -79,7 +79,7 @@ def test_who_lists_each_user_once_sorted(factory):
     loggedIn(factory, "alice", 3)
     guest, guestT = loggedIn(factory, "guest", 4)
     guest.dataReceived(b"WHO\r\n")
-    assert replies(guestT) == [b"#3 users online.", b"alice", b"carol", b"guest"]
+    assert replies(guestT) == [b"#3 users online.", b"alice", b"carol", b"~guest1"]
 
 
 def test_presence_ends_with_disconnect_and_quit(factory):
@@ -177,7 +177,28 @@ def test_chat_text_not_logged(factory):
         alice.dataReceived(b"SAY the launch code is 1234\r\nMSG bob the launch code is 1234\r\n")
     finally:
         globalLogPublisher.removeObserver(events.append)
-    chatEvents = [e for e in events if e.get("log_format", "").startswith("chat:")]
+    chatEvents = [e for e in events if e.get("log_format", "").startswith("chat:") and "sender" in e]
     assert len(chatEvents) == 2
     assert chatEvents[0]["sender"] == "alice" and chatEvents[0]["count"] == 1
     assert all("launch" not in repr(e) for e in events)
+
+
+def test_no_info_log_per_message(factory):
+    """
+    Clients decide how many messages there are, and twistd writes debug events
+    too: no log event per SAY, MSG or NICK at any level (only joining and
+    leaving, once per session, at debug).
+    """
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        alice, _ = loggedIn(factory, "alice", 1)
+        guest, _ = loggedIn(factory, "guest", 2)
+        for _ in range(3):
+            alice.dataReceived(b"SAY hi\r\nMSG ~guest1 hi\r\n")
+        guest.dataReceived(b"NICK ada\r\nMSG alice hi\r\nSAY hi\r\n")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    chatEvents = [e for e in events if e.get("log_format", "").startswith("chat:")]
+    assert [e for e in chatEvents if "sender" in e or "old" in e] == []
+    assert len(chatEvents) == 2 and {e["log_level"] for e in chatEvents} == {LogLevel.debug}

@@ -52,8 +52,8 @@ GREETING = b"#Server Ready."
 LAST_WORDS = {
     b"#Bye.", b"!Line too long.", b"!Too many failed attempts.", b"!Login timeout.", b"!Idle timeout.",
 }
-NEEDS_LOGIN = {"FILE", "HASH", "LIST", "MSG", "RESUME", "SAY", "WHO"}
-COMMANDS = {"AUTH", "FILE", "HASH", "HELP", "LIST", "MSG", "QUIT", "RESUME", "SAY", "USER", "WHO"}
+NEEDS_LOGIN = {"FILE", "HASH", "LIST", "MSG", "NICK", "RESUME", "SAY", "WHO"}
+COMMANDS = {"AUTH", "FILE", "HASH", "HELP", "LIST", "MSG", "NICK", "QUIT", "RESUME", "SAY", "USER", "WHO"}
 
 FUZZ = settings(
     max_examples=400,
@@ -123,7 +123,7 @@ USEFUL = [
     f"AUTH {PASSWORD}", "USER alice", "AUTH wonder land", "AUTH wrong", "USER guest", "HELP", "QUIT", "WHO",
     "FILE notes.txt", "FILE binary.bin", "FILE fake-replies.txt", "FILE empty.bin", "file docs/readme.txt",
     "FILE ../secret", "FILE missing", "LIST", "LIST docs", "LIST ..", "SAY hi\u202e there \x1b[2J",
-    "MSG guest hi \x9b31m", "MSG alice hello", "MSG nobody x",
+    "MSG guest hi \x9b31m", "MSG alice hello", "MSG nobody x", "NICK ada", "MSG ~guest1 hi", "MSG ~ada hi",
     "HASH binary.bin", "HASH notes.txt", "HASH ../secret", "HASH docs", "RESUME 1000 binary.bin",
     "RESUME 0 with space.txt", "RESUME 12 notes.txt", "RESUME 13 notes.txt", "RESUME -1 notes.txt", "RESUME x",
 ]
@@ -268,7 +268,7 @@ def parseOutput(data: bytes, allowTruncatedBody: bool) -> tuple[list[bytes], lis
         elif match := USERS.fullmatch(reply):
             for _ in range(int(match.group(1))):
                 user = line(reply=False)
-                assert re.fullmatch(rb"[A-Za-z0-9._-]{1,64}", user), f"bad user name in WHO: {user!r}"
+                assert re.fullmatch(rb"[A-Za-z0-9._-]{1,64}|~[A-Za-z0-9._-]{1,32}", user), f"bad chat name in WHO: {user!r}"
     return units, events, False
 
 

@@ -93,7 +93,7 @@ def test_greeting_and_admission_wait_for_the_header(served, clock, header):
     assert factory.limiter.countFor(BALANCER.host) == 0
     assert wrapper.wrappedProtocol._peerKey == CLIENT
     wrapper.dataReceived(b"AUTH " + PASSWORD.encode() + b"\r\nWHO\r\n")
-    assert replies(transport) == [b"#You are logged in.", b"#1 users online.", b"guest"]
+    assert replies(transport) == [b"#You are logged in.", b"#1 users online.", b"~guest1"]
     wrapper.connectionLost(Failure(ConnectionDone()))
     assert factory.limiter.total == 0
 

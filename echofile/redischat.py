@@ -1,0 +1,342 @@
+"""
+L{IChat} across several instances through a Redis broker (PROTOCOL.md
+revision 2, "Several instances").
+
+Each instance keeps its own sessions (who they are, how to reach them) and
+shares the rest through Redis:
+
+- presence: one hash per instance, C{echofile:presence:<instance>}
+  (session id -> chat name), given a 15 s expiry and refreshed by a
+  heartbeat every 5 s, so an instance that dies leaves WHO within 15 s;
+  the set C{echofile:instances} names them, so WHO never scans the keys;
+- guest names: C{echofile:guest:<lower-cased name>}, taken with C{SET NX}
+  and refreshed by the same heartbeat, so they are unique across instances;
+- events: published on C{echofile:events}; every instance delivers them to
+  its own sessions.
+
+Without the broker, chat requests fail with L{ChatUnavailable}; joining
+still works (a guest gets a name unique on this instance) and the session
+is announced once the broker is back.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import txredisapi
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from echofile.chat import (
+    GUEST_PREFIX, RENAMED_NOTICE, ChatUnavailable, GuestNumbers, IChat, IChatListener, NicknameInUse, NotOnline,
+)
+from echofile.text import isClean, sanitize
+
+PRESENCE_TTL = 15
+HEARTBEAT = 5.0
+_PREFIX = "echofile:"
+_EVENTS = _PREFIX + "events"
+#: Take the smallest N whose guest name is free (SET NX), atomically, in one round trip.
+_TAKE_GUEST_NUMBER = """
+local n = 1
+while not redis.call('SET', ARGV[1] .. n, ARGV[2], 'NX', 'EX', ARGV[3]) do
+  n = n + 1
+end
+return n
+"""
+_INSTANCES = _PREFIX + "instances"
+#: Every live instance's sessions, flat (id, name, id, name, ...), in one round trip; forgets dead instances.
+_EVERYONE = """
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local h = redis.call('HGETALL', ARGV[1] .. id)
+  if #h == 0 then redis.call('SREM', KEYS[1], id) end
+  for i = 1, #h do out[#out + 1] = h[i] end
+end
+return out
+"""
+#: Keep a guest name this session holds (or that is free again); never take one another session holds.
+_REFRESH_GUEST_NAME = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+
+
+def parseRedisURL(url: str) -> tuple[str, int, int]:
+    """C{redis://HOST:PORT[/DB]} as (host, port, db); ValueError for anything else."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ValueError(f"not a redis://HOST:PORT[/DB] URL: {url!r}")
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"the database in {url!r} is not a number")
+    return parts.hostname, parts.port or 6379, int(db or 0)
+
+
+class Subscriber(txredisapi.SubscriberProtocol):
+    """Subscribes to its factory's C{channel} and reports to its C{owner} (C{_subscribed}, C{_received}, C{_unsubscribed})."""
+
+    @inlineCallbacks
+    def connectionMade(self) -> Any:
+        yield super().connectionMade()
+        yield self.subscribe(self.factory.channel)
+        self.factory.owner._subscribed(self)
+
+    def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
+        self.factory.owner._received(message)
+
+    def connectionLost(self, why: Any) -> None:
+        super().connectionLost(why)
+        self.factory.owner._unsubscribed(self)
+
+
+def subscribe(owner: Any, clock: Any, host: str, port: int, channel: str) -> txredisapi.SubscriberFactory:
+    """A subscriber connection to C{channel} that reconnects by itself (txredisapi's ClientService)."""
+    factory = txredisapi.SubscriberFactory(isLazy=True)
+    factory.protocol = Subscriber
+    factory.owner, factory.channel = owner, channel
+    factory.startConnecting(HostnameEndpoint(clock, host, port, timeout=5))
+    return factory
+
+
+@implementer(IChat)
+class RedisChat(Service):
+    """Presence and delivery shared by every instance that uses the same Redis database."""
+
+    name = "chat"
+    _log = Logger()
+
+    def __init__(
+        self, url: str, clock: IReactorTime, instance: str | None = None,
+        presenceTTL: int = PRESENCE_TTL, heartbeat: float = HEARTBEAT,
+    ) -> None:
+        self._host, self._port, self._db = parseRedisURL(url)
+        self._clock = clock
+        self._ttl = presenceTTL
+        self._interval = heartbeat
+        self.instance = instance or uuid.uuid4().hex[:12]
+        self._presenceKey = f"{_PREFIX}presence:{self.instance}"
+        self._ids: dict[IChatListener, str] = {}
+        self._sessions: dict[str, IChatListener] = {}
+        self._names: dict[str, str] = {}  # session id -> chat name
+        self._serial = 0
+        self._localNumbers = GuestNumbers()
+        self._redis: Any = None
+        self._subscriber: Subscriber | None = None
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = clock
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._redis = txredisapi.lazyConnection(
+            self._host, self._port, self._db, reconnect=True, connectTimeout=5, replyTimeout=5
+        )
+        self._subscriberFactory = subscribe(self, self._clock, self._host, self._port, _EVENTS)
+        self._heartbeat.start(self._interval, now=False)
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        if self.available:
+            try:
+                keys = [self._presenceKey] + [self._guestKey(n) for n in self._names.values() if _isGuest(n)]
+                yield self._redis.delete(keys)
+                yield self._redis.srem(_INSTANCES, self.instance)
+            except Exception:
+                self._log.failure("chat: could not remove this instance's presence from Redis")
+        yield self._subscriberFactory.disconnect()
+        yield self._redis.disconnect()
+
+    @property
+    def available(self) -> bool:
+        return (
+            self._redis is not None and self._redis._factory.size > 0
+            and self._subscriber is not None and bool(self._subscriber.connected)
+        )
+
+    def _subscribed(self, subscriber: Subscriber) -> None:
+        self._subscriber = subscriber
+        self._log.info("chat: connected to Redis at {host}:{port}", host=self._host, port=self._port)
+        self._beat()
+
+    def _unsubscribed(self, subscriber: Subscriber) -> None:
+        if self._subscriber is subscriber:
+            self._subscriber = None
+            self._log.warn("chat: lost Redis at {host}:{port}, chat is unavailable", host=self._host, port=self._port)
+
+    def _require(self) -> Any:
+        if not self.available:
+            raise ChatUnavailable()
+        return self._redis
+
+    @inlineCallbacks
+    def _ask(self, command: str, *args: Any) -> Any:
+        redis = self._require()
+        try:
+            result = yield getattr(redis, command)(*args)
+        except (txredisapi.ConnectionError, txredisapi.TimeoutError):
+            raise ChatUnavailable() from None
+        return result
+
+    def _beat(self) -> Deferred[None] | None:
+        """Refresh this instance's presence and its guests' names (their expiry is the instance's lease)."""
+        if not self.available:
+            return None
+        redis = self._redis
+        ds = []
+        if self._names:
+            ds.append(redis.hmset(self._presenceKey, dict(self._names)))
+            ds.append(redis.expire(self._presenceKey, self._ttl))
+            ds.append(redis.sadd(_INSTANCES, self.instance))
+        for sid, name in self._names.items():
+            if _isGuest(name):
+                ds.append(redis.eval(_REFRESH_GUEST_NAME, [self._guestKey(name)], [sid, self._ttl]))
+        d = gatherResults(ds, consumeErrors=True)
+        d.addErrback(lambda f: self._log.warn("chat: heartbeat failed: {reason}", reason=f.value))
+        return d
+
+    # -- IChat -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _guestKey(name: str) -> str:
+        return f"{_PREFIX}guest:{name[len(GUEST_PREFIX):].lower()}"
+
+    @inlineCallbacks
+    def join(self, session: IChatListener, account: str, guest: bool) -> Any:
+        if session in self._ids:
+            return self._names[self._ids[session]]
+        self._serial += 1
+        sid = f"{self.instance}:{self._serial}"
+        name = account
+        if guest:
+            name = yield self._guestName(sid)
+        self._ids[session], self._sessions[sid], self._names[sid] = sid, session, name
+        if self.available:
+            try:
+                yield self._redis.hset(self._presenceKey, sid, name)
+                yield self._redis.expire(self._presenceKey, self._ttl)
+                yield self._redis.sadd(_INSTANCES, self.instance)
+            except Exception:
+                pass  # the next heartbeat announces it
+        return name
+
+    @inlineCallbacks
+    def _guestName(self, sid: str) -> Any:
+        """The smallest free C{~guest<N>} across instances (one round trip), or on this instance without Redis."""
+        if self.available:
+            try:
+                number = yield self._redis.eval(_TAKE_GUEST_NUMBER, [], [f"{_PREFIX}guest:guest", sid, self._ttl])
+                return f"{GUEST_PREFIX}guest{number}"
+            except Exception:
+                pass  # fall back to a name unique on this instance
+        taken = {n.lower() for n in self._names.values()}
+        number = self._localNumbers.take(lambda n: f"{GUEST_PREFIX}guest{n}" in taken)
+        return f"{GUEST_PREFIX}guest{number}"
+
+    def leave(self, session: IChatListener) -> None:
+        sid = self._ids.pop(session, None)
+        if sid is None:
+            return
+        self._sessions.pop(sid, None)
+        name = self._names.pop(sid)
+        if self.available:
+            # The name first: once WHO no longer lists the session, its name is free.
+            d = self._releaseGuest(name, sid) if _isGuest(name) else succeed(None)
+            d.addCallback(lambda _: self._redis.hdel(self._presenceKey, sid))
+            d.addErrback(lambda f: None)  # expires with the instance's lease
+
+    @inlineCallbacks
+    def _releaseGuest(self, name: str, sid: str) -> Any:
+        key = self._guestKey(name)
+        holder = yield self._redis.get(key)
+        if holder == sid:
+            yield self._redis.delete(key)
+
+    @inlineCallbacks
+    def rename(self, session: IChatListener, nickname: str) -> Any:
+        sid = self._ids[session]
+        old = self._names[sid]
+        if not _isGuest(old):
+            raise ValueError(f"{old} is an account, not a guest: accounts have no nicknames")
+        new = GUEST_PREFIX + nickname
+        if new == old:
+            return new
+        if new.lower() != old.lower():
+            ok = yield self._ask("set", self._guestKey(new), sid, self._ttl, None, True)
+            if not ok:
+                raise NicknameInUse(nickname)
+            yield self._releaseGuest(old, sid)
+        self._names[sid] = new
+        yield self._ask("hset", self._presenceKey, sid, new)
+        yield self._publish(RENAMED_NOTICE.format(old=old, new=new), sid)
+        return new
+
+    @inlineCallbacks
+    def online(self) -> Any:
+        names: set[str] = set()
+        for sid, name in (yield self._everyone()):
+            names.add(name)
+        return sorted(names)
+
+    @inlineCallbacks
+    def _everyone(self) -> Any:
+        """(session id, chat name) for every session on every live instance."""
+        flat = yield self._ask("eval", _EVERYONE, [_INSTANCES], [f"{_PREFIX}presence:"])
+        return list(zip(flat[0::2], flat[1::2]))
+
+    @inlineCallbacks
+    def say(self, session: IChatListener, text: str) -> Any:
+        sid = self._ids[session]
+        sender = self._names[sid]
+        count = yield self._publish(f"*{sender}: {sanitize(text)}", sid)
+        return count
+
+    @inlineCallbacks
+    def message(self, session: IChatListener, recipient: str, text: str) -> Any:
+        sid = self._ids[session]
+        sender = self._names[sid]
+        everyone = yield self._everyone()
+        if not any(name == recipient and other != sid for other, name in everyone):
+            raise NotOnline(recipient)
+        yield self._publish(f"*{sender} (private): {sanitize(text)}", sid, to=recipient)
+        return 1
+
+    def _publish(self, line: str, sender: str, to: str | None = None) -> Any:
+        return self._ask("publish", _EVENTS, json.dumps({"line": line, "except": sender, "to": to}))
+
+    def _received(self, message: Any) -> None:
+        try:
+            event = json.loads(message)
+            line, skip, to = event["line"], event["except"], event.get("to")
+        except (ValueError, KeyError, TypeError):
+            self._log.warn("chat: ignored a malformed event from Redis")
+            return
+        if not isinstance(line, str) or not line.startswith("*") or not isClean(line):
+            self._log.warn("chat: ignored an event from Redis that is not one clean line")
+            return
+        for sid, session in list(self._sessions.items()):
+            if sid == skip or (to is not None and self._names.get(sid) != to):
+                continue
+            try:
+                session.deliverEvent(line)
+            except Exception:
+                self._log.failure("chat: delivery to {session} failed", session=session)
+
+
+def _isGuest(name: str) -> bool:
+    return name.startswith(GUEST_PREFIX)
+
+

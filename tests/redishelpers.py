@@ -1,0 +1,42 @@
+"""A redis-server of the test's own: a free loopback port, no persistence, stopped by pid."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+#: Installed by the test command (README, .ci/run).
+REDIS_SERVER = shutil.which("redis-server") or "redis-server"
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawnRedis(port: int, directory: Path | str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def accepts(port: int, process: subprocess.Popen) -> bool:
+    """Does it accept connections yet? (RuntimeError if it died.)"""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        if process.poll() is not None:
+            raise RuntimeError("redis-server exited") from None
+        return False
+
+
+def stopRedis(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=10)
