@@ -105,12 +105,12 @@ def test_line_editing_history_and_a_message_arriving_while_typing(chatServer, tm
         alice.waitFor("Chatting.")
         guest.waitFor("Chatting.")
         guest.type("helo" + LEFT + "l")  # insert the missing l before the o
-        alice.waitFor("guest: hello\r")
+        alice.waitFor("~guest1: hello\r")  # the server names the guest
         guest.waitFor("guest: hello\r")  # one's own line, under one's chat name
         assert re.search(rb"\[\d\d:\d\d\] guest: hello\r", guest.screen)  # with a timestamp
         guest.type(UP)  # the same line again, from the history
         deadline = time.monotonic() + 20
-        while alice.screen.count(b"guest: hello\r") < 2:
+        while alice.screen.count(b"~guest1: hello\r") < 2:
             assert time.monotonic() < deadline, alice.screen
             alice.readSome()
         os.write(guest.master, b"abc")  # typing, not sent yet
@@ -119,7 +119,7 @@ def test_line_editing_history_and_a_message_arriving_while_typing(chatServer, tm
         guest.waitFor("alice: ping\r")
         assert guest.screen.rfind(b"> abc") > guest.screen.rfind(b"alice: ping")  # the input line drawn again below
         guest.type("def")
-        alice.waitFor("guest: abcdef\r")
+        alice.waitFor("~guest1: abcdef\r")
         assert b"^[[" not in guest.screen  # arrow keys edit, they are not printed
         guest.type("/quit")
         alice.type("/quit")

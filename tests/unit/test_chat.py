@@ -177,10 +177,8 @@ def test_chat_text_not_logged(factory):
         alice.dataReceived(b"SAY the launch code is 1234\r\nMSG bob the launch code is 1234\r\n")
     finally:
         globalLogPublisher.removeObserver(events.append)
-    chatEvents = [e for e in events if e.get("log_format", "").startswith("chat:") and "sender" in e]
-    assert len(chatEvents) == 2
-    assert chatEvents[0]["sender"] == "alice" and chatEvents[0]["count"] == 1
-    assert all("launch" not in repr(e) for e in events)
+    assert any(e.get("log_format", "").startswith("chat:") for e in events)  # chat does log (joins)...
+    assert all("launch" not in repr(e) for e in events)  # ... but never what was said
 
 
 def test_no_info_log_per_message(factory):
