@@ -61,7 +61,7 @@ def test_a_client_that_stops_reading_a_listing(served):
 
         lister.transport.resumeProducing()
         header = f"#{ENTRIES} entries in big.\r\n".encode()
-        event = b"*guest: while you were not reading\r\n"
+        event = b"*~guest2: while you were not reading\r\n"  # the second guest to log in
         received = yield lister.until(lambda d: len(d) >= len(header) + len(body) + len(event))
         assert bytes(received) == header + body + event  # the event after the last line, none inside
     finally:
