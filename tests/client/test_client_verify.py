@@ -272,3 +272,19 @@ def test_the_size_announced_must_be_the_hashed_one(tmp_path):
     sink.prepare()
     with pytest.raises(Mismatch, match="changed on the server"):
         sink.begin(len(CONTENT) - 1)
+
+
+def test_the_progress_bar_starts_at_the_resumed_offset():
+    import io
+
+    from twisted.internet.task import Clock
+
+    from echofile.client.progress import RichDisplay
+
+    transfer = RichDisplay(io.StringIO(), Clock()).transfer("big")
+    transfer.begin(1000, 400)
+    task = transfer._progress.tasks[0]
+    assert (task.total, task.completed) == (1000, 400)
+    transfer.advance(100)
+    assert task.completed == 500
+    transfer.end(True)
