@@ -4,8 +4,11 @@ them over a logged-in L{FileClient}.  No argument parsing, no connecting.
 
 A file is written to a temporary file next to its target and only renamed
 into place once the whole announced body and the success trailer arrived
-(L{TempFileSink}), so an interrupted transfer never leaves something that
-looks complete.  Every target is worked out before anything is fetched, so
+(L{TempFileSink}) and its SHA-256 is the one the server's HASH announced
+(L{VerifyingSink}), so an interrupted or altered transfer never leaves
+something that looks complete.  With C{resume} (``--continue``) the file
+goes to a part kept across runs (L{PartSink}) and is resumed with RESUME;
+a failed whole-file check starts it over once.  Every target is worked out before anything is fetched, so
 two names that would land on the same file are refused up front.  Names that
 come from the server (``get -r``) are hostile until checked: one segment,
 clean text, never ``.`` or ``..``.
@@ -153,19 +156,21 @@ class Getter:
             transfer = self.display.transfer(name)
             try:
                 sink, request = self._open(name, path, transfer, expected)
-            except SaveError as e:
-                self._failed(name, f"{name}: not saved: {e}")
+            except (SaveError, OSError) as e:  # a part or record that cannot be opened or written
+                self._failed(name, f"{name}: not saved: {_describe(e)}")
                 return
             outcome = yield self._receive(name, sink, transfer, request)
             if isinstance(outcome, Mismatch):
                 if isinstance(sink, PartSink):
                     sink.remove()
-                    if attempt == 1:
+                    if attempt == 1 and not self.client.disconnected:
                         self.err(f"{name}: {outcome}; starting over")
                         continue
                 else:
                     sink.discard()
                 self._failed(name, f"{name}: not saved: {outcome}")
+                if self.client.disconnected:  # the rest of a refused body was too long to read for nothing
+                    self.result.stopped = True
                 return
             if outcome is _SAVED:
                 if self.stdout is None:

@@ -251,3 +251,41 @@ def test_continue_that_never_matches_gives_up_after_one_restart_and_leaves_nothi
     assert len(lines) == 2 and lines[0].endswith("; starting over") and lines[1].startswith("x: not saved: SHA-256 mismatch")
     assert asked == [b"HASH x", b"FILE x", b"HASH x", b"FILE x", b"QUIT"]
     assert names(out) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_record_that_cannot_be_written_is_a_clean_error(fakeServer, out):
+    def script(line: bytes, transport) -> None:
+        if line == b"HASH x":
+            transport.write(hashLine(b"x", BODY))
+        quit(line, transport)
+
+    part, record = partPaths(out / "x")
+    record.mkdir()  # whatever is there is not a record, and cannot be replaced by one
+    server = yield fakeServer(script, knowsHash=True)
+    result = yield runClient("--connect", server.endpoint, "get", "--continue", "x", "-o", str(out))
+    assert result.status == 1
+    assert result.err.startswith("x: not saved: Is a directory") and "Traceback" not in result.err
+    assert not (out / "x").exists()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_complete_part_is_resumed_at_its_end_and_checked(fakeServer, out):
+    seen: list[bytes] = []
+
+    def script(line: bytes, transport) -> None:
+        seen.append(line)
+        if line == b"HASH x":
+            transport.write(hashLine(b"x", BODY))
+        elif line == b"RESUME %d x" % len(BODY):
+            transport.write(b"#Sending x from byte %d (0 bytes).\r\n\r\n#File x sent successfully.\r\n" % len(BODY))
+        quit(line, transport)
+
+    part, record = partPaths(out / "x")
+    part.write_bytes(BODY)
+    record.write_bytes(formatRecord(Hashed("x", len(BODY), DIGEST)))
+    server = yield fakeServer(script, knowsHash=True)
+    result = yield runClient("--connect", server.endpoint, "get", "-c", "x", "-o", str(out))
+    assert (result.status, result.out, result.err) == (0, "x has been saved.\n", "")
+    assert seen == [b"HASH x", b"RESUME %d x" % len(BODY), b"QUIT"]
+    assert (out / "x").read_bytes() == BODY and names(out) == ["x"]
