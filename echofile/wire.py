@@ -25,6 +25,10 @@ _ENTRY = re.compile(r"([0-9]+|-) (.+)")
 _USERS = re.compile(r"#([0-9]+) users? online\.")
 _NICK = re.compile(r"#You are now (~.+)\.")
 _NOT_OPENED = re.compile(r"File (.*) could not be opened\.")
+_HASHED = re.compile(r"#SHA-256 of (.*) \(([0-9]+) bytes\): ([^ ]*)\.")
+_RESUMING = re.compile(r"#Sending (.*) from byte ([0-9]+) \(([0-9]+) bytes\)\.")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+INVALID_COMMAND = "Invalid command."
 
 
 class MalformedReply(ValueError):
@@ -46,6 +50,22 @@ class EntryLine(NamedTuple):
 
     name: str
     size: int | None
+
+
+class Hashed(NamedTuple):
+    """HASH's answer: the file's size and the SHA-256 of its bytes (64 lowercase hex digits)."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+class Resuming(NamedTuple):
+    """RESUME's header: the body starts at byte C{offset} and holds C{remaining} bytes."""
+
+    name: str
+    offset: int
+    remaining: int
 
 
 def number(digits: str, what: str) -> int:
@@ -94,6 +114,26 @@ def parseNick(line: str) -> str | None:
     """``#You are now ~<name>.``: the new chat name, with its ``~``."""
     match = _NICK.fullmatch(line)
     return None if match is None else match.group(1)
+
+
+def parseHashed(line: str) -> Hashed | None:
+    """``#SHA-256 of <name> (<size> bytes): <64 lowercase hex>.``; any other digest is malformed."""
+    match = _HASHED.fullmatch(line)
+    if match is None:
+        return None
+    name, size, digest = match.groups()
+    if _DIGEST.fullmatch(digest) is None:
+        shown = digest[:80].encode("ascii", "backslashreplace").decode("ascii")
+        raise MalformedReply(f"SHA-256 digest that is not 64 lowercase hex digits: {shown!r}")
+    return Hashed(name, number(size, "file size"), digest)
+
+
+def parseResuming(line: str) -> Resuming | None:
+    """``#Sending <name> from byte <offset> (<remaining> bytes).``"""
+    match = _RESUMING.fullmatch(line)
+    if match is None:
+        return None
+    return Resuming(match.group(1), number(match.group(2), "offset"), number(match.group(3), "body size"))
 
 
 def isNotOpened(reply: str) -> bool:

@@ -59,9 +59,17 @@ def _getArguments(parser: argparse.ArgumentParser) -> None:
                         help="keep each name's folders under DIR (a/readme.txt goes to DIR/a/readme.txt)")
     parser.add_argument("-r", "--recursive", action="store_true",
                         help="each NAME is a folder: fetch it and everything in it, into DIR/<its name>/")
+    parser.add_argument("-c", "--continue", dest="resume", action="store_true",
+                        help="keep an interrupted download's part (.NAME.part) and resume it with RESUME next time")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="do not check each file against the server's SHA-256 (HASH)")
 
 
 def _getCheck(options: argparse.Namespace) -> None:
+    if options.resume and not options.verify:
+        raise UsageError("--continue needs the SHA-256 check: a resumed file is only kept once its digest matched")
+    if options.resume and options.output == "-":
+        raise UsageError("--continue cannot resume on standard output (-o -)")
     if options.output == "-":
         if len(options.names) != 1 or options.recursive:
             raise UsageError("-o - writes one file to standard output: give exactly one NAME, without -r")
@@ -90,6 +98,7 @@ def _get(session: Session) -> Generator[Deferred[Any], Any, int]:
     getter = Getter(
         session.client, folder, options.force, session.display, streams.out, streams.err,
         showWhere=bool(isatty and isatty()), stdout=streams.binaryOut() if toStdout else None,
+        verify=options.verify, resume=options.resume,
     )
     try:
         if options.recursive:
@@ -165,7 +174,7 @@ COMMANDS: dict[str, Command] = {
     command.name: command
     for command in [
         Command(
-            "get", "get NAME... [-o DIR|-] [-f] [--parents] [-r]", "fetch files (or, with -r, folders)",
+            "get", "get NAME... [-o DIR|-] [-f] [--parents] [-r] [-c]", "fetch files (or, with -r, folders)",
             "Fetch files into a folder, each under its base name (with --parents, under its path; with -r, "
             "whole folders).", "files", "names", _getArguments, _get, _getCheck,
         ),

@@ -4,8 +4,11 @@ them over a logged-in L{FileClient}.  No argument parsing, no connecting.
 
 A file is written to a temporary file next to its target and only renamed
 into place once the whole announced body and the success trailer arrived
-(L{TempFileSink}), so an interrupted transfer never leaves something that
-looks complete.  Every target is worked out before anything is fetched, so
+(L{TempFileSink}) and its SHA-256 is the one the server's HASH announced
+(L{VerifyingSink}), so an interrupted or altered transfer never leaves
+something that looks complete.  With C{resume} (``--continue``) the file
+goes to a part kept across runs (L{PartSink}) and is resumed with RESUME;
+a failed whole-file check starts it over once.  Every target is worked out before anything is fetched, so
 two names that would land on the same file are refused up front.  Names that
 come from the server (``get -r``) are hostile until checked: one segment,
 clean text, never ``.`` or ``..``.
@@ -24,10 +27,14 @@ from echofile.client.errors import ClientError, Interrupted, ServerError
 from echofile.client.progress import Display
 from echofile.client.protocol import FileClient
 from echofile.client.sinks import DiskFull, SaveError, StreamSink, TempFileSink
+from echofile.client.verified import Mismatch, PartSink, VerifyingSink
 from echofile.text import isClean
 
 #: What a line printer looks like: the CLI passes stdout/stderr writers.
 Say = Callable[[str], None]
+
+_SAVED = "saved"
+_FAILED = "failed"
 
 #: How deep ``get -r`` follows folders: a server cannot lead it on forever.
 MAX_DEPTH = 32
@@ -120,35 +127,117 @@ class Getter:
     err: Say
     showWhere: bool = False
     stdout: BinaryIO | None = None
+    verify: bool = True
+    resume: bool = False
     result: GetResult = field(default_factory=GetResult)
+    #: Does the server answer HASH?  C{None} until its first answer.
+    hashKnown: bool | None = None
 
     @inlineCallbacks
     def fetch(self, target: Target) -> Generator[Deferred[object], object, None]:
         name = target.name
         path = self.folder / target.local
-        if self.stdout is None and path.exists() and not self.force:
-            self._failed(name, f"{path} already exists (use --force to overwrite)")
-            return
-        transfer = self.display.transfer(name)
-        try:
-            if self.stdout is not None:
-                sink: TempFileSink | StreamSink = StreamSink(self.stdout, transfer)
-            else:
+        if self.stdout is None:
+            if path.exists() and not self.force:
+                self._failed(name, f"{path} already exists (use --force to overwrite)")
+                return
+            try:
                 _makeFolders(self.folder, target.local.parent)
-                sink = TempFileSink(path, transfer)
-        except SaveError as e:
-            self._failed(name, f"{name}: not saved: {e}")
+            except SaveError as e:
+                self._failed(name, f"{name}: not saved: {e}")
+                return
+        for attempt in (1, 2):
+            expected: wire.Hashed | None = None
+            if self.verify:
+                asked = yield self._askHash(name)
+                if asked is _FAILED:
+                    return
+                expected = asked  # type: ignore[assignment]
+            transfer = self.display.transfer(name)
+            try:
+                sink, request = self._open(name, path, transfer, expected)
+            except (SaveError, OSError) as e:  # a part or record that cannot be opened or written
+                self._failed(name, f"{name}: not saved: {_describe(e)}")
+                return
+            outcome = yield self._receive(name, sink, transfer, request)
+            if isinstance(outcome, Mismatch):
+                if isinstance(sink, PartSink):
+                    sink.remove()
+                    if attempt == 1 and not self.client.disconnected:
+                        self.err(f"{name}: {outcome}; starting over")
+                        continue
+                else:
+                    sink.discard()
+                self._failed(name, f"{name}: not saved: {outcome}")
+                if self.client.disconnected:  # the rest of a refused body was too long to read for nothing
+                    self.result.stopped = True
+                return
+            if outcome is _SAVED:
+                if self.stdout is None:
+                    where = str(target.local)
+                    shown = f" as {path}" if self.showWhere and where != name else ""
+                    self.out(f"{name} has been saved{shown}.")
+                self.result.saved.append(name)
             return
+
+    @inlineCallbacks
+    def _askHash(self, name: str) -> Generator[Deferred[object], object, object]:
+        """The server's L{wire.Hashed} for C{name}; C{None} if it does not know HASH; L{_FAILED} if reported."""
+        if self.hashKnown is False:
+            return None
         try:
-            yield self.client.get(name, sink)
-            sink.commit(self.force)
+            hashed = yield self.client.hash(name)
         except ServerError as e:
-            self._end(transfer, sink)
-            if wire.isNotOpened(e.reply):
-                self._failed(name, f"File {name} not found on server")
-            else:
-                self._failed(name, f"{name}: server said: {e.reply}")
-            return
+            if e.reply == wire.INVALID_COMMAND and self.hashKnown is None:
+                self.hashKnown = False
+                resumeToo = " and --continue cannot resume" if self.resume else ""
+                self.err(f"note: the server does not know HASH: files are saved without a SHA-256 check{resumeToo}")
+                return None
+            self._refused(name, e)
+            return _FAILED
+        except Interrupted:
+            raise
+        except ClientError as e:
+            self._failed(name, f"{name}: not saved: {e}")
+            self.result.connectionError = str(e)
+            return _FAILED
+        self.hashKnown = True
+        return hashed
+
+    def _open(self, name: str, path: Path, transfer, expected: wire.Hashed | None):
+        """The sink for one attempt, and what to ask the server for."""
+        if self.stdout is not None:
+            sink: object = StreamSink(self.stdout, transfer)
+        elif self.resume and expected is not None:
+            part = PartSink(path, transfer, expected)
+            why = part.prepare()
+            if why is not None:
+                self.err(f"{name}: not resuming ({why}); starting over")
+            if part.offset:
+                return part, lambda: self.client.resume(name, part.offset, part)
+            sink = part
+        else:
+            sink = TempFileSink(path, transfer)
+        if expected is not None and not isinstance(sink, PartSink):
+            sink = VerifyingSink(sink, expected)  # type: ignore[arg-type]
+        return sink, lambda: self.client.get(name, sink)  # type: ignore[arg-type]
+
+    @inlineCallbacks
+    def _receive(self, name: str, sink, transfer, request) -> Generator[Deferred[object], object, object]:
+        """Run one request into C{sink}: L{_SAVED}, L{_FAILED} (reported), or the L{Mismatch} to act on."""
+        try:
+            yield request()
+            sink.commit(self.force)
+        except Mismatch as e:
+            transfer.end(False)
+            return e
+        except ServerError as e:
+            transfer.end(False)
+            if isinstance(sink, PartSink) and e.reply.startswith("Offset "):
+                return Mismatch(f"the file changed on the server: {e.reply}")
+            self._drop(sink)
+            self._refused(name, e)
+            return _FAILED
         except Interrupted:
             self._end(transfer, sink)
             raise
@@ -157,21 +246,31 @@ class Getter:
             self._failed(name, f"{name}: not saved: {_describe(e)}")
             if isinstance(e, (DiskFull, OSError)) or self.client.disconnected:
                 self.result.stopped = True
-            return
+            return _FAILED
         except ClientError as e:  # connection lost, timeout, protocol violation: the session is over
             self._end(transfer, sink)
-            self._failed(name, f"{name}: not saved: {e}")
+            kept = f" (the part is kept in {sink.partPath}: get --continue resumes it)" if isinstance(sink, PartSink) else ""
+            self._failed(name, f"{name}: not saved: {e}{kept}")
             self.result.connectionError = str(e)
-            return
+            return _FAILED
         except BaseException:
             self._end(transfer, sink)
             raise
         transfer.end(True)
-        if self.stdout is None:
-            where = str(target.local)
-            shown = f" as {path}" if self.showWhere and where != name else ""
-            self.out(f"{name} has been saved{shown}.")
-        self.result.saved.append(name)
+        return _SAVED
+
+    def _refused(self, name: str, e: ServerError) -> None:
+        if wire.isNotOpened(e.reply):
+            self._failed(name, f"File {name} not found on server")
+        else:
+            self._failed(name, f"{name}: server said: {e.reply}")
+
+    def _drop(self, sink) -> None:
+        """The server refused: nothing to resume, a part included."""
+        if isinstance(sink, PartSink):
+            sink.remove()
+        else:
+            sink.discard()
 
     @property
     def over(self) -> bool:

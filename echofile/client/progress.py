@@ -33,8 +33,8 @@ REFRESH_INTERVAL = 0.1
 class Transfer:
     """The display of one file transfer; this base class shows nothing."""
 
-    def begin(self, size: int) -> None:
-        """The server announced the body's size."""
+    def begin(self, size: int, start: int = 0) -> None:
+        """The server announced the file's size; C{start} bytes of it are here already (a resumed download)."""
 
     def advance(self, count: int) -> None:
         """C{count} more bytes arrived."""
@@ -66,7 +66,7 @@ class _RichTransfer(Transfer):
         self._task: TaskID | None = None
         self._refresher: LoopingCall | None = None
 
-    def begin(self, size: int) -> None:
+    def begin(self, size: int, start: int = 0) -> None:
         self._progress = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
@@ -79,7 +79,7 @@ class _RichTransfer(Transfer):
             redirect_stderr=False,
             get_time=self._display.clock.seconds,
         )
-        self._task = self._progress.add_task(self._name, total=size)
+        self._task = self._progress.add_task(self._name, total=size, completed=start)
         self._progress.start()
         self._display.live = self._progress
         self._refresher = LoopingCall(self._progress.refresh)

@@ -268,16 +268,17 @@ class FileReader(Reader):
     def lineReceived(self, channel: Channel, line: str) -> None:
         if self._stage == "header":
             try:
-                header = wire.parseSending(line)
+                header = self.parseHeader(line)
             except wire.MalformedReply as e:
                 raise ProtocolViolation(f"server announced a {e}") from None
             if header is None:
                 self.error(line)
                 return
-            self._size = self._remaining = header.size
+            body, announced = header
+            self._size = self._remaining = body
             self.atReplyStart = False
             self._stage = "body"
-            self._toSink(self._sink.begin, self._size)
+            self._toSink(self._sink.begin, announced)
             channel.readRaw()
         elif self._stage == "trailer":
             if not line.startswith("#"):
@@ -285,6 +286,11 @@ class FileReader(Reader):
             self.finish(self.sinkFailure if self.sinkFailure is not None else self._size)
         else:
             raise ProtocolViolation(f"line in {self._stage} stage")
+
+    def parseHeader(self, line: str) -> tuple[int, int] | None:
+        """The body's length and the size the sink is told, or C{None} if C{line} is not the header."""
+        header = wire.parseSending(line)
+        return None if header is None else (header.size, header.size)
 
     def rawDataReceived(self, channel: Channel, data: bytes) -> bytes | None:
         if self._remaining:
@@ -316,3 +322,38 @@ class FileReader(Reader):
         if self._stage == "body":
             return Failure(TransferIncomplete(self._size - self._remaining, self._size, serverSaid))
         return super().connectionLost(serverSaid)
+
+
+class ResumeReader(FileReader):
+    """
+    ``RESUME offset name``: like FILE, but the body is the file from byte
+    C{offset} on.  The sink is told the whole file's size (offset plus the
+    body: it holds the first bytes already); a header for another offset is
+    a protocol violation.  Fires with the body's length.
+    """
+
+    def __init__(self, sink: FileSink, offset: int, drainLimit: int = DRAIN_LIMIT) -> None:
+        super().__init__(sink, drainLimit)
+        self._offset = offset
+
+    def parseHeader(self, line: str) -> tuple[int, int] | None:
+        header = wire.parseResuming(line)
+        if header is None:
+            return None
+        if header.offset != self._offset:
+            raise ProtocolViolation(f"asked to resume at byte {self._offset}, the server sends from byte {header.offset}")
+        return header.remaining, header.offset + header.remaining
+
+
+class HashReader(Reader):
+    """``HASH name``: fires with a L{wire.Hashed}; a digest that is not 64 lowercase hex is a violation."""
+
+    def lineReceived(self, channel: Channel, line: str) -> None:
+        try:
+            hashed = wire.parseHashed(line) if line.startswith("#") else None
+        except wire.MalformedReply as e:
+            raise ProtocolViolation(f"server sent a {e}") from None
+        if hashed is not None:
+            self.finish(hashed)
+        else:
+            self.error(line)

@@ -15,10 +15,12 @@ from echofile.client.replies import (
     Entry,
     FileReader,
     FileSink,
+    HashReader,
     ListReader,
     LoginReader,
     NickReader,
     Reader,
+    ResumeReader,
     SimpleReader,
     WhoReader,
 )
@@ -49,6 +51,21 @@ class Requests:
         """Fetch C{name} into C{sink}; fires with its size once the whole body and the trailer came."""
         _checkArgument(name)
         return self._request(FileReader(sink), "FILE " + name)
+
+    def resume(self, name: str, offset: int, sink: FileSink) -> Deferred[int]:
+        """
+        Fetch C{name} from byte C{offset} into C{sink}, which is told the whole
+        file's size; fires with the number of bytes received.
+        """
+        _checkArgument(name)
+        if offset < 0:
+            raise ValueError(f"a negative offset: {offset}")
+        return self._request(ResumeReader(sink, offset), f"RESUME {offset} {name}")
+
+    def hash(self, name: str) -> Deferred[wire.Hashed]:
+        """The server's size and SHA-256 of C{name} (an older server answers ``!Invalid command.``)."""
+        _checkArgument(name)
+        return self._request(HashReader(), "HASH " + name)
 
     def list(
         self, directory: str | None = None, onEntry: Callable[[Entry], None] | None = None

@@ -47,6 +47,24 @@ def freeBytes(folder: Path) -> int:
     return stat.f_bavail * stat.f_frsize
 
 
+def place(temporary: Path, target: Path, overwrite: bool) -> None:
+    """Rename a finished file into place; without C{overwrite} never replace an existing file."""
+    if overwrite:
+        os.replace(temporary, target)
+        return
+    # link() refuses to replace, atomically; fall back where links are unsupported.
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        raise SaveError(f"{target} already exists (use --force to overwrite)") from None
+    except OSError:
+        if target.exists():
+            raise SaveError(f"{target} already exists (use --force to overwrite)") from None
+        os.replace(temporary, target)
+        return
+    os.unlink(temporary)
+
+
 class TempFileSink:
     """
     A L{FileSink} writing to a fresh temporary file in the target's folder.
@@ -97,20 +115,7 @@ class TempFileSink:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = None
-        if overwrite:
-            os.replace(self.tempPath, self._target)
-        else:
-            # link() refuses to replace, atomically; fall back where links are unsupported.
-            try:
-                os.link(self.tempPath, self._target)
-            except FileExistsError:
-                raise SaveError(f"{self._target} already exists (use --force to overwrite)") from None
-            except OSError:
-                if self._target.exists():
-                    raise SaveError(f"{self._target} already exists (use --force to overwrite)") from None
-                os.replace(self.tempPath, self._target)
-                return
-            os.unlink(self.tempPath)
+        place(self.tempPath, self._target, overwrite)
         self.tempPath = None
 
     def discard(self) -> None:

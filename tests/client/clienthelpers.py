@@ -67,11 +67,20 @@ class Listening:
 
 
 
-class Scripted(Protocol):
-    """A fake server: greets, accepts AUTH, then answers each other line with C{script(line, transport)}."""
+#: What a server of protocol revision 1 answers to HASH.
+NO_HASH_NOTICE = "note: the server does not know HASH: files are saved without a SHA-256 check"
 
-    def __init__(self, script: Callable[[bytes, object], None]) -> None:
+
+class Scripted(Protocol):
+    """
+    A fake server: greets, accepts AUTH, then answers each other line with
+    C{script(line, transport)}.  Unless C{knowsHash}, it is a server of
+    protocol revision 1: HASH gets ``!Invalid command.`` without reaching the script.
+    """
+
+    def __init__(self, script: Callable[[bytes, object], None], knowsHash: bool = False) -> None:
         self._script = script
+        self._knowsHash = knowsHash
         self._buffer = b""
 
     def connectionMade(self) -> None:
@@ -84,6 +93,8 @@ class Scripted(Protocol):
             line = line.rstrip(b"\r")
             if line.startswith(b"AUTH "):
                 self.transport.write(b"#You are logged in.\r\n")
+            elif line.upper().startswith(b"HASH ") and not self._knowsHash:
+                self.transport.write(b"!Invalid command.\r\n")
             else:
                 self._script(line, self.transport)
 

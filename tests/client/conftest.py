@@ -29,8 +29,8 @@ def fakeServer():
     """Call with a script; fires with a listening fake server, stopped at teardown."""
     servers: list[Listening] = []
 
-    def start(script: Callable[[bytes, object], None]) -> Deferred[Listening]:
-        server = Listening(Factory.forProtocol(lambda: Scripted(script)))
+    def start(script: Callable[[bytes, object], None], knowsHash: bool = False) -> Deferred[Listening]:
+        server = Listening(Factory.forProtocol(lambda: Scripted(script, knowsHash)))
         servers.append(server)
         return server.start()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from clienthelpers import Listening, names, runClient, selfSignedCertificate
+from clienthelpers import NO_HASH_NOTICE, Listening, names, runClient, selfSignedCertificate
 from support import PASSWORD
 from twisted.internet import reactor
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString
@@ -25,6 +25,8 @@ from echofile.client.cli import endpoint, parseArguments
 from echofile.client.console import Streams, UsageError
 from echofile.client.errors import describeTLSError
 from echofile.client.main import run
+
+NOTICE = NO_HASH_NOTICE + "\n"  # these fakes are revision-1 servers: HASH is an invalid command there
 
 
 @pytest.fixture
@@ -52,7 +54,7 @@ def test_get_a_name_starting_with_a_dash(fakeServer, out):
 
     server = yield fakeServer(script)
     result = yield runClient("--connect", server.endpoint, "get", "-o", str(out), "--", "-x.txt")
-    assert (result.status, result.out, result.err) == (0, "-x.txt has been saved.\n", "")
+    assert (result.status, result.out, result.err) == (0, "-x.txt has been saved.\n", NOTICE)
     assert (out / "-x.txt").read_bytes() == b"ok"
 
 
@@ -158,8 +160,9 @@ def test_recursive_get_never_writes_outside_the_output_folder(fakeServer, tmp_pa
     result = yield runClient("--connect", server.endpoint, "get", "-r", "top", "-o", str(out))
     assert result.status == 1
     assert result.out == "top/fine.txt has been saved.\n"
-    assert len(result.err.splitlines()) == len(evil) - 1
-    assert all("unsafe name from the server, skipped" in line for line in result.err.splitlines())
+    assert result.err.splitlines()[-1] == NO_HASH_NOTICE  # said once, before the first file
+    assert len(result.err.splitlines()) == len(evil) - 1 + 1
+    assert all("unsafe name from the server, skipped" in line for line in result.err.splitlines()[:-1])
     assert "\x1b" not in result.err and "\x07" not in result.err
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["out", "out/top", "out/top/fine.txt"]
 
@@ -180,7 +183,7 @@ def test_output_to_stdout(fakeServer):
     status = yield run(reactor, ["--connect", server.endpoint, "get", "bin", "-o", "-"], streams,
                        {"ECHOFILE_PASSWORD": PASSWORD})
     stdout.flush()
-    assert (status, streams.stderr.getvalue()) == (0, "")
+    assert (status, streams.stderr.getvalue()) == (0, NOTICE)
     assert raw.getvalue() == b"\x00\xff\r\n"
     result = yield runClient("get", "a", "b", "-o", "-")
     assert result.status == 2 and "-o - writes one file to standard output" in result.err
@@ -228,6 +231,9 @@ def test_ctrl_c_says_interrupted_not_connection_lost(tmp_path):
             seen = b""
             while b"FILE big" not in seen:
                 seen += conn.recv(4096)
+                if b"HASH big" in seen and b"#Invalid" not in seen:
+                    conn.sendall(b"!Invalid command.\r\n")  # a revision-1 server
+                    seen += b"#Invalid"
                 if b"AUTH" in seen and b"#You" not in seen:
                     conn.sendall(b"#You are logged in.\r\n")
                     seen += b"#You"
@@ -255,7 +261,7 @@ def test_ctrl_c_says_interrupted_not_connection_lost(tmp_path):
             process.kill()
             process.wait()
         listener.close()
-    assert (process.returncode, stdout, stderr) == (130, b"", b"echofile-client: interrupted\n")
+    assert (process.returncode, stdout, stderr) == (130, b"", NOTICE.encode() + b"echofile-client: interrupted\n")
     assert names(out) == []
 
 
