@@ -72,8 +72,10 @@ def guestOn(factory, port: int):
 
 
 def test_parse_url():
-    assert parseRedisURL("redis://127.0.0.1:6380/2") == ("127.0.0.1", 6380, 2)
-    assert parseRedisURL("redis://redis.local") == ("redis.local", 6379, 0)
+    a = parseRedisURL("redis://127.0.0.1:6380/2")
+    assert (a.host, a.port, a.db) == ("127.0.0.1", 6380, 2)
+    a = parseRedisURL("redis://redis.local")
+    assert (a.host, a.port, a.db) == ("redis.local", 6379, 0)
     for bad in ("http://x:1", "redis://", "redis://x:1/db"):
         with pytest.raises(ValueError):
             parseRedisURL(bad)
@@ -151,8 +153,7 @@ def test_an_instance_that_dies_leaves_who(served, redisPort):
         yield guestOn(makeFilesFactory(served, reactor, chat=b), 2)
         # b dies: no goodbye to Redis, no more heartbeats.
         b._heartbeat.stop()
-        yield b._subscriberFactory.disconnect()
-        yield b._redis.disconnect()
+        yield b._link.stop()
         for _ in range(100):
             oneT.clear()
             one.dataReceived(b"WHO\r\n")
