@@ -154,6 +154,8 @@ class _Commands(_Ready, txredisapi.RedisProtocol):
     def _whenUsable(self) -> Any:
         if self.factory.link.address.db:
             _check((yield self.select(self.factory.link.address.db)))
+        else:
+            _check((yield self.ping()))  # a round trip: the server answers (and its TLS certificate passed)
 
     def connectionLost(self, why: Any) -> None:
         super().connectionLost(why)

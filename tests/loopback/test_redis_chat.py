@@ -17,9 +17,9 @@ from support import PASSWORD, connect, makeFilesFactory
 
 
 @inlineCallbacks
-def startRedis(port: int, directory):
-    """Fires with the process once it accepts connections."""
-    process = spawnRedis(port, directory)
+def startRedis(port: int, directory, *extra: str):
+    """Fires with the process once it accepts connections (on C{port}: give the TLS port as it, if any)."""
+    process = spawnRedis(port, directory, *extra)
     for _ in range(500):
         if accepts(port, process):
             return process
