@@ -41,6 +41,8 @@ from echofile.text import isClean, sanitize
 
 __all__ = ["RedisChat", "parseRedisURL"]
 
+#: The event a guest gets when the name it has is another session's (both got it while Redis was away).
+TAKEN_NOTICE = "*[server]: {old} is taken on another instance, you are now {new}."
 PRESENCE_TTL = 15
 HEARTBEAT = 5.0
 _PREFIX = "echofile:"
@@ -162,10 +164,32 @@ class RedisChat(Service):
             ds.append(redis.sadd(_INSTANCES, self.instance))
         for sid, name in self._names.items():
             if _isGuest(name):
-                ds.append(redis.eval(_REFRESH_GUEST_NAME, [self._guestKey(name)], [sid, self._ttl]))
+                kept = redis.eval(_REFRESH_GUEST_NAME, [self._guestKey(name)], [sid, self._ttl])
+                ds.append(kept.addCallback(self._keptName, sid, name))
         d = gatherResults(ds, consumeErrors=True)
         d.addErrback(lambda f: self._log.warn("chat: heartbeat failed: {reason}", reason=f.value))
         return d
+
+    def _keptName(self, kept: int, sid: str, name: str) -> Any:
+        """
+        Another session holds this guest's name: both got it while Redis was
+        away (each instance then only knows its own), or this instance's
+        lease lapsed.  The holder keeps it; this session gets a fresh one.
+        """
+        if kept or self._names.get(sid) != name:
+            return None
+        return self._renameTaken(sid, name)
+
+    @inlineCallbacks
+    def _renameTaken(self, sid: str, old: str) -> Any:
+        number = yield self._redis.eval(_TAKE_GUEST_NUMBER, [], [f"{_PREFIX}guest:guest", sid, self._ttl])
+        new = f"{GUEST_PREFIX}guest{number}"
+        if self._names.get(sid) != old:  # it left or picked a nickname meanwhile
+            yield self._releaseGuest(new, sid)
+            return
+        self._names[sid] = new
+        yield self._redis.hset(self._presenceKey, sid, new)
+        self._sessions[sid].deliverEvent(TAKEN_NOTICE.format(old=old, new=new))
 
     # -- IChat -------------------------------------------------------------------------------
 

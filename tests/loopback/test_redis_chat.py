@@ -238,16 +238,19 @@ def test_the_heartbeat_never_takes_a_name_another_instance_holds(served, redisPo
     redis = yield txredisapi.Connection("127.0.0.1", port, reconnect=False)
     try:
         yield until(lambda: a.available and b.available, "Redis")
-        yield guestOn(makeFilesFactory(served, reactor, chat=a), 1)
+        one, oneT = yield guestOn(makeFilesFactory(served, reactor, chat=a), 1)
         a._heartbeat.stop()
         yield redis.delete("echofile:guest:guest1")  # as if it expired
+        yield a._beat()  # free again: a takes its name back
+        assert (yield redis.get("echofile:guest:guest1")) == "a:1"
+        yield redis.delete("echofile:guest:guest1")
         yield guestOn(makeFilesFactory(served, reactor, chat=b), 2)
         assert (yield redis.get("echofile:guest:guest1")) == "b:1"
         yield a._beat()
         assert (yield redis.get("echofile:guest:guest1")) == "b:1"
-        yield redis.delete("echofile:guest:guest1")
-        yield a._beat()  # free again: a takes its name back
-        assert (yield redis.get("echofile:guest:guest1")) == "a:1"
+        # ... and a's session, whose name b's holds now, gets a fresh one and is told.
+        assert lines(oneT) == [b"*[server]: ~guest1 is taken on another instance, you are now ~guest2."]
+        assert (yield redis.get("echofile:guest:guest2")) == "a:1"
     finally:
         yield redis.disconnect()
         for chat in (a, b):
@@ -271,3 +274,44 @@ def test_who_and_msg_never_scan_the_keys(instances, redisPort):
         assert "cmdstat_eval" in stats and "cmdstat_keys" not in stats and "cmdstat_scan" not in stats
     finally:
         yield redis.disconnect()
+
+
+@pytest_twisted.inlineCallbacks
+def test_guests_named_alike_while_redis_was_down_are_told_apart_after(served, redisPort, tmp_path):
+    """
+    Without Redis each instance only knows its own guests, so two get
+    ~guest1; once it is back one keeps the name and the other gets a fresh
+    one, with a *[server] event: names are unique again, in WHO too.
+    """
+    port, process = redisPort
+    url = f"redis://127.0.0.1:{port}/0"
+    a = RedisChat(url, reactor, instance="a", heartbeat=0.2)
+    b = RedisChat(url, reactor, instance="b", heartbeat=0.2)
+    for chat in (a, b):
+        chat.startService()
+    try:
+        yield until(lambda: a.available and b.available, "Redis")
+        stopRedis(process)
+        yield until(lambda: not a.available and not b.available, "both to notice Redis is gone")
+        one, oneT = yield guestOn(makeFilesFactory(served, reactor, chat=a), 1)
+        two, twoT = yield guestOn(makeFilesFactory(served, reactor, chat=b), 2)
+        restarted = yield startRedis(port, tmp_path)
+        try:
+            yield until(lambda: a.available and b.available, "both to reconnect")
+            yield until(lambda: oneT.value() or twoT.value(), "one of them to be renamed")
+            renamed, kept = (oneT, twoT) if oneT.value() else (twoT, oneT)
+            assert lines(renamed) == [b"*[server]: ~guest1 is taken on another instance, you are now ~guest2."]
+            for _ in range(3):  # a few more heartbeats of both: nobody else is renamed, nobody twice
+                beats = (a._beat(), b._beat())
+                for d in beats:
+                    yield d
+            assert kept.value() == b"" and len(lines(renamed)) == 1
+            renamed.clear()
+            one.dataReceived(b"WHO\r\n")
+            yield until(lambda: oneT.value().endswith(b"~guest2\r\n"), "WHO")
+            assert lines(oneT) == [b"#2 users online.", b"~guest1", b"~guest2"]
+        finally:
+            stopRedis(restarted)
+    finally:
+        for chat in (a, b):
+            yield chat.stopService()
