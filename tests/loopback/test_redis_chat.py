@@ -13,7 +13,7 @@ from twisted.internet.task import deferLater
 
 from echofile.redischat import RedisChat, parseRedisURL
 from redishelpers import accepts, freePort, spawnRedis, stopRedis
-from support import PASSWORD, connect, makeFilesFactory
+from support import PASSWORD, connect, drainTransfer, makeFilesFactory
 
 
 @inlineCallbacks
@@ -315,3 +315,67 @@ def test_guests_named_alike_while_redis_was_down_are_told_apart_after(served, re
     finally:
         for chat in (a, b):
             yield chat.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_redis_down_at_start(served, tmp_path):
+    """The instance starts without Redis: logging in and files work, chat answers unavailable, then works once it is up."""
+    port = freePort()
+    a = RedisChat(f"redis://127.0.0.1:{port}/0", reactor, instance="a", heartbeat=0.2)
+    a.startService()
+    try:
+        one, oneT = yield guestOn(makeFilesFactory(served, reactor, chat=a), 1)
+        one.dataReceived(b"WHO\r\nNICK ada\r\nLIST docs\r\n")
+        yield until(lambda: lines(oneT)[-1:] == [b"9 readme.txt"], "the listing")
+        assert lines(oneT) == [
+            b"!Chat is unavailable, try again later.", b"!Chat is unavailable, try again later.",
+            b"#1 entries in docs.", b"9 readme.txt",
+        ]
+        process = yield startRedis(port, tmp_path)
+        try:
+            yield until(lambda: a.available, "the first connection, late")  # the backoff reaches it
+            oneT.clear()
+            one.dataReceived(b"WHO\r\n")
+            yield until(lambda: oneT.value().endswith(b"~guest1\r\n"), "WHO")
+            assert lines(oneT) == [b"#1 users online.", b"~guest1"]
+        finally:
+            stopRedis(process)
+    finally:
+        yield a.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_events_through_redis_wait_for_a_body_and_come_once(instances):
+    a, b = instances
+    one, oneT = yield guestOn(a, 1)
+    two, twoT = yield guestOn(b, 2)
+    two.dataReceived(b"FILE binary.bin\r\n")  # the body waits for the transport to pull it
+    one.dataReceived(b"SAY one\r\nMSG ~guest2 two\r\n")
+    yield until(lambda: len(two._events) == 2, "both events queued behind the body on b")
+    yield until(lambda: lines(oneT) == [b"#Said.", b"#Sent to ~guest2."], "the replies on a")
+    drainTransfer(twoT)
+    body = bytes(range(256)) * 4
+    assert twoT.value() == (
+        b"#Sending binary.bin (1024 bytes).\r\n" + body + b"\r\n#File binary.bin sent successfully.\r\n"
+        b"*~guest1: one\r\n*~guest1 (private): two\r\n"
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_slow_session_on_another_instance_stays_bounded(instances):
+    a, b = instances
+    one, oneT = yield guestOn(a, 1)
+    two, twoT = yield guestOn(b, 2)
+    two.pauseProducing()  # its client does not read
+    count = 300
+    one.dataReceived(b"".join(b"SAY message %d %s\r\n" % (i, b"x" * 500) for i in range(count)))
+    yield until(lambda: oneT.value().count(b"#Said.\r\n") == count, "every SAY answered", )
+    yield until(lambda: len(two._events) + two._events.dropped == count, "every event on b")
+    assert twoT.value() == b""
+    assert len(two._events) <= 100 and two._events.size <= 64 * 1024
+    two.resumeProducing()
+    got = lines(twoT)
+    assert got[0].startswith(b"*[server]: ") and b"events dropped" in got[0]
+    numbers = [int(line.split()[2]) for line in got[1:]]
+    assert int(got[0].split()[1]) + len(numbers) == count
+    assert numbers == sorted(set(numbers)) and numbers[-1] == count - 1  # in order, none twice
