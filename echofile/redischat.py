@@ -6,8 +6,9 @@ Each instance keeps its own sessions (who they are, how to reach them) and
 shares the rest through Redis:
 
 - presence: one hash per instance, C{echofile:presence:<instance>}
-  (session id -> chat name), given a 15 s expiry and refreshed by a
-  heartbeat every 5 s, so an instance that dies leaves WHO within 15 s;
+  (session id -> chat name), given a 14 s expiry and refreshed by a
+  heartbeat every 4 s (two may be missed), so an instance that dies leaves
+  WHO within 15 s (PROTOCOL.md), the expiry plus a WHO;
   the set C{echofile:instances} names them, so WHO never scans the keys;
 - guest names: C{echofile:guest:<lower-cased name>}, taken with C{SET NX}
   and refreshed by the same heartbeat, so they are unique across instances;
@@ -43,8 +44,9 @@ __all__ = ["RedisChat", "parseRedisURL"]
 
 #: The event a guest gets when the name it has is another session's (both got it while Redis was away).
 TAKEN_NOTICE = "*[server]: {old} is taken on another instance, you are now {new}."
-PRESENCE_TTL = 15
-HEARTBEAT = 5.0
+#: Below PROTOCOL.md's 15 s: the last refresh may come just before an instance dies.
+PRESENCE_TTL = 14
+HEARTBEAT = 4.0
 _PREFIX = "echofile:"
 _EVENTS = _PREFIX + "events"
 #: Take the smallest N whose guest name is free (SET NX), atomically, in one round trip.
@@ -132,8 +134,11 @@ class RedisChat(Service):
         return self._link.commands
 
     def _brokerChanged(self) -> None:
+        if not self.running:
+            return  # stopping: the connections are closed on purpose
         if self.available:
-            self._log.info("chat: connected to Redis at {address}", address=str(self.address))
+            self._log.info("chat: connected to Redis at {address} as instance {instance}",
+                           address=str(self.address), instance=self.instance)
             self._beat()
         else:
             self._log.warn("chat: lost Redis at {address}, chat is unavailable", address=str(self.address))

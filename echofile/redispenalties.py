@@ -98,6 +98,8 @@ class RedisPenalties(LoginPenalties, Service):
     # -- the subscription --------------------------------------------------------------------
 
     def _brokerChanged(self) -> None:
+        if not self.running:
+            return  # stopping: the connections are closed on purpose
         if not self.available:
             self._log.warn("files: lost Redis, failed logins are counted on this instance only")
             return
