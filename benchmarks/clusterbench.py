@@ -17,7 +17,6 @@ instances directly (no HAProxy).
 from __future__ import annotations
 
 import secrets
-import subprocess
 import sys
 import tempfile
 from pathlib import Path

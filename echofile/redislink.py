@@ -16,7 +16,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import txredisapi
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
@@ -220,8 +220,6 @@ class RedisLink:
         self._factories = [commands, subscriber]
 
     def stop(self) -> Any:
-        from twisted.internet.defer import gatherResults
-
         return gatherResults([f.disconnect() for f in self._factories], consumeErrors=True)
 
     def _connectionReady(self, protocol: Any) -> None:
