@@ -5,6 +5,7 @@ echofile benchmarks: echo ping-pong, file download, 10,000 sessions.
     python benchmarks/run.py --quick    # under 2 minutes
     python benchmarks/run.py --only echo,file --reps 5
     python benchmarks/run.py --only hash,resume   # HASH and RESUME (benchmarks/hashbench.py)
+    python benchmarks/run.py --only cluster       # SAY fan-out, --cluster against one instance (clusterbench.py)
 
 Every server (echofile under ``twistd``, and the reference servers in
 ``benchmarks/servers/``) is started here on 127.0.0.1, pinned to one core;
@@ -414,6 +415,9 @@ def report(results: dict) -> str:
     import hashbench
 
     lines += hashbench.report(results)
+    import clusterbench
+
+    lines += clusterbench.report(results)
     return "\n".join(lines) + "\n"
 
 
@@ -473,11 +477,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer configurations and shorter runs (< 2 minutes)")
     parser.add_argument("--only", default="echo,file,scale",
-                        help="comma-separated subset of echo,file,scale,hash,resume")
+                        help="comma-separated subset of echo,file,scale,hash,resume,cluster")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per measurement (default 3)")
     parser.add_argument("--sessions", type=int, default=10_000, help="sessions for the scale benchmark")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder (git-ignored)")
     args = parser.parse_args()
+    import clusterbench
     import hashbench
     args.out.mkdir(parents=True, exist_ok=True)
     logDir = Path(tempfile.mkdtemp(prefix="echofile-bench-logs-"))
@@ -493,7 +498,7 @@ def main() -> None:
     try:
         for part in args.only.split(","):
             {"echo": benchEcho, "file": benchFile, "scale": benchScale, "hash": hashbench.benchHash,
-             "resume": hashbench.benchResume}[part.strip()](args, results, logDir)
+             "resume": hashbench.benchResume, "cluster": clusterbench.benchCluster}[part.strip()](args, results, logDir)
     finally:
         results["meta"]["seconds"] = round(time.monotonic() - started, 1)
         (args.out / "results.json").write_text(json.dumps(results, indent=1))

@@ -6,8 +6,9 @@ Each instance keeps its own sessions (who they are, how to reach them) and
 shares the rest through Redis:
 
 - presence: one hash per instance, C{echofile:presence:<instance>}
-  (session id -> chat name), given a 15 s expiry and refreshed by a
-  heartbeat every 5 s, so an instance that dies leaves WHO within 15 s;
+  (session id -> chat name), given a 14 s expiry and refreshed by a
+  heartbeat every 4 s (two may be missed), so an instance that dies leaves
+  WHO within 15 s (PROTOCOL.md), the expiry plus a WHO;
   the set C{echofile:instances} names them, so WHO never scans the keys;
 - guest names: C{echofile:guest:<lower-cased name>}, taken with C{SET NX}
   and refreshed by the same heartbeat, so they are unique across instances;
@@ -24,12 +25,10 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 import txredisapi
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
-from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -38,10 +37,16 @@ from zope.interface import implementer
 from echofile.chat import (
     GUEST_PREFIX, RENAMED_NOTICE, ChatUnavailable, GuestNumbers, IChat, IChatListener, NicknameInUse, NotOnline,
 )
+from echofile.redislink import RedisLink, parseRedisURL
 from echofile.text import isClean, sanitize
 
-PRESENCE_TTL = 15
-HEARTBEAT = 5.0
+__all__ = ["RedisChat", "parseRedisURL"]
+
+#: The event a guest gets when the name it has is another session's (both got it while Redis was away).
+TAKEN_NOTICE = "*[server]: {old} is taken on another instance, you are now {new}."
+#: Below PROTOCOL.md's 15 s: the last refresh may come just before an instance dies.
+PRESENCE_TTL = 14
+HEARTBEAT = 4.0
 _PREFIX = "echofile:"
 _EVENTS = _PREFIX + "events"
 #: Take the smallest N whose guest name is free (SET NX), atomically, in one round trip.
@@ -71,43 +76,6 @@ return 0
 """
 
 
-def parseRedisURL(url: str) -> tuple[str, int, int]:
-    """C{redis://HOST:PORT[/DB]} as (host, port, db); ValueError for anything else."""
-    parts = urlsplit(url)
-    if parts.scheme != "redis" or not parts.hostname:
-        raise ValueError(f"not a redis://HOST:PORT[/DB] URL: {url!r}")
-    db = parts.path.lstrip("/")
-    if db and not db.isdigit():
-        raise ValueError(f"the database in {url!r} is not a number")
-    return parts.hostname, parts.port or 6379, int(db or 0)
-
-
-class Subscriber(txredisapi.SubscriberProtocol):
-    """Subscribes to its factory's C{channel} and reports to its C{owner} (C{_subscribed}, C{_received}, C{_unsubscribed})."""
-
-    @inlineCallbacks
-    def connectionMade(self) -> Any:
-        yield super().connectionMade()
-        yield self.subscribe(self.factory.channel)
-        self.factory.owner._subscribed(self)
-
-    def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
-        self.factory.owner._received(message)
-
-    def connectionLost(self, why: Any) -> None:
-        super().connectionLost(why)
-        self.factory.owner._unsubscribed(self)
-
-
-def subscribe(owner: Any, clock: Any, host: str, port: int, channel: str) -> txredisapi.SubscriberFactory:
-    """A subscriber connection to C{channel} that reconnects by itself (txredisapi's ClientService)."""
-    factory = txredisapi.SubscriberFactory(isLazy=True)
-    factory.protocol = Subscriber
-    factory.owner, factory.channel = owner, channel
-    factory.startConnecting(HostnameEndpoint(clock, host, port, timeout=5))
-    return factory
-
-
 @implementer(IChat)
 class RedisChat(Service):
     """Presence and delivery shared by every instance that uses the same Redis database."""
@@ -119,7 +87,8 @@ class RedisChat(Service):
         self, url: str, clock: IReactorTime, instance: str | None = None,
         presenceTTL: int = PRESENCE_TTL, heartbeat: float = HEARTBEAT,
     ) -> None:
-        self._host, self._port, self._db = parseRedisURL(url)
+        self.address = parseRedisURL(url)
+        self._host, self._port, self._db = self.address.host, self.address.port, self.address.db
         self._clock = clock
         self._ttl = presenceTTL
         self._interval = heartbeat
@@ -130,8 +99,7 @@ class RedisChat(Service):
         self._names: dict[str, str] = {}  # session id -> chat name
         self._serial = 0
         self._localNumbers = GuestNumbers()
-        self._redis: Any = None
-        self._subscriber: Subscriber | None = None
+        self._link = RedisLink(self.address, clock, _EVENTS, "chat", self._brokerChanged, self._received)
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
 
@@ -139,10 +107,7 @@ class RedisChat(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._redis = txredisapi.lazyConnection(
-            self._host, self._port, self._db, reconnect=True, connectTimeout=5, replyTimeout=5
-        )
-        self._subscriberFactory = subscribe(self, self._clock, self._host, self._port, _EVENTS)
+        self._link.start()
         self._heartbeat.start(self._interval, now=False)
 
     @inlineCallbacks
@@ -157,25 +122,26 @@ class RedisChat(Service):
                 yield self._redis.srem(_INSTANCES, self.instance)
             except Exception:
                 self._log.failure("chat: could not remove this instance's presence from Redis")
-        yield self._subscriberFactory.disconnect()
-        yield self._redis.disconnect()
+        yield self._link.stop()
 
     @property
     def available(self) -> bool:
-        return (
-            self._redis is not None and self._redis._factory.size > 0
-            and self._subscriber is not None and bool(self._subscriber.connected)
-        )
+        return self._link.available
 
-    def _subscribed(self, subscriber: Subscriber) -> None:
-        self._subscriber = subscriber
-        self._log.info("chat: connected to Redis at {host}:{port}", host=self._host, port=self._port)
-        self._beat()
+    @property
+    def _redis(self) -> Any:
+        """The ready command connection, or None."""
+        return self._link.commands
 
-    def _unsubscribed(self, subscriber: Subscriber) -> None:
-        if self._subscriber is subscriber:
-            self._subscriber = None
-            self._log.warn("chat: lost Redis at {host}:{port}, chat is unavailable", host=self._host, port=self._port)
+    def _brokerChanged(self) -> None:
+        if not self.running:
+            return  # stopping: the connections are closed on purpose
+        if self.available:
+            self._log.info("chat: connected to Redis at {address} as instance {instance}",
+                           address=str(self.address), instance=self.instance)
+            self._beat()
+        else:
+            self._log.warn("chat: lost Redis at {address}, chat is unavailable", address=str(self.address))
 
     def _require(self) -> Any:
         if not self.available:
@@ -203,10 +169,32 @@ class RedisChat(Service):
             ds.append(redis.sadd(_INSTANCES, self.instance))
         for sid, name in self._names.items():
             if _isGuest(name):
-                ds.append(redis.eval(_REFRESH_GUEST_NAME, [self._guestKey(name)], [sid, self._ttl]))
+                kept = redis.eval(_REFRESH_GUEST_NAME, [self._guestKey(name)], [sid, self._ttl])
+                ds.append(kept.addCallback(self._keptName, sid, name))
         d = gatherResults(ds, consumeErrors=True)
         d.addErrback(lambda f: self._log.warn("chat: heartbeat failed: {reason}", reason=f.value))
         return d
+
+    def _keptName(self, kept: int, sid: str, name: str) -> Any:
+        """
+        Another session holds this guest's name: both got it while Redis was
+        away (each instance then only knows its own), or this instance's
+        lease lapsed.  The holder keeps it; this session gets a fresh one.
+        """
+        if kept or self._names.get(sid) != name:
+            return None
+        return self._renameTaken(sid, name)
+
+    @inlineCallbacks
+    def _renameTaken(self, sid: str, old: str) -> Any:
+        number = yield self._redis.eval(_TAKE_GUEST_NUMBER, [], [f"{_PREFIX}guest:guest", sid, self._ttl])
+        new = f"{GUEST_PREFIX}guest{number}"
+        if self._names.get(sid) != old:  # it left or picked a nickname meanwhile
+            yield self._releaseGuest(new, sid)
+            return
+        self._names[sid] = new
+        yield self._redis.hset(self._presenceKey, sid, new)
+        self._sessions[sid].deliverEvent(TAKEN_NOTICE.format(old=old, new=new))
 
     # -- IChat -------------------------------------------------------------------------------
 

@@ -18,14 +18,13 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-import txredisapi
 from twisted.application.service import Service
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from echofile.lockout import LoginPenalties
-from echofile.redischat import parseRedisURL, subscribe
+from echofile.redislink import RedisLink, parseRedisURL
 from echofile.text import sanitize
 
 _PREFIX = "echofile:"
@@ -40,31 +39,28 @@ class RedisPenalties(LoginPenalties, Service):
 
     def __init__(self, url: str, clock: IReactorTime, **limits: Any) -> None:
         LoginPenalties.__init__(self, clock, **limits)
-        self._host, self._port, self._db = parseRedisURL(url)
+        self.address = parseRedisURL(url)
         # Lock-outs heard from Redis: address -> until (on this clock), at most maxAddresses.
         self._shared: OrderedDict[str, float] = OrderedDict()
-        self._redis: Any = None
-        self._subscriber: Any = None
+        self._link = RedisLink(self.address, clock, _LOCKOUTS, "files", self._brokerChanged, self._received)
 
     def startService(self) -> None:
         Service.startService(self)
-        self._redis = txredisapi.lazyConnection(
-            self._host, self._port, self._db, reconnect=True, connectTimeout=5, replyTimeout=5
-        )
-        self._subscriberFactory = subscribe(self, self._clock, self._host, self._port, _LOCKOUTS)
+        self._link.start()
 
     @inlineCallbacks
     def stopService(self) -> Any:
         Service.stopService(self)
-        yield self._subscriberFactory.disconnect()
-        yield self._redis.disconnect()
+        yield self._link.stop()
 
     @property
     def available(self) -> bool:
-        return (
-            self._redis is not None and self._redis._factory.size > 0
-            and self._subscriber is not None and bool(self._subscriber.connected)
-        )
+        return self._link.available
+
+    @property
+    def _redis(self) -> Any:
+        """The ready command connection, or None."""
+        return self._link.commands
 
     # -- LoginPenalties ----------------------------------------------------------------------
 
@@ -101,18 +97,17 @@ class RedisPenalties(LoginPenalties, Service):
 
     # -- the subscription --------------------------------------------------------------------
 
-    def _subscribed(self, subscriber: Any) -> None:
-        self._subscriber = subscriber
-        self._log.info("files: counting failed logins on every instance through Redis at {host}:{port}",
-                       host=self._host, port=self._port)
+    def _brokerChanged(self) -> None:
+        if not self.running:
+            return  # stopping: the connections are closed on purpose
+        if not self.available:
+            self._log.warn("files: lost Redis, failed logins are counted on this instance only")
+            return
+        self._log.info("files: counting failed logins on every instance through Redis at {address}",
+                       address=str(self.address))
         self._loadLockouts().addErrback(
             lambda f: self._log.warn("files: could not read the lock-outs from Redis: {reason}", reason=f.value)
         )
-
-    def _unsubscribed(self, subscriber: Any) -> None:
-        if self._subscriber is subscriber:
-            self._subscriber = None
-            self._log.warn("files: lost Redis, failed logins are counted on this instance only")
 
     @inlineCallbacks
     def _loadLockouts(self) -> Any:

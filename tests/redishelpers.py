@@ -17,12 +17,26 @@ def freePort() -> int:
         return s.getsockname()[1]
 
 
-def spawnRedis(port: int, directory: Path | str) -> subprocess.Popen:
+def spawnRedis(port: int, directory: Path | str, *extra: str) -> subprocess.Popen:
+    """C{extra}: more redis-server options (C{--requirepass}, C{--tls-port} ...)."""
     return subprocess.Popen(
         [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
+         "--dir", str(directory), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+
+
+def tlsOptions(tlsPort: int, directory: Path) -> list[str]:
+    """redis-server options for TLS only on C{tlsPort} (plain port 0), with a certificate for 127.0.0.1 made here."""
+    key, cert = directory / "redis-key.pem", directory / "redis-cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-days", "1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return ["--tls-port", str(tlsPort), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+            "--tls-auth-clients", "no"]
 
 
 def accepts(port: int, process: subprocess.Popen) -> bool:

@@ -5,6 +5,7 @@ redis-server of the test's own: chat and login penalties span both.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -60,3 +61,27 @@ def test_failed_logins_count_on_both_instances(startServer, redisURL) -> None:
     with a.files() as conn:
         assert conn.line() == b"#Server Ready."
         assert conn.command("AUTH " + a.password) == b"!Too many failed attempts."
+
+
+def test_a_password_in_the_url_is_used_and_never_logged(startServer, tmp_path: Path) -> None:
+    secret = "pw-" + "x7Kq9" * 4
+    port = freePort()
+    process = spawnRedis(port, tmp_path, "--requirepass", secret)
+    try:
+        waitFor(lambda: accepts(port, process), 10, "redis-server to accept connections")
+        a = clustered(startServer, f"redis://:{secret}@127.0.0.1:{port}/0")
+        b = startServer("--cluster", f"redis://:wrong-{secret}@127.0.0.1:{port}/0")
+        b.waitLog(r"chat: Redis at redis://\(password\)@127\.0\.0\.1:\d+/0 refused the connection: WRONGPASS")
+        with a.files() as one, b.files() as two:
+            one.login()
+            two.login()
+            assert one.command("WHO") == b"#1 users online."
+            assert one.line() == b"~guest1"
+            assert two.command("WHO") == b"!Chat is unavailable, try again later."
+            assert two.command("FILE notes.txt").startswith(b"#Sending notes.txt")
+        for server in (a, b):
+            assert secret not in server.logText()
+            assert "redis://(password)@127.0.0.1" in server.logText()
+        assert len(re.findall("refused the connection", b.logText())) == 2  # chat and penalties, once each
+    finally:
+        stopRedis(process)

@@ -13,13 +13,13 @@ from twisted.internet.task import deferLater
 
 from echofile.redischat import RedisChat, parseRedisURL
 from redishelpers import accepts, freePort, spawnRedis, stopRedis
-from support import PASSWORD, connect, makeFilesFactory
+from support import PASSWORD, connect, drainTransfer, makeFilesFactory
 
 
 @inlineCallbacks
-def startRedis(port: int, directory):
-    """Fires with the process once it accepts connections."""
-    process = spawnRedis(port, directory)
+def startRedis(port: int, directory, *extra: str):
+    """Fires with the process once it accepts connections (on C{port}: give the TLS port as it, if any)."""
+    process = spawnRedis(port, directory, *extra)
     for _ in range(500):
         if accepts(port, process):
             return process
@@ -72,8 +72,10 @@ def guestOn(factory, port: int):
 
 
 def test_parse_url():
-    assert parseRedisURL("redis://127.0.0.1:6380/2") == ("127.0.0.1", 6380, 2)
-    assert parseRedisURL("redis://redis.local") == ("redis.local", 6379, 0)
+    a = parseRedisURL("redis://127.0.0.1:6380/2")
+    assert (a.host, a.port, a.db) == ("127.0.0.1", 6380, 2)
+    a = parseRedisURL("redis://redis.local")
+    assert (a.host, a.port, a.db) == ("redis.local", 6379, 0)
     for bad in ("http://x:1", "redis://", "redis://x:1/db"):
         with pytest.raises(ValueError):
             parseRedisURL(bad)
@@ -151,8 +153,7 @@ def test_an_instance_that_dies_leaves_who(served, redisPort):
         yield guestOn(makeFilesFactory(served, reactor, chat=b), 2)
         # b dies: no goodbye to Redis, no more heartbeats.
         b._heartbeat.stop()
-        yield b._subscriberFactory.disconnect()
-        yield b._redis.disconnect()
+        yield b._link.stop()
         for _ in range(100):
             oneT.clear()
             one.dataReceived(b"WHO\r\n")
@@ -237,16 +238,19 @@ def test_the_heartbeat_never_takes_a_name_another_instance_holds(served, redisPo
     redis = yield txredisapi.Connection("127.0.0.1", port, reconnect=False)
     try:
         yield until(lambda: a.available and b.available, "Redis")
-        yield guestOn(makeFilesFactory(served, reactor, chat=a), 1)
+        one, oneT = yield guestOn(makeFilesFactory(served, reactor, chat=a), 1)
         a._heartbeat.stop()
         yield redis.delete("echofile:guest:guest1")  # as if it expired
+        yield a._beat()  # free again: a takes its name back
+        assert (yield redis.get("echofile:guest:guest1")) == "a:1"
+        yield redis.delete("echofile:guest:guest1")
         yield guestOn(makeFilesFactory(served, reactor, chat=b), 2)
         assert (yield redis.get("echofile:guest:guest1")) == "b:1"
         yield a._beat()
         assert (yield redis.get("echofile:guest:guest1")) == "b:1"
-        yield redis.delete("echofile:guest:guest1")
-        yield a._beat()  # free again: a takes its name back
-        assert (yield redis.get("echofile:guest:guest1")) == "a:1"
+        # ... and a's session, whose name b's holds now, gets a fresh one and is told.
+        assert lines(oneT) == [b"*[server]: ~guest1 is taken on another instance, you are now ~guest2."]
+        assert (yield redis.get("echofile:guest:guest2")) == "a:1"
     finally:
         yield redis.disconnect()
         for chat in (a, b):
@@ -270,3 +274,108 @@ def test_who_and_msg_never_scan_the_keys(instances, redisPort):
         assert "cmdstat_eval" in stats and "cmdstat_keys" not in stats and "cmdstat_scan" not in stats
     finally:
         yield redis.disconnect()
+
+
+@pytest_twisted.inlineCallbacks
+def test_guests_named_alike_while_redis_was_down_are_told_apart_after(served, redisPort, tmp_path):
+    """
+    Without Redis each instance only knows its own guests, so two get
+    ~guest1; once it is back one keeps the name and the other gets a fresh
+    one, with a *[server] event: names are unique again, in WHO too.
+    """
+    port, process = redisPort
+    url = f"redis://127.0.0.1:{port}/0"
+    a = RedisChat(url, reactor, instance="a", heartbeat=0.2)
+    b = RedisChat(url, reactor, instance="b", heartbeat=0.2)
+    for chat in (a, b):
+        chat.startService()
+    try:
+        yield until(lambda: a.available and b.available, "Redis")
+        stopRedis(process)
+        yield until(lambda: not a.available and not b.available, "both to notice Redis is gone")
+        one, oneT = yield guestOn(makeFilesFactory(served, reactor, chat=a), 1)
+        two, twoT = yield guestOn(makeFilesFactory(served, reactor, chat=b), 2)
+        restarted = yield startRedis(port, tmp_path)
+        try:
+            yield until(lambda: a.available and b.available, "both to reconnect")
+            yield until(lambda: oneT.value() or twoT.value(), "one of them to be renamed")
+            renamed, kept = (oneT, twoT) if oneT.value() else (twoT, oneT)
+            assert lines(renamed) == [b"*[server]: ~guest1 is taken on another instance, you are now ~guest2."]
+            for _ in range(3):  # a few more heartbeats of both: nobody else is renamed, nobody twice
+                beats = (a._beat(), b._beat())
+                for d in beats:
+                    yield d
+            assert kept.value() == b"" and len(lines(renamed)) == 1
+            renamed.clear()
+            one.dataReceived(b"WHO\r\n")
+            yield until(lambda: oneT.value().endswith(b"~guest2\r\n"), "WHO")
+            assert lines(oneT) == [b"#2 users online.", b"~guest1", b"~guest2"]
+        finally:
+            stopRedis(restarted)
+    finally:
+        for chat in (a, b):
+            yield chat.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_redis_down_at_start(served, tmp_path):
+    """The instance starts without Redis: logging in and files work, chat answers unavailable, then works once it is up."""
+    port = freePort()
+    a = RedisChat(f"redis://127.0.0.1:{port}/0", reactor, instance="a", heartbeat=0.2)
+    a.startService()
+    try:
+        one, oneT = yield guestOn(makeFilesFactory(served, reactor, chat=a), 1)
+        one.dataReceived(b"WHO\r\nNICK ada\r\nLIST docs\r\n")
+        yield until(lambda: lines(oneT)[-1:] == [b"9 readme.txt"], "the listing")
+        assert lines(oneT) == [
+            b"!Chat is unavailable, try again later.", b"!Chat is unavailable, try again later.",
+            b"#1 entries in docs.", b"9 readme.txt",
+        ]
+        process = yield startRedis(port, tmp_path)
+        try:
+            yield until(lambda: a.available, "the first connection, late")  # the backoff reaches it
+            oneT.clear()
+            one.dataReceived(b"WHO\r\n")
+            yield until(lambda: oneT.value().endswith(b"~guest1\r\n"), "WHO")
+            assert lines(oneT) == [b"#1 users online.", b"~guest1"]
+        finally:
+            stopRedis(process)
+    finally:
+        yield a.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_events_through_redis_wait_for_a_body_and_come_once(instances):
+    a, b = instances
+    one, oneT = yield guestOn(a, 1)
+    two, twoT = yield guestOn(b, 2)
+    two.dataReceived(b"FILE binary.bin\r\n")  # the body waits for the transport to pull it
+    one.dataReceived(b"SAY one\r\nMSG ~guest2 two\r\n")
+    yield until(lambda: len(two._events) == 2, "both events queued behind the body on b")
+    yield until(lambda: lines(oneT) == [b"#Said.", b"#Sent to ~guest2."], "the replies on a")
+    drainTransfer(twoT)
+    body = bytes(range(256)) * 4
+    assert twoT.value() == (
+        b"#Sending binary.bin (1024 bytes).\r\n" + body + b"\r\n#File binary.bin sent successfully.\r\n"
+        b"*~guest1: one\r\n*~guest1 (private): two\r\n"
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_slow_session_on_another_instance_stays_bounded(instances):
+    a, b = instances
+    one, oneT = yield guestOn(a, 1)
+    two, twoT = yield guestOn(b, 2)
+    two.pauseProducing()  # its client does not read
+    count = 300
+    one.dataReceived(b"".join(b"SAY message %d %s\r\n" % (i, b"x" * 500) for i in range(count)))
+    yield until(lambda: oneT.value().count(b"#Said.\r\n") == count, "every SAY answered", )
+    yield until(lambda: len(two._events) + two._events.dropped == count, "every event on b")
+    assert twoT.value() == b""
+    assert len(two._events) <= 100 and two._events.size <= 64 * 1024
+    two.resumeProducing()
+    got = lines(twoT)
+    assert got[0].startswith(b"*[server]: ") and b"events dropped" in got[0]
+    numbers = [int(line.split()[2]) for line in got[1:]]
+    assert int(got[0].split()[1]) + len(numbers) == count
+    assert numbers == sorted(set(numbers)) and numbers[-1] == count - 1  # in order, none twice

@@ -47,3 +47,18 @@ def test_cluster_uses_redis_for_chat(served):
 def test_bad_cluster_url_is_a_usage_error(served, url):
     with pytest.raises(usage.UsageError, match="--cluster"):
         parse("--root", str(served), "--cluster", url)
+
+
+def test_cluster_takes_a_password_and_tls(served):
+    options = parse("--root", str(served), "--cluster", "rediss://alice:pw%40x@10.0.0.5:6390/1")
+    service = makeService(options, reactor=MemoryReactorClock(), environ={"ECHOFILE_PASSWORD": "pw"})
+    for name in ("chat", "penalties"):
+        address = service.getServiceNamed(name).address
+        assert (address.tls, address.username, address.password, address.db) == (True, "alice", "pw@x", 1)
+
+
+@pytest.mark.parametrize("url", ["redis://alice@h:1", "redis://:hunter2@h:1/x", "rediss://:hunter2@h:1?ssl_ca_certs=/nope"])
+def test_a_bad_cluster_url_never_repeats_its_password(served, url):
+    with pytest.raises(usage.UsageError, match="--cluster") as e:
+        parse("--root", str(served), "--cluster", url)
+    assert "hunter2" not in str(e.value)

@@ -1,0 +1,259 @@
+"""
+The connections to Redis that L{echofile.redischat} and
+L{echofile.redispenalties} share the shape of: one for commands, one for a
+subscription, both from one C{--cluster} URL, each reconnecting by itself.
+
+The owner learns that a connection is ready (logged in, database selected,
+subscribed) or lost from its own callbacks, so "is the broker reachable?"
+is a fact the owner keeps, not a guess from the client library's internals.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import txredisapi
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
+from twisted.logger import Logger
+
+#: What C{--cluster} takes (for usage errors).
+URL_FORMS = "redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB][?ssl_ca_certs=PATH]"
+CONNECT_TIMEOUT = 5
+REPLY_TIMEOUT = 5
+#: Seconds a connection that Redis refused (password, database) stays open before the next try.
+REFUSED_RETRY = 10.0
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where the broker is and how to log in; C{str()} never shows the credentials."""
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    tls: bool = False
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    #: PEM file of the certificate authorities a C{rediss://} server is checked against (default: the system's).
+    caCerts: str | None = None
+
+    def __str__(self) -> str:
+        login = "(password)@" if self.password is not None else ""
+        return f"{'rediss' if self.tls else 'redis'}://{login}{self.host}:{self.port}/{self.db}"
+
+
+def parseRedisURL(url: str) -> RedisAddress:
+    """
+    A C{--cluster} URL, as redis URLs are written; ValueError for anything
+    else.  The errors never repeat the URL: it may hold a password.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"the URL must be {URL_FORMS}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise ValueError(f"the port is not a number in 0-65535 ({URL_FORMS})") from None
+    if not host:
+        raise ValueError(f"the URL has no host ({URL_FORMS})")
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ValueError("the database (after the /) must be a number")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if username is not None and not password:
+        raise ValueError("a user name needs a password: USER:PASSWORD@HOST (or :PASSWORD@HOST without a user)")
+    caCerts = None
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name != "ssl_ca_certs":
+            raise ValueError(f"unknown URL parameter {name!r} (only ssl_ca_certs=PATH, with rediss://)")
+        caCerts = value
+    if caCerts is not None:
+        if parts.scheme != "rediss":
+            raise ValueError("ssl_ca_certs is for rediss:// (TLS) URLs")
+        if not os.path.isfile(caCerts):
+            raise ValueError(f"ssl_ca_certs: no such file: {caCerts!r}")
+    return RedisAddress(host, port or 6379, int(db or 0), parts.scheme == "rediss", username, password or None, caCerts)
+
+
+def endpointFor(address: RedisAddress, clock: IReactorTime) -> IStreamClientEndpoint:
+    """TCP to the broker, in TLS for C{rediss://} (its certificate checked against the host name)."""
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(clock, address.host, address.port, timeout=CONNECT_TIMEOUT)
+    if address.tls:
+        trustRoot = None
+        if address.caCerts is not None:
+            with open(address.caCerts, "rb") as f:  # at start-up, before the reactor runs
+                pem = f.read()
+            trustRoot = trustRootFromCertificates([Certificate.loadPEM(block) for block in _pemBlocks(pem)])
+        endpoint = wrapClientTLS(optionsForClientTLS(address.host, trustRoot=trustRoot), endpoint)
+    return endpoint
+
+
+def _pemBlocks(pem: bytes) -> list[bytes]:
+    end = b"-----END CERTIFICATE-----"
+    return [block + end for block in pem.split(end) if b"-----BEGIN CERTIFICATE-----" in block]
+
+
+class _Ready:
+    """
+    Log in and select the database before the owner hears of the connection.
+
+    txredisapi's own AUTH stops reconnecting for good after one refusal;
+    here a refused login drops the connection and the usual backoff tries
+    again, after L{REFUSED_RETRY} seconds (the password may be fixed on the
+    server meanwhile).
+    """
+
+    factory: Any
+    transport: Any
+
+    @inlineCallbacks
+    def _prepare(self) -> Any:
+        link: RedisLink = self.factory.link
+        try:
+            address = link.address
+            if address.password is not None:
+                _check((yield self.auth(address.password, address.username)))  # type: ignore[attr-defined]
+            yield self._whenUsable()
+        except Exception as e:
+            link._refused(e)
+            # Not at once: ClientService would retry within a second, forever, and log each time.
+            self._retry = link._clock.callLater(REFUSED_RETRY, self.transport.loseConnection)
+            return
+        link._connectionReady(self)
+
+    def _whenUsable(self) -> Any:
+        raise NotImplementedError
+
+    def _lost(self) -> None:
+        retry = getattr(self, "_retry", None)
+        if retry is not None and retry.active():
+            retry.cancel()
+        self.factory.link._connectionLost(self)
+
+
+def _check(reply: Any) -> Any:
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+class _Commands(_Ready, txredisapi.RedisProtocol):
+    @inlineCallbacks
+    def connectionMade(self) -> Any:
+        yield super().connectionMade()
+        yield self._prepare()
+
+    @inlineCallbacks
+    def _whenUsable(self) -> Any:
+        if self.factory.link.address.db:
+            _check((yield self.select(self.factory.link.address.db)))
+        else:
+            _check((yield self.ping()))  # a round trip: the server answers (and its TLS certificate passed)
+
+    def connectionLost(self, why: Any) -> None:
+        super().connectionLost(why)
+        self._lost()
+
+
+class _Subscriber(_Ready, txredisapi.SubscriberProtocol):
+    @inlineCallbacks
+    def connectionMade(self) -> Any:
+        yield super().connectionMade()
+        yield self._prepare()
+
+    @inlineCallbacks
+    def _whenUsable(self) -> Any:
+        _check((yield self.subscribe(self.factory.link.channel)))
+
+    def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
+        self.factory.link.onMessage(message)
+
+    def connectionLost(self, why: Any) -> None:
+        super().connectionLost(why)
+        self._lost()
+
+
+class RedisLink:
+    """
+    A command connection and a subscription to C{channel}; L{available}
+    while both are ready.  C{onChange()} runs when that changes,
+    C{onMessage(message)} for each message on the channel.
+
+    Reconnecting, with a backoff up to 10 s, is txredisapi's (Twisted's
+    ClientService under it).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, address: RedisAddress, clock: IReactorTime, channel: str, what: str,
+        onChange: Callable[[], None], onMessage: Callable[[Any], None],
+    ) -> None:
+        self.address, self.channel, self._what = address, channel, what
+        self._clock = clock
+        self.onChange, self.onMessage = onChange, onMessage
+        #: The ready command connection (a txredisapi protocol: call its commands), or None.
+        self.commands: Any = None
+        self._subscriber: Any = None
+        self._factories: list[Any] = []
+        self._complained = False
+
+    @property
+    def available(self) -> bool:
+        return self.commands is not None and self._subscriber is not None
+
+    def start(self) -> None:
+        commands = txredisapi.RedisFactory(str(self.address), None, 1, isLazy=True, replyTimeout=REPLY_TIMEOUT)
+        commands.protocol = _Commands
+        subscriber = txredisapi.SubscriberFactory(isLazy=True)
+        subscriber.protocol = _Subscriber
+        for factory in (commands, subscriber):
+            factory.link = self
+            factory.startConnecting(endpointFor(self.address, self._clock))
+        self._factories = [commands, subscriber]
+
+    def stop(self) -> Any:
+        return gatherResults([f.disconnect() for f in self._factories], consumeErrors=True)
+
+    def _connectionReady(self, protocol: Any) -> None:
+        wasAvailable = self.available
+        if isinstance(protocol, _Subscriber):
+            self._subscriber = protocol
+        else:
+            self.commands = protocol
+        self._complained = False
+        if self.available and not wasAvailable:
+            self.onChange()
+
+    def _connectionLost(self, protocol: Any) -> None:
+        wasAvailable = self.available
+        if protocol is self._subscriber:
+            self._subscriber = None
+        elif protocol is self.commands:
+            self.commands = None
+        else:
+            return
+        if wasAvailable:
+            self.onChange()
+
+    def _refused(self, reason: Exception) -> None:
+        """Once per outage: Redis answered but refused us (a wrong password, a database out of range)."""
+        if not self._complained:
+            self._complained = True
+            self._log.error(
+                "{what}: Redis at {address} refused the connection: {reason} (check --cluster)",
+                what=self._what, address=str(self.address), reason=_withoutSecrets(str(reason), self.address),
+            )
+
+
+def _withoutSecrets(text: str, address: RedisAddress) -> str:
+    if address.password:
+        text = text.replace(address.password, "(password)")
+    return text
