@@ -1,8 +1,10 @@
 """
-The file protocol's reply formats, parsed (the client's side today; meant to
-become their single home, formats included, for server and client alike).
+The file protocol's reply texts: the single home of every reply the server
+says (PROTOCOL.md section 2, one constant or formatter per reply) and of the
+parsers the client reads them with, each format next to its parser.
 
-Every parser takes one reply line without its line break and returns its
+Formatters take names already made printable (L{echofile.text.sanitize}):
+this module only spells the wire format.  Every parser takes one reply line without its line break and returns its
 fields, or C{None} when the line is not that reply.  Numbers are bounded: a
 count or size of more than L{MAX_DIGITS} digits raises L{MalformedReply}
 rather than making a huge integer (or Python's digit-limit ValueError).
@@ -18,6 +20,115 @@ MAX_DIGITS = 20
 
 GREETING = "#Server Ready."
 BYE = "#Bye."
+HELP = "#Commands: AUTH, FILE, HASH, HELP, LIST, MSG, NICK, QUIT, RESUME, SAY, USER, WHO."
+LOGGED_IN = "#You are logged in."
+SAID = "#Said."
+
+# Replies that end a session (the server's last word).
+BUSY = "!Server busy, try again later."
+IDLE_TIMEOUT = "!Idle timeout."
+LOGIN_TIMEOUT = "!Login timeout."
+SHUTTING_DOWN = "!Server shutting down."
+LINE_TOO_LONG = "!Line too long."
+
+# Error replies without their leading "!" (the text a CommandError carries).
+INVALID_COMMAND = "Invalid command."
+INTERNAL_ERROR = "Internal error."
+NOT_LOGGED_IN = "You are not logged in."
+ALREADY_LOGGED_IN = "Already logged in."
+INVALID_USER_NAME = "Invalid user name."
+BAD_PASSWORD = "Bad password."
+TOO_MANY_FAILURES = "Too many failed attempts."
+CHAT_UNAVAILABLE = "Chat is unavailable, try again later."
+GUESTS_ONLY_NICK = "Only guest sessions have nicknames."
+
+
+def usage(synopsis: str) -> str:
+    """``Usage: <synopsis>`` (an error without its ``!``)."""
+    return f"Usage: {synopsis}"
+
+
+def error(text: str) -> str:
+    """An error reply line from its text."""
+    return "!" + text
+
+
+def userAccepted(user: str) -> str:
+    return f"#User {user} accepted, send AUTH."
+
+
+def sending(name: str, size: int) -> str:
+    """FILE's header; parsed by L{parseSending}."""
+    return f"#Sending {name} ({size} bytes)."
+
+
+def sendingFrom(name: str, offset: int, size: int) -> str:
+    """RESUME's header: C{size} is what follows C{offset}."""
+    return f"#Sending {name} from byte {offset} ({size} bytes)."
+
+
+def sent(name: str) -> str:
+    """The trailer after a body."""
+    return f"#File {name} sent successfully."
+
+
+def notOpened(name: str) -> str:
+    """FILE's, RESUME's and HASH's error; recognised by L{isNotOpened}."""
+    return f"File {name} could not be opened."
+
+
+def folderNotOpened(name: str) -> str:
+    return f"Directory {name} could not be opened."
+
+
+def offsetPastEnd(offset: int, name: str, size: int) -> str:
+    return f"Offset {offset} is past the end of {name} ({size} bytes)."
+
+
+def digest(name: str, size: int, sha256: str) -> str:
+    return f"#SHA-256 of {name} ({size} bytes): {sha256}."
+
+
+def entries(count: int, folder: str) -> str:
+    """LIST's header; parsed by L{parseEntries}."""
+    return f"#{count} entries in {folder}."
+
+
+def users(count: int) -> str:
+    """WHO's header; parsed by L{parseUsers}."""
+    return f"#{count} users online."
+
+
+def sentTo(recipient: str) -> str:
+    return f"#Sent to {recipient}."
+
+
+def noSuchUser(recipient: str) -> str:
+    return f"No such user online: {recipient}."
+
+
+def nickInUse(name: str) -> str:
+    return f"Nickname ~{name} is in use."
+
+
+def nowNamed(name: str) -> str:
+    """NICK's answer (C{name} with its ``~``); parsed by L{parseNick}."""
+    return f"#You are now {name}."
+
+
+class CommandError(Exception):
+    """
+    A command failed in a way the client is told about.
+
+    @ivar reply: the reply text without the leading ``!``.
+    @ivar closes: the session ends after this reply.
+    """
+
+    def __init__(self, reply: str, closes: bool = False) -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.closes = closes
+
 
 _SENDING = re.compile(r"#Sending (.*) \(([0-9]+) bytes\)\.")
 _ENTRIES = re.compile(r"#([0-9]+) entries in (.*)\.")
