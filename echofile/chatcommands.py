@@ -43,29 +43,29 @@ class ChatCommands(CommandProtocol):
     def cmd_SAY(self, text: str) -> Deferred[None]:
         self._requireLogin()
         if not text:
-            raise CommandError(wire.usage("SAY <text>"))
+            raise CommandError(wire.USAGE.format(synopsis="SAY <text>"))
         return self._askChat(lambda: self.factory.chat.say(self, text), lambda _: self.reply(wire.SAID))
 
     def cmd_MSG(self, argument: str) -> Deferred[None]:
         self._requireLogin()
         match = COMMAND_LINE.match(argument)
         if match is None or not match.group(2):
-            raise CommandError(wire.usage("MSG <user> <text>"))
+            raise CommandError(wire.USAGE.format(synopsis="MSG <user> <text>"))
         recipient, text = match.group(1), match.group(2)
 
         def notOnline(failure: Failure) -> None:
             failure.trap(NotOnline)
-            raise CommandError(wire.noSuchUser(sanitize(recipient)))
+            raise CommandError(wire.NO_SUCH_USER.format(recipient=sanitize(recipient)))
 
         d = self._askChat(
-            lambda: self.factory.chat.message(self, recipient, text), lambda _: self.reply(wire.sentTo(recipient))
+            lambda: self.factory.chat.message(self, recipient, text), lambda _: self.reply(wire.SENT_TO.format(recipient=recipient))
         )
         return d.addErrback(notOnline)
 
     def cmd_WHO(self, argument: str) -> Deferred[None]:
         self._requireLogin()
         return self._askChat(
-            self.factory.chat.online, lambda names: self._replyLines([wire.users(len(names)), *names])
+            self.factory.chat.online, lambda names: self._replyLines([wire.USERS.format(count=len(names)), *names])
         )
 
     def cmd_NICK(self, name: str) -> Deferred[None]:
@@ -76,7 +76,7 @@ class ChatCommands(CommandProtocol):
         """
         share = self._requireLogin()
         if not name:
-            raise CommandError(wire.usage("NICK <name>"))
+            raise CommandError(wire.USAGE.format(synopsis="NICK <name>"))
         if not isGuest(share.user):
             raise CommandError(wire.GUESTS_ONLY_NICK)
         if not _NICKNAME.fullmatch(name):
@@ -84,10 +84,10 @@ class ChatCommands(CommandProtocol):
 
         def inUse(failure: Failure) -> None:
             failure.trap(NicknameInUse)
-            raise CommandError(wire.nickInUse(name))
+            raise CommandError(wire.NICK_IN_USE.format(name=name))
 
         d = self._askChat(
-            lambda: self.factory.chat.rename(self, name), lambda new: self.reply(wire.nowNamed(new))
+            lambda: self.factory.chat.rename(self, name), lambda new: self.reply(wire.NOW_NAMED.format(name=new))
         )
         return d.addErrback(inUse)
 

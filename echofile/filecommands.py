@@ -54,26 +54,26 @@ class FileCommands(CommandProtocol):
         try:
             return share.open(name)
         except NotAvailable:
-            raise CommandError(wire.notOpened(sanitize(name))) from None
+            raise CommandError(wire.NOT_OPENED.format(name=sanitize(name))) from None
 
     def cmd_FILE(self, name: str) -> Deferred[None]:
         share = self._requireLogin()
         if not name:
-            raise CommandError(wire.usage("FILE <name>"))
+            raise CommandError(wire.USAGE.format(synopsis="FILE <name>"))
         opened = self._open(share, name)
-        return self._sendBody(share, opened, name, wire.sending(sanitize(name), opened.size))
+        return self._sendBody(share, opened, name, wire.SENDING.format(name=sanitize(name), size=opened.size))
 
     def cmd_RESUME(self, argument: str) -> Deferred[None]:
         share = self._requireLogin()
         match = COMMAND_LINE.match(argument)
         if match is None or not match.group(2) or not _OFFSET.fullmatch(match.group(1)):
-            raise CommandError(wire.usage("RESUME <offset> <name>"))
+            raise CommandError(wire.USAGE.format(synopsis="RESUME <offset> <name>"))
         offset, name = int(match.group(1)), match.group(2)
         opened = self._open(share, name)
         if offset > opened.size:
             opened.close()
-            raise CommandError(wire.offsetPastEnd(offset, sanitize(name), opened.size))
-        header = wire.sendingFrom(sanitize(name), offset, opened.size - offset)
+            raise CommandError(wire.OFFSET_PAST_END.format(offset=offset, name=sanitize(name), size=opened.size))
+        header = wire.SENDING_FROM.format(name=sanitize(name), offset=offset, size=opened.size - offset)
         return self._sendBody(share, opened, name, header, offset)
 
     def _sendBody(self, share: IShare, opened: OpenedFile, name: str, header: str, offset: int = 0) -> Deferred[None]:
@@ -88,7 +88,7 @@ class FileCommands(CommandProtocol):
         def sent(size: int) -> None:
             self._sendingEnded()
             self.transport.write(b"\r\n")
-            self.reply(wire.sent(shown))
+            self.reply(wire.SENT.format(name=shown))
             self._replyComplete()
             self._event(
                 LogLevel.info, "files: sent {file} ({size} bytes) to {user}@{peer} in {duration:.3f}s",
@@ -106,10 +106,10 @@ class FileCommands(CommandProtocol):
     def cmd_HASH(self, name: str) -> None:
         share = self._requireLogin()
         if not name:
-            raise CommandError(wire.usage("HASH <name>"))
+            raise CommandError(wire.USAGE.format(synopsis="HASH <name>"))
         opened = self._open(share, name)
         path = opened.path
-        cannotOpen = CommandError(wire.notOpened(sanitize(name)))
+        cannotOpen = CommandError(wire.NOT_OPENED.format(name=sanitize(name)))
         try:
             d = self.factory.hashes.digest(opened)
         except HashUnavailable:
@@ -127,7 +127,7 @@ class FileCommands(CommandProtocol):
                 file=loggable(path), size=digest.size, user=loggable(share.user),
             )
             if not self._ending:
-                self.reply(wire.digest(sanitize(name), digest.size, digest.sha256))
+                self.reply(wire.DIGEST.format(name=sanitize(name), size=digest.size, sha256=digest.sha256))
 
         def unavailable(failure: Failure) -> None:
             self._hashing = None
@@ -144,7 +144,7 @@ class FileCommands(CommandProtocol):
 
         def notOpened(failure: Failure) -> None:
             failure.trap(NotAvailable)
-            raise CommandError(wire.folderNotOpened(shown))
+            raise CommandError(wire.FOLDER_NOT_OPENED.format(name=shown))
 
         # Read off the reactor thread (and shared with other sessions listing the
         # same folder); the session reads no further command until it is sent.
@@ -156,7 +156,7 @@ class FileCommands(CommandProtocol):
         """Stream the header and the entries as the client reads; no event comes in between."""
         if not self._connected or self._ending:
             return None
-        header = (wire.entries(listing.count, shown) + "\r\n").encode("utf-8")
+        header = (wire.ENTRIES.format(count=listing.count, folder=shown) + "\r\n").encode("utf-8")
         sender = ListingSender(header, listing, onProgress=lambda _: self._timer.touch())
         self._sendingStarted(sender)
         if "output" in self._holds:  # the transport pauses the listing now, not the session

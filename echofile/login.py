@@ -56,7 +56,7 @@ class LoginPolicy:
         """USER: remember C{name}, or refuse it (and every AUTH until the next USER)."""
         if not name or not _USER_NAME.fullmatch(name):
             self.selected = None
-            raise CommandError(wire.INVALID_USER_NAME if name else wire.usage("USER <name>"))
+            raise CommandError(wire.INVALID_USER_NAME if name else wire.USAGE.format(synopsis="USER <name>"))
         self.selected = name
 
     def lockedOut(self, key: str) -> bool:
@@ -104,13 +104,13 @@ class LoginCommands(CommandProtocol):
 
     def cmd_USER(self, argument: str) -> None:
         self._login.select(argument)
-        self.reply(wire.userAccepted(argument))
+        self.reply(wire.USER_ACCEPTED.format(user=argument))
 
     def cmd_AUTH(self, password: str) -> Deferred[None]:
         if self.avatar is not None:
             raise CommandError(wire.ALREADY_LOGGED_IN)
         if not password:
-            raise CommandError(wire.usage("AUTH <password>"))
+            raise CommandError(wire.USAGE.format(synopsis="AUTH <password>"))
         user = self._login.selected
         if self._login.lockedOut(self._peerKey):
             self._event(LogLevel.info, "files: AUTH from locked-out {peer} refused")

@@ -43,77 +43,30 @@ CHAT_UNAVAILABLE = "Chat is unavailable, try again later."
 GUESTS_ONLY_NICK = "Only guest sessions have nicknames."
 
 
-def usage(synopsis: str) -> str:
-    """``Usage: <synopsis>`` (an error without its ``!``)."""
-    return f"Usage: {synopsis}"
+# Replies with fields: str.format templates, filled with names already made
+# printable; each one with a parser below is read by the client.
+USAGE = "Usage: {synopsis}"  #: an error without its "!"
+USER_ACCEPTED = "#User {user} accepted, send AUTH."
+SENDING = "#Sending {name} ({size} bytes)."  #: FILE's header (parseSending)
+SENDING_FROM = "#Sending {name} from byte {offset} ({size} bytes)."  #: RESUME's: size is what follows offset
+SENT = "#File {name} sent successfully."  #: the trailer after a body
+NOT_OPENED = "File {name} could not be opened."  #: FILE's, RESUME's, HASH's error (isNotOpened)
+FOLDER_NOT_OPENED = "Directory {name} could not be opened."
+OFFSET_PAST_END = "Offset {offset} is past the end of {name} ({size} bytes)."
+DIGEST = "#SHA-256 of {name} ({size} bytes): {sha256}."
+ENTRIES = "#{count} entries in {folder}."  #: LIST's header (parseEntries)
+FILE_ENTRY = "{size} {name}"  #: a listing line (parseEntry)
+FOLDER_ENTRY = "- {name}/"  #: a folder's listing line (parseEntry)
+USERS = "#{count} users online."  #: WHO's header (parseUsers)
+SENT_TO = "#Sent to {recipient}."
+NO_SUCH_USER = "No such user online: {recipient}."
+NICK_IN_USE = "Nickname ~{name} is in use."
+NOW_NAMED = "#You are now {name}."  #: NICK's answer, the name with its "~" (parseNick)
 
 
 def error(text: str) -> str:
     """An error reply line from its text."""
     return "!" + text
-
-
-def userAccepted(user: str) -> str:
-    return f"#User {user} accepted, send AUTH."
-
-
-def sending(name: str, size: int) -> str:
-    """FILE's header; parsed by L{parseSending}."""
-    return f"#Sending {name} ({size} bytes)."
-
-
-def sendingFrom(name: str, offset: int, size: int) -> str:
-    """RESUME's header: C{size} is what follows C{offset}."""
-    return f"#Sending {name} from byte {offset} ({size} bytes)."
-
-
-def sent(name: str) -> str:
-    """The trailer after a body."""
-    return f"#File {name} sent successfully."
-
-
-def notOpened(name: str) -> str:
-    """FILE's, RESUME's and HASH's error; recognised by L{isNotOpened}."""
-    return f"File {name} could not be opened."
-
-
-def folderNotOpened(name: str) -> str:
-    return f"Directory {name} could not be opened."
-
-
-def offsetPastEnd(offset: int, name: str, size: int) -> str:
-    return f"Offset {offset} is past the end of {name} ({size} bytes)."
-
-
-def digest(name: str, size: int, sha256: str) -> str:
-    return f"#SHA-256 of {name} ({size} bytes): {sha256}."
-
-
-def entries(count: int, folder: str) -> str:
-    """LIST's header; parsed by L{parseEntries}."""
-    return f"#{count} entries in {folder}."
-
-
-def users(count: int) -> str:
-    """WHO's header; parsed by L{parseUsers}."""
-    return f"#{count} users online."
-
-
-def sentTo(recipient: str) -> str:
-    return f"#Sent to {recipient}."
-
-
-def noSuchUser(recipient: str) -> str:
-    return f"No such user online: {recipient}."
-
-
-def nickInUse(name: str) -> str:
-    return f"Nickname ~{name} is in use."
-
-
-def nowNamed(name: str) -> str:
-    """NICK's answer (C{name} with its ``~``); parsed by L{parseNick}."""
-    return f"#You are now {name}."
 
 
 class CommandError(Exception):

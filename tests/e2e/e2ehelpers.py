@@ -27,6 +27,7 @@ from typing import Callable
 
 import pytest
 
+from echofile import wire
 from support import PASSWORD, populate
 
 #: Extra account configured on every server started here (``--auth memory:``).
@@ -354,7 +355,7 @@ def waitExit(server: Server, timeout: float) -> float:
     return time.monotonic() - started
 
 
-HELP = b"#Commands: AUTH, FILE, HASH, HELP, LIST, MSG, NICK, QUIT, RESUME, SAY, USER, WHO."
+HELP = wire.HELP.encode()
 
 
 def nc(port: int, data: bytes, *options: str, timeout: float = 15) -> subprocess.CompletedProcess:

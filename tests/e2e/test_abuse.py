@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from echofile import wire
 from e2ehelpers import (
     BIG_NAME,
     BIG_SIZE,
@@ -41,8 +42,8 @@ from e2ehelpers import (
 )
 from support import PASSWORD, populate
 
-LOCKED = b"!Too many failed attempts."
-SHUTTING_DOWN = b"!Server shutting down."
+LOCKED = wire.error(wire.TOO_MANY_FAILURES).encode()
+SHUTTING_DOWN = wire.SHUTTING_DOWN.encode()
 
 
 @pytest.fixture
