@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from typing import Iterable
 
-from twisted.internet import tcp
 from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
@@ -34,6 +33,7 @@ from echofile.admission import Admission, AdmissionPolicy
 from echofile.eventlog import loggable
 from echofile.shutdown import SessionTracker
 from echofile.limits import ConnectionLimiter, GracefulClose, SessionTimer, cancelPending, closeWithin
+from echofile.twistedinternals import canSendDirectly, directSocket
 
 
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
@@ -79,7 +79,7 @@ class EchoProtocol(Protocol):
     def _admit(self, peer: IAddress, key: str) -> None:
         self._peerKey = key
         self.transport.registerProducer(self.transport, True)
-        self._socket = _directSocket(self.transport)
+        self._socket = directSocket(self.transport)
         self._timer.start()
         self._log.debug("echo: connection from {peer}", peer=loggable(key))
 
@@ -89,13 +89,7 @@ class EchoProtocol(Protocol):
         self._timer.touch()
         transport = self.transport
         sock = self._socket
-        if (
-            sock is not None
-            and not transport._tempDataLen
-            and transport.offset == len(transport.dataBuffer)
-            and not transport.disconnecting
-            and not transport._writeDisconnecting
-        ):
+        if sock is not None and canSendDirectly(transport):
             # Nothing buffered: the socket is the next hop, as in asyncio.
             try:
                 sent = sock.send(data)
@@ -154,19 +148,6 @@ class EchoProtocol(Protocol):
         if self._peerKey is not None:
             self._log.debug("echo: connection from {peer} closed", peer=loggable(self._peerKey))
             self._peerKey = None
-
-
-def _directSocket(transport: object):
-    """
-    The socket of a plain TCP transport with the write buffer we know, or
-    None (TLS, PROXY-protocol wrappers, test transports): those get every
-    byte through C{transport.write}.
-    """
-    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
-        return None
-    if not all(hasattr(transport, name) for name in ("dataBuffer", "offset", "_tempDataLen", "_writeDisconnecting")):
-        return None
-    return getattr(transport, "socket", None)
 
 
 class EchoFactory(ServerFactory):

@@ -19,6 +19,7 @@ from twisted.protocols.basic import LineReceiver
 from echofile.chat import EventQueue
 from echofile.listing import ListingSender
 from echofile.transfer import BodySender
+from echofile.twistedinternals import unframedInput
 
 #: Input read ahead (not run) while a HASH waits, before the transport stops reading.
 HELD_INPUT = 64 * 1024
@@ -90,7 +91,7 @@ class HeldInput(LineReceiver):
 
     def _bufferedInput(self) -> int:
         """Bytes received but not yet framed into a line."""
-        return len(self._buffer)
+        return len(unframedInput(self))
 
     def _limitHeldInput(self) -> None:
         if self._holds and self._bufferedInput() > HELD_INPUT:

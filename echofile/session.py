@@ -25,6 +25,7 @@ from echofile.holds import HeldInput
 from echofile.limits import GracefulClose, SessionTimer, cancelPending, closeWithin
 from echofile.proxy import HealthCheck
 from echofile.telnet import TelnetCommandFilter
+from echofile.twistedinternals import insideLineLoop
 
 if TYPE_CHECKING:
     from echofile.files import FilesFactory
@@ -256,7 +257,7 @@ class LineSession(HeldInput):
 
     def _closeIfInputDone(self) -> None:
         # Inside LineReceiver's loop, lines may still wait: dataReceived asks again after it.
-        if self._inputEnded and not self._holds and not self._ending and not self._busyReceiving:
+        if self._inputEnded and not self._holds and not self._ending and not insideLineLoop(self):
             self._log.info("files: {peer} finished sending, closing", peer=self._peer)
             self.endSession(None)
 
