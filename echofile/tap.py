@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 from twisted.application import strports
 from twisted.application.internet import UDPServer
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.endpoints import serverFromString
@@ -24,18 +24,16 @@ from twisted.python import usage
 
 from echofile import __version__
 from echofile.addresses import LOOPBACK, parseNetwork
-from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPassword, makePortal
+from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPassword
 from echofile.chat import ChatService
-from echofile.echo import DEFAULT_UDP_RATE, EchoDatagramProtocol, EchoFactory
+from echofile.echo import DEFAULT_UDP_RATE, EchoDatagramProtocol
 from echofile.redischat import RedisChat, parseRedisURL
 from echofile.redispenalties import RedisPenalties
-from echofile.files import FilesFactory
 from echofile.hashing import FileHasher
-from echofile.limits import ConnectionLimiter
 from echofile.lockout import LoginPenalties, parseExempt
 from echofile.metrics import ReactorLagProbe
 from echofile.share import Tree
-from echofile.shutdown import GracefulShutdown
+from echofile.service import FilesService
 from echofile.status import makeStatusSite
 
 DEFAULT_ECHO = "tcp:8007:interface=127.0.0.1"
@@ -203,10 +201,10 @@ def _checkEndpoint(option: str, description: str) -> str:
     return description
 
 
-def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping[str, str] | None = None) -> MultiService:
+def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping[str, str] | None = None) -> FilesService:
     """
-    Build the service tree: one listening service per endpoint, plus UDP echo
-    when asked for.
+    Build the service tree: the shared state (L{FilesService}, the top), one
+    listening service per endpoint under it, plus UDP echo when asked for.
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
@@ -215,7 +213,6 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
     _log.info("echofile {version} starting (Twisted {twisted})", version=__version__, twisted=twistedVersion)
     password = _guestPassword(config, os.environ if environ is None else environ)
 
-    top = MultiService()
     limits = dict(
         maxFailures=config["lockout-failures"],
         window=config["lockout-window"],
@@ -230,8 +227,6 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
     else:
         chat = RedisChat(config["cluster"], reactor)
         penalties = RedisPenalties(config["cluster"], reactor, **limits)
-        penalties.setServiceParent(top)
-    chat.setServiceParent(top)
     trustedProxies = config.get("trusted-proxy") or LOOPBACK
     hashJobs = config.get("hash-jobs", 2)
     hashes = FileHasher(
@@ -239,44 +234,27 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         maxJobs=hashJobs,
         cacheSize=config.get("hash-cache", 1024),
     )
-    hashes.setServiceParent(top)
     _roomInThreadPool(reactor, hashJobs)
-    echoFactory = EchoFactory(
-        reactor,
-        ConnectionLimiter(config["max-connections"], config["max-per-ip"], "echo"),
-        config["idle-timeout"],
-        readyTimeout=config["login-timeout"],
-        trustedProxies=trustedProxies,
-    )
     tree = Tree(
         config["root"],
         dotfiles=bool(config.get("dotfiles")),
         runInThread=lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
         clock=reactor,
     )
-    filesFactory = FilesFactory(
-        makePortal(tree, password, config.get("credCheckers", []), chat),
-        reactor,
-        ConnectionLimiter(config["max-connections"], config["max-per-ip"], "files"),
-        chat,
-        idleTimeout=config["idle-timeout"],
-        maxLine=config["max-line"],
-        loginTimeout=config["login-timeout"],
-        penalties=penalties,
-        trustedProxies=trustedProxies,
-        hashes=hashes,
+    top = FilesService(
+        reactor, chat, penalties, hashes, tree, config["max-connections"], config["max-per-ip"],
+        drainTimeout=config.get("drain-timeout", 10.0),
+    )
+    echoFactory = top.makeEchoFactory(config["idle-timeout"], config["login-timeout"], trustedProxies)
+    filesFactory = top.makeFilesFactory(
+        password, config.get("credCheckers", []), trustedProxies,
+        idleTimeout=config["idle-timeout"], maxLine=config["max-line"], loginTimeout=config["login-timeout"],
     )
     for description in config["echo"]:
         _listen(description, echoFactory, reactor).setServiceParent(top)
     for description in config["files"]:
         _listen(description, filesFactory, reactor).setServiceParent(top)
-    shutdown = GracefulShutdown(
-        [echoFactory.sessions, filesFactory.sessions],
-        reactor,
-        config.get("drain-timeout", 10.0),
-        callFromThread=getattr(reactor, "callFromThread", None),
-    )
-    shutdown.setServiceParent(top)
+    shutdown = top.makeDrain(callFromThread=getattr(reactor, "callFromThread", None))
     if config.get("metrics") is not None:
         _listen(config["metrics"], makeStatusSite(lambda: shutdown.draining), reactor).setServiceParent(top)
         ReactorLagProbe(reactor).setServiceParent(top)
