@@ -35,6 +35,7 @@ from e2ehelpers import (
     Conn,
     Server,
     cpuSeconds,
+    fetch,
     makeTree,
     procIds,
     waitExit,
@@ -62,17 +63,6 @@ def connectFrom(source: str, port: int, timeout: float = 5.0) -> Conn:
     conn.buf = b""
     conn.reset = False
     return conn
-
-
-def fetch(conn: Conn, name: str) -> bytes:
-    """FILE <name> on a logged-in connection; the body, after checking header and trailer."""
-    header = conn.command(f"FILE {name}")
-    match = re.fullmatch(rb"#Sending (.*) \((\d+) bytes\)\.", header)
-    assert match, header
-    body = conn.exact(int(match.group(2)))
-    assert conn.exact(2) == b"\r\n"
-    assert conn.line() == f"#File {name} sent successfully.".encode()
-    return body
 
 
 def patterned(size: int) -> bytes:

@@ -19,8 +19,7 @@ from echofile.auth import makePortal
 from echofile.chat import ChatService, ChatUnavailable, IChat, IChatListener, NotOnline
 from echofile.files import FilesFactory
 from echofile.limits import ConnectionLimiter
-from support import PASSWORD, connect, drainTransfer, makeFilesFactory, replies
-from test_chat import loggedIn
+from support import PASSWORD, connect, drainTransfer, loggedIn, makeFilesFactory, replies
 
 UNAVAILABLE = wire.error(wire.CHAT_UNAVAILABLE).encode()
 
