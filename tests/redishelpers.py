@@ -7,6 +7,10 @@ import socket
 import subprocess
 from pathlib import Path
 
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+
 #: Installed by the test command (README, .ci/run).
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 
@@ -40,3 +44,24 @@ def stopRedis(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.terminate()
         process.wait(timeout=10)
+
+
+@inlineCallbacks
+def startRedis(port: int, directory):
+    """Fires with the process once it accepts connections."""
+    process = spawnRedis(port, directory)
+    for _ in range(500):
+        if accepts(port, process):
+            return process
+        yield deferLater(reactor, 0.01, lambda: None)
+    process.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+@inlineCallbacks
+def until(predicate, what: str):
+    for _ in range(1000):  # at most about 10 s: a hang fails instead of blocking the suite
+        if predicate():
+            return
+        yield deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError(f"gave up waiting for {what}")

@@ -12,37 +12,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 
 from echofile.redischat import RedisChat, parseRedisURL
-from redishelpers import accepts, freePort, spawnRedis, stopRedis
+from redishelpers import startRedis, stopRedis, until
 from support import PASSWORD, connect, makeFilesFactory
-
-
-@inlineCallbacks
-def startRedis(port: int, directory):
-    """Fires with the process once it accepts connections."""
-    process = spawnRedis(port, directory)
-    for _ in range(500):
-        if accepts(port, process):
-            return process
-        yield deferLater(reactor, 0.01, lambda: None)
-    process.kill()
-    raise RuntimeError("redis-server did not start")
-
-
-@pytest.fixture
-def redisPort(tmp_path):
-    port = freePort()
-    process = pytest_twisted.blockon(startRedis(port, tmp_path))
-    yield port, process
-    stopRedis(process)
-
-
-@inlineCallbacks
-def until(predicate, what: str):
-    for _ in range(1000):  # at most about 10 s: a hang fails instead of blocking the suite
-        if predicate():
-            return
-        yield deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 @pytest.fixture
