@@ -10,7 +10,6 @@ around them, and the holds that keep replies in command order.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
@@ -26,9 +25,6 @@ from echofile.text import sanitize
 from echofile.transfer import BodySender
 from echofile.wire import CommandError
 
-if TYPE_CHECKING:
-    from echofile.files import FilesFactory
-
 #: A RESUME offset: ASCII decimal digits only (int() would also take "+5", " 5", "1_0" and "٣").
 _OFFSET = re.compile(r"[0-9]{1,20}", re.ASCII)
 
@@ -36,18 +32,13 @@ _OFFSET = re.compile(r"[0-9]{1,20}", re.ASCII)
 class FileCommands(CommandProtocol):
     """The tree's commands of L{echofile.files.FileSession}."""
 
-    def __init__(self, factory: "FilesFactory") -> None:
-        super().__init__(factory)
-        self._hashing: Deferred[FileDigest] | None = None  # a HASH waiting for its digest
+    _hashing: Deferred[FileDigest] | None = None  # a HASH waiting for its digest
 
     def _letGo(self) -> None:
+        """Nobody will read a digest being made: give back its place in the queue (or its thread) and descriptor."""
         super()._letGo()
-        self._cancelHash()
-
-    def _cancelHash(self) -> None:
-        """Nobody will read the digest: give back its place in the queue (or its thread) and descriptor."""
-        hashing, self._hashing = self._hashing, None
-        if hashing is not None:
+        if self._hashing is not None:
+            hashing, self._hashing = self._hashing, None
             hashing.cancel()
 
     def _open(self, share: IShare, name: str) -> OpenedFile:

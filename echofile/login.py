@@ -81,7 +81,7 @@ class LoginPolicy:
 
 
 class LoginCommands(CommandProtocol):
-    """USER and AUTH of L{echofile.files.FileSession}; logging out is L{_logOut}."""
+    """USER and AUTH of L{echofile.files.FileSession}; logging out when the session ends."""
 
     def __init__(self, factory: "FilesFactory") -> None:
         super().__init__(factory)
@@ -89,11 +89,8 @@ class LoginCommands(CommandProtocol):
         self._logout: Callable[[], None] | None = None
 
     def _letGo(self) -> None:
-        super()._letGo()
-        self._logOut()
-
-    def _logOut(self) -> None:
         """Leave presence at once (the connection itself may linger a little)."""
+        super()._letGo()
         logout, self._logout = self._logout, None
         if logout is not None:
             logout()
