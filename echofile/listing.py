@@ -27,6 +27,8 @@ from twisted.internet.interfaces import IConsumer, IDelayedCall, IPullProducer, 
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echofile import wire
+
 #: What identifies an unchanged folder: (st_dev, st_ino, st_mtime_ns).
 FolderKey = tuple[int, int, int]
 
@@ -65,11 +67,15 @@ class Listing:
         return self.body.split(b"\r\n")[:-1]
 
 
+_FILE_LINE = wire.FILE_ENTRY.format(size="%s", name="%s").encode("ascii") + b"\r\n"
+_FOLDER_LINE = wire.FOLDER_ENTRY.format(name="%s").encode("ascii") + b"\r\n"
+
+
 def _line(record: bytes) -> bytes:
     name, _, size = record.partition(b"\x00")
     if size == b"-":
-        return b"- " + name + b"/\r\n"
-    return size + b" " + name + b"\r\n"
+        return _FOLDER_LINE % name
+    return _FILE_LINE % (size, name)
 
 
 class _Kept:

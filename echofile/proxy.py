@@ -43,12 +43,7 @@ from twisted.python.failure import Failure
 
 from echofile.addresses import HealthCheck, isValidClient, peerKey, socketKey
 from echofile.text import sanitize
-
-try:
-    # Private in Twisted: the class behind the public proxyEndpoint / haproxy: endpoint.
-    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
-except ImportError:  # pragma: no cover - a Twisted without PROXY support
-    HAProxyProtocolWrapper = None  # type: ignore[assignment,misc]
+from echofile.twistedinternals import interceptData, isProxyWrapper, parsedHeader, restoreData
 
 __all__ = ["HealthCheck", "closeUnread", "isProxyWrapper", "peerKey", "whenPeerKnown"]
 
@@ -73,11 +68,6 @@ def _loggable(seen: bytes) -> str:
     return f"{len(seen)} bytes that are not a PROXY protocol header, not shown"
 
 
-def isProxyWrapper(transport: object) -> bool:
-    """Is C{transport} Twisted's PROXY protocol wrapper (a C{haproxy:} endpoint)?"""
-    return HAProxyProtocolWrapper is not None and isinstance(transport, HAProxyProtocolWrapper)
-
-
 def whenPeerKnown(transport: ITransport) -> Deferred[IAddress]:
     """
     A Deferred that fires with the peer address once it is known: now for
@@ -98,7 +88,7 @@ def closeUnread(wrapper: Any) -> None:
     wrapper is still handed (bytes already read, or decrypted by a TLS layer
     below it) is dropped, never parsed.
     """
-    wrapper.dataReceived = _drop  # shadows the method on this instance only
+    interceptData(wrapper, _drop)
     wrapper.loseConnection()
 
 
@@ -108,7 +98,7 @@ def _drop(data: bytes) -> None:
 
 def _peerFrom(wrapper: Any) -> IAddress | None:
     """The client named by the wrapper's parsed header, or None if it names no valid one."""
-    source = wrapper._proxyInfo.source
+    source = parsedHeader(wrapper).source
     if source is None:  # LOCAL / UNKNOWN: the balancer itself
         return HealthCheck(wrapper.transport.getPeer())
     if isinstance(source, UNIXAddress):
@@ -132,7 +122,7 @@ class _HeaderWait:
         self.deferred: Deferred[IAddress] = Deferred()
         self._parse = wrapper.dataReceived
         wrapper.wrappedProtocol = self
-        wrapper.dataReceived = self._wrapperDataReceived  # shadows the method on this instance only
+        interceptData(wrapper, self._wrapperDataReceived)
 
     # -- the wrapper's side ---------------------------------------------------
 
@@ -147,7 +137,7 @@ class _HeaderWait:
             self._refuse("a field that is not a number or not text")
             return
         wrapper = self._wrapper
-        if wrapper._proxyInfo is None:
+        if parsedHeader(wrapper) is None:
             if wrapper.disconnecting:  # Twisted found it malformed and closed
                 self._refuse("not a PROXY protocol header")
             return
@@ -182,7 +172,7 @@ class _HeaderWait:
     def _restore(self) -> None:
         """Give the wrapper back to the session."""
         self._wrapper.wrappedProtocol = self._protocol
-        self._wrapper.__dict__.pop("dataReceived", None)  # back to the class's method
+        restoreData(self._wrapper)
 
     # -- what the wrapper calls on its wrapped protocol meanwhile -------------
 

@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echofile.share import OpenedFile
+from echofile.twistedinternals import sendfileDescriptor, unsentBytes
 
 #: ``os.sendfile`` where the platform has it; None elsewhere (and in tests of the fallback).
 _sendfile: Callable[[int, int, int, int], int] | None = getattr(os, "sendfile", None)
@@ -48,31 +49,6 @@ _sendfile: Callable[[int, int, int, int], int] | None = getattr(os, "sendfile", 
 
 class TransferInterrupted(Exception):
     """The body could not be sent in full; the connection must be closed."""
-
-
-def _socketTransportFileno(consumer: object) -> int | None:
-    """
-    The socket descriptor to C{sendfile} into, or None when C{consumer} is
-    not a plain socket transport whose buffer we know how to check.
-
-    TLS (started on the connection, or a TLS wrapper protocol in between),
-    wrapping policies and in-memory transports all come out as None.
-    """
-    from twisted.internet import tcp
-
-    if not isinstance(consumer, tcp.Connection) or getattr(consumer, "TLS", False):
-        return None
-    if not all(hasattr(consumer, name) for name in ("dataBuffer", "offset", "_tempDataLen", "startWriting")):
-        return None  # a Twisted whose FileDescriptor buffer looks different: stay on the safe path
-    try:
-        return consumer.fileno()
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _unsent(transport: object) -> int:
-    """Bytes still in the transport's own write buffer."""
-    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[attr-defined]
 
 
 @implementer(IPullProducer)
@@ -137,7 +113,7 @@ class BodySender:
                 return fail(TransferInterrupted(f"cannot seek to byte {self._offset}: {e}"))
         self._consumer = consumer
         self._done = done = Deferred()
-        self._socketFd = _socketTransportFileno(consumer) if _sendfile is not None else None
+        self._socketFd = sendfileDescriptor(consumer) if _sendfile is not None else None
         self.mode = "chunks" if self._socketFd is None else "sendfile"
         if self.mode == "sendfile" and getattr(getattr(consumer, "socket", None), "family", None) in (AF_INET, AF_INET6):
             # The trailer is a separate small write after the body: with
@@ -176,7 +152,7 @@ class BodySender:
 
     def _sendSome(self) -> None:
         transport = self._consumer
-        if _unsent(transport) > 0:
+        if unsentBytes(transport) > 0:
             # Called at registration while the header is still buffered: the
             # transport calls again once its buffer has drained.
             return

@@ -1,8 +1,10 @@
 """
-The file protocol's reply formats, parsed (the client's side today; meant to
-become their single home, formats included, for server and client alike).
+The file protocol's reply texts: the single home of every reply the server
+says (PROTOCOL.md section 2, one constant or formatter per reply) and of the
+parsers the client reads them with, each format next to its parser.
 
-Every parser takes one reply line without its line break and returns its
+Formatters take names already made printable (L{echofile.text.sanitize}):
+this module only spells the wire format.  Every parser takes one reply line without its line break and returns its
 fields, or C{None} when the line is not that reply.  Numbers are bounded: a
 count or size of more than L{MAX_DIGITS} digits raises L{MalformedReply}
 rather than making a huge integer (or Python's digit-limit ValueError).
@@ -18,6 +20,68 @@ MAX_DIGITS = 20
 
 GREETING = "#Server Ready."
 BYE = "#Bye."
+HELP = "#Commands: AUTH, FILE, HASH, HELP, LIST, MSG, NICK, QUIT, RESUME, SAY, USER, WHO."
+LOGGED_IN = "#You are logged in."
+SAID = "#Said."
+
+# Replies that end a session (the server's last word).
+BUSY = "!Server busy, try again later."
+IDLE_TIMEOUT = "!Idle timeout."
+LOGIN_TIMEOUT = "!Login timeout."
+SHUTTING_DOWN = "!Server shutting down."
+LINE_TOO_LONG = "!Line too long."
+
+# Error replies without their leading "!" (the text a CommandError carries).
+INVALID_COMMAND = "Invalid command."
+INTERNAL_ERROR = "Internal error."
+NOT_LOGGED_IN = "You are not logged in."
+ALREADY_LOGGED_IN = "Already logged in."
+INVALID_USER_NAME = "Invalid user name."
+BAD_PASSWORD = "Bad password."
+TOO_MANY_FAILURES = "Too many failed attempts."
+CHAT_UNAVAILABLE = "Chat is unavailable, try again later."
+GUESTS_ONLY_NICK = "Only guest sessions have nicknames."
+
+
+# Replies with fields: str.format templates, filled with names already made
+# printable; each one with a parser below is read by the client.
+USAGE = "Usage: {synopsis}"  #: an error without its "!"
+USER_ACCEPTED = "#User {user} accepted, send AUTH."
+SENDING = "#Sending {name} ({size} bytes)."  #: FILE's header (parseSending)
+SENDING_FROM = "#Sending {name} from byte {offset} ({size} bytes)."  #: RESUME's: size is what follows offset
+SENT = "#File {name} sent successfully."  #: the trailer after a body
+NOT_OPENED = "File {name} could not be opened."  #: FILE's, RESUME's, HASH's error (isNotOpened)
+FOLDER_NOT_OPENED = "Directory {name} could not be opened."
+OFFSET_PAST_END = "Offset {offset} is past the end of {name} ({size} bytes)."
+DIGEST = "#SHA-256 of {name} ({size} bytes): {sha256}."
+ENTRIES = "#{count} entries in {folder}."  #: LIST's header (parseEntries)
+FILE_ENTRY = "{size} {name}"  #: a listing line (parseEntry)
+FOLDER_ENTRY = "- {name}/"  #: a folder's listing line (parseEntry)
+USERS = "#{count} users online."  #: WHO's header (parseUsers)
+SENT_TO = "#Sent to {recipient}."
+NO_SUCH_USER = "No such user online: {recipient}."
+NICK_IN_USE = "Nickname ~{name} is in use."
+NOW_NAMED = "#You are now {name}."  #: NICK's answer, the name with its "~" (parseNick)
+
+
+def error(text: str) -> str:
+    """An error reply line from its text."""
+    return "!" + text
+
+
+class CommandError(Exception):
+    """
+    A command failed in a way the client is told about.
+
+    @ivar reply: the reply text without the leading ``!``.
+    @ivar closes: the session ends after this reply.
+    """
+
+    def __init__(self, reply: str, closes: bool = False) -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.closes = closes
+
 
 _SENDING = re.compile(r"#Sending (.*) \(([0-9]+) bytes\)\.")
 _ENTRIES = re.compile(r"#([0-9]+) entries in (.*)\.")

@@ -7,6 +7,12 @@ import socket
 import subprocess
 from pathlib import Path
 
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+
+from support import PASSWORD, connect
+
 #: Installed by the test command (README, .ci/run).
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 
@@ -54,3 +60,37 @@ def stopRedis(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.terminate()
         process.wait(timeout=10)
+
+
+@inlineCallbacks
+def startRedis(port: int, directory, *extra: str):
+    """Fires with the process once it accepts connections (on C{port}: give the TLS port as it, if any)."""
+    process = spawnRedis(port, directory, *extra)
+    for _ in range(500):
+        if accepts(port, process):
+            return process
+        yield deferLater(reactor, 0.01, lambda: None)
+    process.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+@inlineCallbacks
+def until(predicate, what: str):
+    for _ in range(1000):  # at most about 10 s: a hang fails instead of blocking the suite
+        if predicate():
+            return
+        yield deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def lines(transport) -> list[bytes]:
+    return transport.value().split(b"\r\n")[:-1]
+
+
+@inlineCallbacks
+def guestOn(factory, port: int):
+    protocol, transport = connect(factory, port=port)
+    protocol.dataReceived(b"AUTH " + PASSWORD.encode() + b"\r\n")
+    yield until(lambda: b"#You are logged in.\r\n" in transport.value(), "the login")
+    transport.clear()
+    return protocol, transport

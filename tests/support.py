@@ -75,6 +75,17 @@ def connect(factory: FilesFactory, host: str = "127.0.0.1", port: int = 40000):
     return protocol, transport
 
 
+def loggedIn(factory, user: str, port: int = 1):
+    """A session of C{user} ('guest' with the guest password, others with 'pw'), its greeting and login read."""
+    protocol, transport = connect(factory, port=port)
+    if user == "guest":
+        protocol.dataReceived(b"AUTH " + PASSWORD.encode() + b"\r\n")
+    else:
+        protocol.dataReceived(f"USER {user}\r\nAUTH pw\r\n".encode())
+    assert replies(transport)[-1] == b"#You are logged in."
+    return protocol, transport
+
+
 def drainTransfer(transport: StringTransport) -> None:
     """Pump a registered BodySender until the body is done (what the reactor would do)."""
     while isinstance(transport.producer, BodySender):

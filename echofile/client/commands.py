@@ -14,6 +14,7 @@ from typing import Any, Callable, Generator
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 
+from echofile import wire
 from echofile.client.console import Fatal, UsageError
 from echofile.client.errors import ClientError, ServerError
 from echofile.client.getting import Getter, PlanError, getFiles, getTree, plan
@@ -121,7 +122,9 @@ def _get(session: Session) -> Generator[Deferred[Any], Any, int]:
 
 def formatEntry(entry: Entry) -> str:
     """An entry as the server shows it: size (``-`` for a folder) and name, folders ending in ``/``."""
-    return f"- {entry.name}/" if entry.isDirectory else f"{entry.size} {entry.name}"
+    if entry.isDirectory:
+        return wire.FOLDER_ENTRY.format(name=entry.name)
+    return wire.FILE_ENTRY.format(size=entry.size, name=entry.name)
 
 
 def formatListing(entries: list[Entry]) -> list[str]:

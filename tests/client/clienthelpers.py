@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -12,8 +18,11 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
 from twisted.protocols.policies import WrappingFactory
+from twisted.python.failure import Failure
 
+from echofile.client import FileClient
 from echofile.client.main import Streams, run
 
 ALICE_PASSWORD = "alice's secret"
@@ -152,3 +161,109 @@ def selfSignedCertificate(directory: Path) -> tuple[Path, Path, Path]:
     roots.mkdir()
     shutil.copy(certPath, roots / "cert.pem")
     return keyPath, certPath, roots
+
+
+# -- driving a FileClient on a StringTransport ----------------------------------
+
+
+class Results:
+    """Collects what a Deferred fired with, so a test can assert on it synchronously."""
+
+    def __init__(self, d) -> None:
+        self.value = None
+        self.failure: Failure | None = None
+        self.fired = False
+        d.addCallbacks(self._ok, self._failed)
+
+    def _ok(self, value) -> None:
+        self.fired, self.value = True, value
+
+    def _failed(self, failure: Failure) -> None:
+        self.fired, self.failure = True, failure
+
+    def error(self, kind):
+        assert self.fired and self.failure is not None, self.value
+        assert self.failure.check(kind), self.failure
+        return self.failure.value
+
+
+def feed(protocol: FileClient, data: bytes, chunk: int | None = None) -> None:
+    """Deliver C{data}, optionally in chunks of C{chunk} bytes (as TCP may)."""
+    if chunk is None:
+        protocol.dataReceived(data)
+        return
+    for i in range(0, len(data), chunk):
+        protocol.dataReceived(data[i : i + chunk])
+
+
+def sent(transport: StringTransport) -> bytes:
+    data = transport.value()
+    transport.clear()
+    return data
+
+
+# -- twistd and echofile-client as subprocesses ---------------------------------
+
+TWISTD = Path(sys.executable).with_name("twistd")
+CONSOLE_SCRIPT = Path(sys.executable).with_name("echofile-client")
+CLIENT = [sys.executable, "-m", "echofile.client"]
+ALICE = "alice s3cret"
+
+
+class Twistd:
+    """A running ``twistd -n echofile``; its log is drained by a thread so the pipe never fills."""
+
+    def __init__(self, root: Path) -> None:
+        env = {**os.environ, "ECHOFILE_PASSWORD": PASSWORD}
+        self.process = subprocess.Popen(
+            [
+                str(TWISTD), "-n", "--pidfile=", "echofile",
+                "--files", "tcp:0:interface=127.0.0.1", "--echo", "tcp:0:interface=127.0.0.1",
+                "--root", str(root), "--auth", f"memory:alice:{ALICE}",
+            ],
+            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        self.log: list[str] = []
+        self.ports: dict[str, int] = {}
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.decode("utf-8", "replace")
+            self.log.append(line)
+            found = re.search(r"(FilesFactory|EchoFactory) starting on (\d+)", line)
+            if found:
+                self.ports[found.group(1)] = int(found.group(2))
+                if len(self.ports) == 2:
+                    self._ready.set()
+        self._ready.set()  # exited: let the waiter see what happened
+
+    def waitReady(self) -> None:
+        self._ready.wait(timeout=60)
+        assert len(self.ports) == 2, "twistd did not start:\n" + "".join(self.log)
+
+    @property
+    def files(self) -> str:
+        return f"tcp:host=127.0.0.1:port={self.ports['FilesFactory']}"
+
+    @property
+    def echo(self) -> str:
+        return f"tcp:host=127.0.0.1:port={self.ports['EchoFactory']}"
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(timeout=20)
+
+
+def clientEnv(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("ECHOFILE_PASSWORD", "NO_COLOR", "FORCE_COLOR", "TERM", "COLUMNS")}
+    env.update({"ECHOFILE_PASSWORD": PASSWORD, "TERM": "xterm-256color"}, **extra)
+    return env

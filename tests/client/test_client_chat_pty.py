@@ -11,7 +11,7 @@ import time
 
 import pytest
 from support import populate
-from test_client_e2e import ALICE, CLIENT, Twistd, clientEnv
+from clienthelpers import ALICE, CLIENT, Twistd, clientEnv
 
 
 @pytest.fixture(scope="module")

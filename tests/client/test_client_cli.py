@@ -219,7 +219,7 @@ def test_ctrl_c_says_interrupted_not_connection_lost(tmp_path):
     import threading
     import time
 
-    from test_client_e2e import CLIENT, clientEnv
+    from clienthelpers import CLIENT, clientEnv
 
     listener = socket.create_server(("127.0.0.1", 0))
     done = threading.Event()

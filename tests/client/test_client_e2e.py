@@ -11,77 +11,17 @@ import fcntl
 import hashlib
 import os
 import pty
-import re
-import signal
 import socket
 import struct
 import subprocess
-import sys
 import termios
-import threading
 from pathlib import Path
 
 import pytest
-from support import PASSWORD, populate
+from clienthelpers import ALICE, CLIENT, CONSOLE_SCRIPT, Twistd, clientEnv
+from support import populate
 
-TWISTD = Path(sys.executable).with_name("twistd")
-CONSOLE_SCRIPT = Path(sys.executable).with_name("echofile-client")
-CLIENT = [sys.executable, "-m", "echofile.client"]
-ALICE = "alice s3cret"
 BIG = 50 * 1024 * 1024
-
-
-class Twistd:
-    """A running ``twistd -n echofile``; its log is drained by a thread so the pipe never fills."""
-
-    def __init__(self, root: Path) -> None:
-        env = {**os.environ, "ECHOFILE_PASSWORD": PASSWORD}
-        self.process = subprocess.Popen(
-            [
-                str(TWISTD), "-n", "--pidfile=", "echofile",
-                "--files", "tcp:0:interface=127.0.0.1", "--echo", "tcp:0:interface=127.0.0.1",
-                "--root", str(root), "--auth", f"memory:alice:{ALICE}",
-            ],
-            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        self.log: list[str] = []
-        self.ports: dict[str, int] = {}
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            line = raw.decode("utf-8", "replace")
-            self.log.append(line)
-            found = re.search(r"(FilesFactory|EchoFactory) starting on (\d+)", line)
-            if found:
-                self.ports[found.group(1)] = int(found.group(2))
-                if len(self.ports) == 2:
-                    self._ready.set()
-        self._ready.set()  # exited: let the waiter see what happened
-
-    def waitReady(self) -> None:
-        self._ready.wait(timeout=60)
-        assert len(self.ports) == 2, "twistd did not start:\n" + "".join(self.log)
-
-    @property
-    def files(self) -> str:
-        return f"tcp:host=127.0.0.1:port={self.ports['FilesFactory']}"
-
-    @property
-    def echo(self) -> str:
-        return f"tcp:host=127.0.0.1:port={self.ports['EchoFactory']}"
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._reader.join(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +45,6 @@ def server(root):
         yield server
     finally:
         server.stop()
-
-
-def clientEnv(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("ECHOFILE_PASSWORD", "NO_COLOR", "FORCE_COLOR", "TERM", "COLUMNS")}
-    env.update({"ECHOFILE_PASSWORD": PASSWORD, "TERM": "xterm-256color"}, **extra)
-    return env
 
 
 def client(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None, input: bytes = b"", command=CLIENT):

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import threading
 
-from test_client_e2e import CLIENT, clientEnv
+from clienthelpers import CLIENT, clientEnv
 
 MB = 1024 * 1024
 #: What the flood would cost without backpressure: far above the bound below.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from clienthelpers import Results, feed, sent
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -22,27 +23,6 @@ from echofile.client import (
 TIMEOUT = 10.0
 
 
-class Results:
-    """Collects what a Deferred fired with, so a test can assert on it synchronously."""
-
-    def __init__(self, d) -> None:
-        self.value = None
-        self.failure: Failure | None = None
-        self.fired = False
-        d.addCallbacks(self._ok, self._failed)
-
-    def _ok(self, value) -> None:
-        self.fired, self.value = True, value
-
-    def _failed(self, failure: Failure) -> None:
-        self.fired, self.failure = True, failure
-
-    def error(self, kind):
-        assert self.fired and self.failure is not None, self.value
-        assert self.failure.check(kind), self.failure
-        return self.failure.value
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -59,21 +39,6 @@ def client(clock, events):
     transport = StringTransport()
     protocol.makeConnection(transport)
     return protocol, transport
-
-
-def feed(protocol: FileClient, data: bytes, chunk: int | None = None) -> None:
-    """Deliver C{data}, optionally in chunks of C{chunk} bytes (as TCP may)."""
-    if chunk is None:
-        protocol.dataReceived(data)
-        return
-    for i in range(0, len(data), chunk):
-        protocol.dataReceived(data[i : i + chunk])
-
-
-def sent(transport: StringTransport) -> bytes:
-    data = transport.value()
-    transport.clear()
-    return data
 
 
 @pytest.fixture

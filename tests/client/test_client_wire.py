@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_client_protocol import Results, feed, sent
+from clienthelpers import Results, feed, sent
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 

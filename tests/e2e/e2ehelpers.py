@@ -27,6 +27,8 @@ from typing import Callable
 
 import pytest
 
+from echofile import wire
+from echofile.text import sanitize
 from support import PASSWORD, populate
 
 #: Extra account configured on every server started here (``--auth memory:``).
@@ -354,7 +356,7 @@ def waitExit(server: Server, timeout: float) -> float:
     return time.monotonic() - started
 
 
-HELP = b"#Commands: AUTH, FILE, HASH, HELP, LIST, MSG, NICK, QUIT, RESUME, SAY, USER, WHO."
+HELP = wire.HELP.encode()
 
 
 def nc(port: int, data: bytes, *options: str, timeout: float = 15) -> subprocess.CompletedProcess:
@@ -363,3 +365,25 @@ def nc(port: int, data: bytes, *options: str, timeout: float = 15) -> subprocess
         [requireTool("nc"), *options, "127.0.0.1", str(port)],
         input=data, capture_output=True, timeout=timeout,
     )
+
+
+def fetch(conn: "Conn", name: str) -> bytes:
+    """
+    FILE <name> on a logged-in connection; the body, after checking the header
+    and the trailer (both name the file as the server shows it: sanitised).
+    """
+    shown = sanitize(name).encode()
+    header = conn.command(b"FILE " + name.encode())
+    match = re.fullmatch(rb"#Sending (.*) \((\d+) bytes\)\.", header)
+    assert match, header
+    assert match.group(1) == shown
+    body = conn.exact(int(match.group(2)))
+    assert conn.exact(2) == b"\r\n"
+    assert conn.line() == b"#File " + shown + b" sent successfully."
+    return body
+
+
+def freeUdpPort() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

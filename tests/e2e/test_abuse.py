@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from echofile import wire
 from e2ehelpers import (
     BIG_NAME,
     BIG_SIZE,
@@ -34,6 +35,7 @@ from e2ehelpers import (
     Conn,
     Server,
     cpuSeconds,
+    fetch,
     makeTree,
     procIds,
     waitExit,
@@ -41,8 +43,8 @@ from e2ehelpers import (
 )
 from support import PASSWORD, populate
 
-LOCKED = b"!Too many failed attempts."
-SHUTTING_DOWN = b"!Server shutting down."
+LOCKED = wire.error(wire.TOO_MANY_FAILURES).encode()
+SHUTTING_DOWN = wire.SHUTTING_DOWN.encode()
 
 
 @pytest.fixture
@@ -61,17 +63,6 @@ def connectFrom(source: str, port: int, timeout: float = 5.0) -> Conn:
     conn.buf = b""
     conn.reset = False
     return conn
-
-
-def fetch(conn: Conn, name: str) -> bytes:
-    """FILE <name> on a logged-in connection; the body, after checking header and trailer."""
-    header = conn.command(f"FILE {name}")
-    match = re.fullmatch(rb"#Sending (.*) \((\d+) bytes\)\.", header)
-    assert match, header
-    body = conn.exact(int(match.group(2)))
-    assert conn.exact(2) == b"\r\n"
-    assert conn.line() == f"#File {name} sent successfully.".encode()
-    return body
 
 
 def patterned(size: int) -> bytes:

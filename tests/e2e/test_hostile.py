@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import select
 import socket
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from echofile.text import sanitize
-from e2ehelpers import HELP, BIG_NAME, BIG_SIZE, SECRET, Conn, Server, openFds, procStatus, waitFor
+from e2ehelpers import HELP, BIG_NAME, BIG_SIZE, SECRET, Conn, Server, fetch, openFds, procStatus, waitFor
 from support import PASSWORD
 
 MB = 1024 * 1024
@@ -34,16 +33,6 @@ def printable(name: str) -> str:
 
 def notOpened(name: str) -> bytes:
     return f"!File {printable(name)} could not be opened.".encode()
-
-
-def fetch(conn: Conn, name: str) -> bytes:
-    header = conn.command(b"FILE " + name.encode())
-    match = re.fullmatch(rb"#Sending (.*) \((\d+) bytes\)\.", header)
-    assert match, header
-    body = conn.exact(int(match.group(2)))
-    assert conn.exact(2) == b"\r\n"
-    assert conn.line() == b"#File " + printable(name).encode() + b" sent successfully."
-    return body
 
 
 def sendAll(conn: Conn, data: bytes) -> threading.Thread:

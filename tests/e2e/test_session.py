@@ -12,21 +12,9 @@ import socket
 import threading
 from pathlib import Path
 
-from e2ehelpers import ALICE, HELP, Conn, Server
+from e2ehelpers import ALICE, HELP, Conn, Server, fetch, freeUdpPort
 from support import PASSWORD
 
-
-
-def fetch(conn: Conn, name: str) -> bytes:
-    """FILE <name> on a logged-in connection; the body, after checking header and trailer."""
-    header = conn.command(f"FILE {name}")
-    match = re.fullmatch(rb"#Sending (.*) \((\d+) bytes\)\.", header)
-    assert match, header
-    assert match.group(1) == name.encode()
-    body = conn.exact(int(match.group(2)))
-    assert conn.exact(2) == b"\r\n"
-    assert conn.line() == b"#File " + name.encode() + b" sent successfully."
-    return body
 
 
 # -- the file protocol: a whole session -------------------------------------------
@@ -211,12 +199,6 @@ def test_echo_half_close_with_nothing_sent(server: Server) -> None:
 # -- echo over UDP ----------------------------------------------------------------
 
 
-def _freeUdpPort() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _udpSocketInodes(pid: int) -> set[str]:
     """Inodes of the UDP sockets process C{pid} holds."""
     mine = {
@@ -233,7 +215,7 @@ def _udpSocketInodes(pid: int) -> set[str]:
 
 
 def test_udp_echo_when_enabled(startServer) -> None:
-    port = _freeUdpPort()
+    port = freeUdpPort()
     server = startServer("--echo-udp", f"127.0.0.1:{port}")
     server.waitLog(rf"starting on {port}\b")
     assert _udpSocketInodes(server.pid)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from test_session import _freeUdpPort
+from e2ehelpers import freeUdpPort
 
 
 def test_udp_echo_large_datagrams(startServer) -> None:
@@ -12,7 +12,7 @@ def test_udp_echo_large_datagrams(startServer) -> None:
     PROTOCOL §1b: each datagram is answered with one identical datagram,
     whatever its size (up to 65507 bytes, the most IPv4 UDP carries).
     """
-    port = _freeUdpPort()
+    port = freeUdpPort()
     server = startServer("--echo-udp", f"127.0.0.1:{port}")
     server.waitLog(rf"starting on {port}\b")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

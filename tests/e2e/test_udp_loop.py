@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from e2ehelpers import cpuSeconds
-from test_session import _freeUdpPort
+from e2ehelpers import cpuSeconds, freeUdpPort
 
 INTERVAL = 2.0
 
@@ -29,7 +28,7 @@ def sendSpoofed(source: tuple[str, int], destination: tuple[str, int], payload: 
 def test_a_datagram_from_our_own_port_does_not_loop(startServer) -> None:
     if os.geteuid() != 0:
         pytest.fail("this test sends a spoofed datagram through a raw socket: run it as root")
-    port = _freeUdpPort()
+    port = freeUdpPort()
     server = startServer("--echo-udp", f"127.0.0.1:{port}")
     server.waitLog(rf"starting on {port}\b")
     sendSpoofed(("127.0.0.1", port), ("127.0.0.1", port), b"echo yourself")

@@ -12,7 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 
 from support import PASSWORD, makeFilesFactory
-from test_loopback import Server
+from loopbackhelpers import Server
 
 SESSIONS = int(__import__("os").environ.get("CHAT_SESSIONS", "1000"))
 

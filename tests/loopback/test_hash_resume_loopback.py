@@ -22,7 +22,7 @@ from twisted.internet.threads import deferToThread
 from echofile import transfer
 from echofile.hashing import FileHasher
 from support import PASSWORD, makeFilesFactory
-from test_loopback import Collector, Server
+from loopbackhelpers import Collector, Server
 
 SERVER_PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 SIZE = 8 * 1024 * 1024 + 7

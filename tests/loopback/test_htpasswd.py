@@ -15,7 +15,7 @@ from twisted.internet import reactor
 from echofile.auth import Credentials
 from echofile.htpasswd import MAX_DUMMY_COST, HtpasswdChecker, bcryptCost, dummyCostFor, readHtpasswd
 from support import PASSWORD, makeFilesFactory
-from test_loopback import Server
+from loopbackhelpers import Server
 
 
 def htpasswd(path, user: str, password: str, *extra: str) -> None:

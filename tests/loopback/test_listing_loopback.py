@@ -9,7 +9,7 @@ from twisted.internet import reactor
 
 from echofile.listing import ListingSender
 from support import PASSWORD, makeFilesFactory
-from test_loopback import Server, deferLaterTick
+from loopbackhelpers import Server, deferLaterTick
 
 ENTRIES = 10_000  # about 210 KB of listing
 

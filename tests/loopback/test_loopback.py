@@ -7,79 +7,11 @@ import os
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
-from twisted.internet.protocol import Protocol
 
 from echofile.echo import EchoFactory
 from echofile.limits import ConnectionLimiter
+from loopbackhelpers import Server, deferLaterTick
 from support import PASSWORD, makeFilesFactory
-
-
-class Collector(Protocol):
-    """Accumulates what arrives; waiters fire once the data satisfies them."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.closed: Deferred[None] = Deferred()
-        self._waiters: list[tuple[object, Deferred[bytes]]] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-        for waiter in self._waiters[:]:
-            test, d = waiter
-            if test(self.data):
-                self._waiters.remove(waiter)
-                d.callback(self.data)
-
-    def until(self, test) -> Deferred[bytes]:
-        d: Deferred[bytes] = Deferred()
-        if test(self.data):
-            d.callback(self.data)
-        else:
-            self._waiters.append((test, d))
-        return d
-
-    def connectionLost(self, reason=None) -> None:
-        self.closed.callback(None)
-
-
-class Server:
-    """A listening factory and the connections made to it, torn down in full."""
-
-    def __init__(self, factory, description: str = "tcp:0:interface=127.0.0.1") -> None:
-        self.factory = factory
-        self.description = description
-        self.clients: list[Collector] = []
-
-    @inlineCallbacks
-    def start(self):
-        self.port = yield serverFromString(reactor, self.description).listen(self.factory)
-        return self
-
-    @inlineCallbacks
-    def connect(self):
-        client = Collector()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port), client)
-        self.clients.append(client)
-        return client
-
-    @inlineCallbacks
-    def stop(self):
-        for client in self.clients:
-            if not client.closed.called:
-                client.transport.abortConnection()
-            yield client.closed
-        # Let the server side see its disconnects before the port goes.
-        while self.factory.limiter.total:
-            yield deferLaterTick()
-        yield self.port.stopListening()
-
-
-def deferLaterTick():
-    from twisted.internet.task import deferLater
-
-    return deferLater(reactor, 0.001, lambda: None)
 
 
 @pytest.fixture

@@ -8,41 +8,12 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+
 from twisted.internet.task import deferLater
 
 from echofile.redischat import RedisChat, parseRedisURL
-from redishelpers import accepts, freePort, spawnRedis, stopRedis
+from redishelpers import freePort, guestOn, lines, startRedis, stopRedis, until
 from support import PASSWORD, connect, drainTransfer, makeFilesFactory
-
-
-@inlineCallbacks
-def startRedis(port: int, directory, *extra: str):
-    """Fires with the process once it accepts connections (on C{port}: give the TLS port as it, if any)."""
-    process = spawnRedis(port, directory, *extra)
-    for _ in range(500):
-        if accepts(port, process):
-            return process
-        yield deferLater(reactor, 0.01, lambda: None)
-    process.kill()
-    raise RuntimeError("redis-server did not start")
-
-
-@pytest.fixture
-def redisPort(tmp_path):
-    port = freePort()
-    process = pytest_twisted.blockon(startRedis(port, tmp_path))
-    yield port, process
-    stopRedis(process)
-
-
-@inlineCallbacks
-def until(predicate, what: str):
-    for _ in range(1000):  # at most about 10 s: a hang fails instead of blocking the suite
-        if predicate():
-            return
-        yield deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 @pytest.fixture
@@ -56,19 +27,6 @@ def instances(served, redisPort):
     yield factories
     for chat in chats:
         pytest_twisted.blockon(chat.stopService())
-
-
-def lines(transport) -> list[bytes]:
-    return transport.value().split(b"\r\n")[:-1]
-
-
-@inlineCallbacks
-def guestOn(factory, port: int):
-    protocol, transport = connect(factory, port=port)
-    protocol.dataReceived(b"AUTH " + PASSWORD.encode() + b"\r\n")
-    yield until(lambda: b"#You are logged in.\r\n" in transport.value(), "the login")
-    transport.clear()
-    return protocol, transport
 
 
 def test_parse_url():

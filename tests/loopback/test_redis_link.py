@@ -13,8 +13,7 @@ from twisted.internet import reactor
 from echofile.redischat import RedisChat
 from echofile.redislink import parseRedisURL
 from echofile.redispenalties import RedisPenalties
-from redishelpers import freePort, stopRedis, tlsOptions
-from test_redis_chat import guestOn, lines, startRedis, until
+from redishelpers import freePort, guestOn, lines, startRedis, stopRedis, tlsOptions, until
 from support import makeFilesFactory
 
 SECRET = "s3cr:t/p@ss"

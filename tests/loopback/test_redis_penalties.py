@@ -9,8 +9,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from echofile.redispenalties import RedisPenalties
 from support import PASSWORD, connect, makeFilesFactory, replies
-from redishelpers import stopRedis
-from test_redis_chat import redisPort, until  # noqa: F401 (redisPort is a fixture)
+from redishelpers import stopRedis, until
 
 ATTACKER = "192.0.2.7"
 

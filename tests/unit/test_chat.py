@@ -9,23 +9,13 @@ from twisted.logger import LogLevel, globalLogPublisher
 
 from echofile.chat import EventQueue
 from echofile.text import sanitize
-from support import PASSWORD, connect, drainTransfer, makeFilesFactory, replies
+from support import connect, drainTransfer, loggedIn, makeFilesFactory, replies
 
 
 @pytest.fixture
 def factory(served):
     checker = InMemoryUsernamePasswordDatabaseDontUse(alice="pw", bob="pw", carol="pw")
     return makeFilesFactory(served, Clock(), checkers=[checker])
-
-
-def loggedIn(factory, user: str, port: int = 1):
-    protocol, transport = connect(factory, port=port)
-    if user == "guest":
-        protocol.dataReceived(b"AUTH " + PASSWORD.encode() + b"\r\n")
-    else:
-        protocol.dataReceived(f"USER {user}\r\nAUTH pw\r\n".encode())
-    assert replies(transport)[-1] == b"#You are logged in."
-    return protocol, transport
 
 
 def test_chat_needs_login(factory):

@@ -14,14 +14,14 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from echofile import wire
 from echofile.auth import makePortal
 from echofile.chat import ChatService, ChatUnavailable, IChat, IChatListener, NotOnline
 from echofile.files import FilesFactory
 from echofile.limits import ConnectionLimiter
-from support import PASSWORD, connect, drainTransfer, makeFilesFactory, replies
-from test_chat import loggedIn
+from support import PASSWORD, connect, drainTransfer, loggedIn, makeFilesFactory, replies
 
-UNAVAILABLE = b"!Chat is unavailable, try again later."
+UNAVAILABLE = wire.error(wire.CHAT_UNAVAILABLE).encode()
 
 
 @implementer(IChat)

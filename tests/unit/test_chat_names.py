@@ -7,8 +7,7 @@ from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet.task import Clock
 
 from echofile.chat import ChatService, GuestNumbers
-from support import connect, drainTransfer, makeFilesFactory, replies
-from test_chat import loggedIn
+from support import connect, drainTransfer, loggedIn, makeFilesFactory, replies
 
 
 @pytest.fixture

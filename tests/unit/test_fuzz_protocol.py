@@ -39,6 +39,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
+from echofile import wire
 from echofile.echo import EchoFactory
 from echofile.files import HELP
 from echofile.hashing import FileHasher
@@ -47,7 +48,7 @@ from echofile.lockout import LoginPenalties
 from echofile.transfer import BodySender
 
 MAX_LINE = 64
-GREETING = b"#Server Ready."
+GREETING = wire.GREETING.encode()
 #: Replies after which the server closes the connection and says nothing more.
 LAST_WORDS = {
     b"#Bye.", b"!Line too long.", b"!Too many failed attempts.", b"!Login timeout.", b"!Idle timeout.",

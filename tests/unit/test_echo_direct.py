@@ -10,7 +10,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from echofile.echo import EchoFactory, _directSocket
+from echofile.echo import EchoFactory
+from echofile.twistedinternals import directSocket as _directSocket
 from echofile.limits import ConnectionLimiter
 from support import SocketTransportShell
 

@@ -11,7 +11,8 @@ from twisted.internet.testing import StringTransport
 
 from echofile import transfer
 from echofile.share import OpenedFile
-from echofile.transfer import BodySender, TransferInterrupted, _socketTransportFileno
+from echofile.transfer import BodySender, TransferInterrupted
+from echofile.twistedinternals import sendfileDescriptor as _socketTransportFileno
 from support import SocketTransportShell
 
 

@@ -7,25 +7,13 @@ import os
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 
 from echofile.echo import EchoFactory
 from echofile.limits import ConnectionLimiter
-
-
-class Collector(Protocol):
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.closed: Deferred[None] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def connectionLost(self, reason=None) -> None:
-        self.closed.callback(None)
+from loopbackhelpers import Collector
 
 
 def tick():

@@ -24,6 +24,7 @@ from twisted.internet.task import deferLater
 from echofile import transfer
 from echofile.share import OpenedFile
 from echofile.transfer import BodySender, TransferInterrupted
+from loopbackhelpers import Collector
 
 HEADER = b"#Sending body.\r\n"
 TRAILER = b"\r\n#Sent.\r\n"
@@ -58,23 +59,6 @@ class SendOnConnect(Protocol):
         self.factory.serverClosed.callback(None)
 
 
-class Collector(Protocol):
-    def __init__(self) -> None:
-        self.hash = hashlib.sha256()
-        self.count = 0
-        self.head = b""
-        self.closed: Deferred[None] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        if len(self.head) < 64:
-            self.head += data[:64]
-        self.hash.update(data)
-        self.count += len(data)
-
-    def connectionLost(self, reason=None) -> None:
-        self.closed.callback(None)
-
-
 def openFds() -> int:
     return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
 
@@ -101,7 +85,7 @@ def transferOnce(opened: OpenedFile, tls: bool = False, callCount=None):
     else:
         port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
-    client = Collector()
+    client = Collector(keep=False)
     try:
         yield connectProtocol(endpoint, client)
         if callCount is not None:

@@ -1,0 +1,166 @@
+"""
+FILE, RESUME, HASH and LIST: the commands that read the served tree.
+
+What may be opened is the avatar's business (L{echofile.share}, where a
+path is confined); sending a body is L{echofile.transfer}'s, a listing
+L{echofile.listing}'s, a digest L{echofile.hashing}'s.  Here: the replies
+around them, and the holds that keep replies in command order.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet.defer import Deferred
+from twisted.logger import LogLevel
+from twisted.python.failure import Failure
+
+from echofile import wire
+from echofile.commands import COMMAND_LINE, CommandProtocol
+from echofile.eventlog import loggable
+from echofile.hashing import FileDigest, HashUnavailable
+from echofile.listing import Listing, ListingSender
+from echofile.share import IShare, NotAvailable, OpenedFile
+from echofile.text import sanitize
+from echofile.transfer import BodySender
+from echofile.wire import CommandError
+
+#: A RESUME offset: ASCII decimal digits only (int() would also take "+5", " 5", "1_0" and "٣").
+_OFFSET = re.compile(r"[0-9]{1,20}", re.ASCII)
+
+
+class FileCommands(CommandProtocol):
+    """The tree's commands of L{echofile.files.FileSession}."""
+
+    _hashing: Deferred[FileDigest] | None = None  # a HASH waiting for its digest
+
+    def _letGo(self) -> None:
+        """Nobody will read a digest being made: give back its place in the queue (or its thread) and descriptor."""
+        super()._letGo()
+        if self._hashing is not None:
+            hashing, self._hashing = self._hashing, None
+            hashing.cancel()
+
+    def _open(self, share: IShare, name: str) -> OpenedFile:
+        try:
+            return share.open(name)
+        except NotAvailable:
+            raise CommandError(wire.NOT_OPENED.format(name=sanitize(name))) from None
+
+    def cmd_FILE(self, name: str) -> Deferred[None]:
+        share = self._requireLogin()
+        if not name:
+            raise CommandError(wire.USAGE.format(synopsis="FILE <name>"))
+        opened = self._open(share, name)
+        return self._sendBody(share, opened, name, wire.SENDING.format(name=sanitize(name), size=opened.size))
+
+    def cmd_RESUME(self, argument: str) -> Deferred[None]:
+        share = self._requireLogin()
+        match = COMMAND_LINE.match(argument)
+        if match is None or not match.group(2) or not _OFFSET.fullmatch(match.group(1)):
+            raise CommandError(wire.USAGE.format(synopsis="RESUME <offset> <name>"))
+        offset, name = int(match.group(1)), match.group(2)
+        opened = self._open(share, name)
+        if offset > opened.size:
+            opened.close()
+            raise CommandError(wire.OFFSET_PAST_END.format(offset=offset, name=sanitize(name), size=opened.size))
+        header = wire.SENDING_FROM.format(name=sanitize(name), offset=offset, size=opened.size - offset)
+        return self._sendBody(share, opened, name, header, offset)
+
+    def _sendBody(self, share: IShare, opened: OpenedFile, name: str, header: str, offset: int = 0) -> Deferred[None]:
+        """The header, the body from C{offset} on, CRLF and the trailer (FILE, RESUME)."""
+        shown = sanitize(name)
+        self.reply(header)
+        started = self._clock.seconds()
+        sender = BodySender(opened, onProgress=lambda _: self._timer.touch(), offset=offset)
+        self._sendingStarted(sender)
+        d = sender.beginSending(self.transport)
+
+        def sent(size: int) -> None:
+            self._sendingEnded()
+            self.transport.write(b"\r\n")
+            self.reply(wire.SENT.format(name=shown))
+            self._replyComplete()
+            self._event(
+                LogLevel.info, "files: sent {file} ({size} bytes) to {user}@{peer} in {duration:.3f}s",
+                file=loggable(opened.path), size=size, offset=offset, user=loggable(share.user),
+                duration=self._clock.seconds() - started,
+            )
+
+        def failed(failure: Failure) -> Failure:
+            self._transfer = None
+            return failure
+
+        d.addCallbacks(sent, failed)
+        return d
+
+    def cmd_HASH(self, name: str) -> None:
+        share = self._requireLogin()
+        if not name:
+            raise CommandError(wire.USAGE.format(synopsis="HASH <name>"))
+        opened = self._open(share, name)
+        path = opened.path
+        cannotOpen = CommandError(wire.NOT_OPENED.format(name=sanitize(name)))
+        try:
+            d = self.factory.hashes.digest(opened)
+        except HashUnavailable:
+            raise cannotOpen from None
+        self._hashing = d
+        # The wait may be long (the job cap): keep reading, so that a client
+        # that goes away is noticed and its job cancelled at once.
+        self._hold("hash", keepReading=True)
+
+        def answer(digest: FileDigest) -> None:
+            self._hashing = None
+            self._timer.touch()  # waiting for the digest was no idleness of the client
+            self._event(
+                LogLevel.info, "files: SHA-256 of {file} ({size} bytes) for {user}@{peer}",
+                file=loggable(path), size=digest.size, user=loggable(share.user),
+            )
+            if not self._ending:
+                self.reply(wire.DIGEST.format(name=sanitize(name), size=digest.size, sha256=digest.sha256))
+
+        def unavailable(failure: Failure) -> None:
+            self._hashing = None
+            failure.trap(HashUnavailable)
+            raise cannotOpen
+
+        d.addCallbacks(answer, unavailable)
+        d.addErrback(self._commandFailed)
+        d.addBoth(lambda _: self._release("hash"))
+
+    def cmd_LIST(self, name: str) -> Deferred[None]:
+        share = self._requireLogin()
+        shown = sanitize(name) if name else "/"
+
+        def notOpened(failure: Failure) -> None:
+            failure.trap(NotAvailable)
+            raise CommandError(wire.FOLDER_NOT_OPENED.format(name=shown))
+
+        # Read off the reactor thread (and shared with other sessions listing the
+        # same folder); the session reads no further command until it is sent.
+        d = share.listing(name or "/")
+        d.addCallbacks(self._sendListing, notOpened, callbackArgs=(shown,))
+        return d
+
+    def _sendListing(self, listing: Listing, shown: str) -> Deferred[None] | None:
+        """Stream the header and the entries as the client reads; no event comes in between."""
+        if not self._connected or self._ending:
+            return None
+        header = (wire.ENTRIES.format(count=listing.count, folder=shown) + "\r\n").encode("utf-8")
+        sender = ListingSender(header, listing, onProgress=lambda _: self._timer.touch())
+        self._sendingStarted(sender)
+        if "output" in self._holds:  # the transport pauses the listing now, not the session
+            self._holds.discard("output")  # type: ignore[union-attr]
+        d = sender.beginSending(self.transport)
+
+        def failed(failure: Failure) -> Failure:
+            self._transfer = None
+            return failure
+
+        def sent(count: int) -> None:
+            self._sendingEnded()
+            self._replyComplete()
+
+        d.addCallbacks(sent, failed)
+        return d

@@ -1,0 +1,139 @@
+"""
+Input holds and the event outbox of a file-protocol session.
+
+Reading is held (the LineReceiver itself is paused, not only the
+transport, so already buffered pipelined lines wait too) while a command
+is still running (AUTH's check and failure delay, a FILE body) and while
+the transport's write buffer is full.  Replies therefore come in command
+order, and a client that does not read cannot make the server buffer
+without bound.
+
+Chat events that arrive while a body is being sent or while the client
+is not reading wait in a bounded queue and follow the next complete reply.
+"""
+
+from __future__ import annotations
+
+from twisted.protocols.basic import LineReceiver
+
+from echofile.chat import EventQueue
+from echofile.listing import ListingSender
+from echofile.transfer import BodySender
+from echofile.twistedinternals import unframedInput
+
+#: Input read ahead (not run) while a HASH waits, before the transport stops reading.
+HELD_INPUT = 64 * 1024
+
+
+class HeldInput(LineReceiver):
+    """
+    Holds, producer registration and the outbox; the session life cycle
+    (L{echofile.session.LineSession}) says when the session is over.
+    """
+
+    _ending: bool
+    _connected: bool
+    _inputEnded: bool
+
+    def __init__(self) -> None:
+        # Why input is held ("command", "output", "hash"); a frozenset until the
+        # first hold, which most sessions reach, but idle ones never do.
+        self._holds: set[str] | frozenset[str] = frozenset()
+        self._readingPaused = False  # did a hold pause the transport?
+        self._producing = False  # are we the transport's registered producer?
+        self._transfer: BodySender | ListingSender | None = None  # a body or listing being sent
+        self._events = EventQueue()
+
+    def _closeIfInputDone(self) -> None:
+        raise NotImplementedError
+
+    # -- flow control ----------------------------------------------------------
+
+    def _registerAsProducer(self) -> None:
+        self.transport.registerProducer(self, True)
+        self._producing = True
+
+    def _unregisterAsProducer(self) -> None:
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+
+    def _hold(self, reason: str, keepReading: bool = False) -> None:
+        """
+        Run no further command until L{_release}.  Unless C{keepReading},
+        the transport stops reading too; with it, input is still read (so a
+        client that goes away is noticed) but only up to L{HELD_INPUT}.
+        """
+        if not self._holds:
+            self.paused = True
+            self._holds = set()
+        if not keepReading:
+            self._pauseReading()
+        self._holds.add(reason)  # type: ignore[union-attr]
+
+    def _pauseReading(self) -> None:
+        if not self._readingPaused:
+            self._readingPaused = True
+            self.transport.pauseProducing()
+
+    def _release(self, reason: str) -> None:
+        if reason in self._holds:
+            self._holds.discard(reason)  # type: ignore[union-attr]
+        if self._holds or self._ending or not self._connected:
+            return
+        self.paused = False
+        if self._readingPaused:
+            self._readingPaused = False
+            if not self._inputEnded:
+                self.transport.resumeProducing()
+        self.dataReceived(b"")  # run lines that arrived meanwhile
+        self._closeIfInputDone()
+
+    def _bufferedInput(self) -> int:
+        """Bytes received but not yet framed into a line."""
+        return len(unframedInput(self))
+
+    def _limitHeldInput(self) -> None:
+        if self._holds and self._bufferedInput() > HELD_INPUT:
+            self._pauseReading()  # enough pipelined input while a HASH waits
+
+    def pauseProducing(self) -> None:
+        """The transport's write buffer is full: stop taking commands."""
+        self._hold("output")
+
+    def resumeProducing(self) -> None:
+        self._release("output")
+        self._flushEvents()
+
+    def _sendingStarted(self, sender: BodySender | ListingSender) -> None:
+        """A body or listing takes over the transport: its producer, not the session."""
+        self._transfer = sender
+        self._unregisterAsProducer()
+
+    def _sendingEnded(self) -> None:
+        """The body or listing is handed over: the session is the transport's producer again."""
+        self._transfer = None
+        self._registerAsProducer()
+
+    # -- output ----------------------------------------------------------------
+
+    def reply(self, line: str) -> None:
+        self.transport.write(line.encode("utf-8") + b"\r\n")
+
+    def _replyLines(self, lines: list[str]) -> None:
+        """A header and the lines it announces (LIST, WHO), in one write: no event can come between."""
+        self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
+
+    def deliverEvent(self, line: str) -> None:
+        """A chat event: now if the client can take it, else after the body or once it reads."""
+        if self._ending:
+            return
+        if self._transfer is not None or "output" in self._holds or self._events:
+            self._events.push(line)
+        else:
+            self.reply(line)
+
+    def _flushEvents(self) -> None:
+        if self._transfer is None and not self._ending and self._events:
+            for line in self._events.drain():
+                self.reply(line)

@@ -1,0 +1,107 @@
+"""
+Every use of a private Twisted API, in one place.
+
+The server relies on a few things Twisted does not promise: the write
+buffer of a TCP transport (for echo's direct send and sendfile's "is the
+buffer empty?"), LineReceiver's input buffer and loop flag, and the PROXY
+protocol wrapper's parsed header and C{dataReceived}.  Each is reached only
+through a function here, and tests/unit/test_twistedinternals.py pins the
+behaviour each one relies on: a Twisted upgrade that changes one breaks
+that test, not the server.  Where the attributes are missing, the callers
+fall back to the public path (C{transport.write}).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Callable
+
+from twisted.internet import tcp
+from twisted.protocols.basic import LineReceiver
+
+try:
+    # Private in Twisted: the class behind the public proxyEndpoint / haproxy: endpoint.
+    from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
+except ImportError:  # pragma: no cover - a Twisted without PROXY support
+    HAProxyProtocolWrapper = None  # type: ignore[assignment,misc]
+
+#: The attributes of abstract.FileDescriptor's write buffer that we read.
+_BUFFER = ("dataBuffer", "offset", "_tempDataLen")
+
+
+def _plainTCP(transport: object, *names: str) -> bool:
+    """Is C{transport} a plain (not TLS) tcp.Connection with the buffer attributes we know?"""
+    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
+        return False
+    return all(hasattr(transport, name) for name in _BUFFER + names)
+
+
+def directSocket(transport: object) -> socket.socket | None:
+    """
+    The socket of a plain TCP transport whose write buffer we can check, or
+    None (TLS, PROXY-protocol wrappers, test transports).
+    """
+    if not _plainTCP(transport, "_writeDisconnecting"):
+        return None
+    return getattr(transport, "socket", None)
+
+
+def canSendDirectly(transport: Any) -> bool:
+    """
+    Nothing is buffered and no close is pending on a transport from
+    L{directSocket}: bytes sent to its socket now keep their order.
+    """
+    return (
+        not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
+        and not transport.disconnecting
+        and not transport._writeDisconnecting
+    )
+
+
+def sendfileDescriptor(consumer: object) -> int | None:
+    """
+    The socket descriptor to C{sendfile} into, or None when C{consumer} is
+    not a plain socket transport whose buffer we know how to check.
+    """
+    if not _plainTCP(consumer, "startWriting"):
+        return None  # TLS, a wrapper, a Twisted whose buffer looks different: the safe path
+    try:
+        return consumer.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def unsentBytes(transport: Any) -> int:
+    """Bytes still in a plain TCP transport's own write buffer."""
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+def unframedInput(protocol: LineReceiver) -> bytes:
+    """What a LineReceiver has received but not yet framed into a line."""
+    return protocol._buffer
+
+
+def insideLineLoop(protocol: LineReceiver) -> bool:
+    """Is C{protocol}'s dataReceived still looping over received lines (more may follow)?"""
+    return bool(protocol._busyReceiving)
+
+
+def isProxyWrapper(transport: object) -> bool:
+    """Is C{transport} Twisted's PROXY protocol wrapper (a C{haproxy:} endpoint)?"""
+    return HAProxyProtocolWrapper is not None and isinstance(transport, HAProxyProtocolWrapper)
+
+
+def parsedHeader(wrapper: Any) -> Any:
+    """The wrapper's parsed PROXY header (its C{source}), or None while it is incomplete."""
+    return wrapper._proxyInfo
+
+
+def interceptData(wrapper: Any, handler: Callable[[bytes], None]) -> None:
+    """Route what the wrapper receives to C{handler} (shadowing its method on this instance only)."""
+    wrapper.dataReceived = handler
+
+
+def restoreData(wrapper: Any) -> None:
+    """Undo L{interceptData}: back to the class's C{dataReceived}."""
+    wrapper.__dict__.pop("dataReceived", None)
