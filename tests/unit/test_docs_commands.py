@@ -31,7 +31,7 @@ from twisted.python import usage
 from twisted.scripts._twistd_unix import ServerOptions
 
 from echofile.client.cli import HelpShown, parseArguments
-from echofile.tap import Options
+from echofile.options import Options
 
 TOP = Path(__file__).resolve().parents[2]
 DOCS = [TOP / "README.md", *sorted((TOP / "docs").glob("*.md"))]
@@ -165,7 +165,7 @@ def _knownEndpointOnly(option: str, description: str) -> str:
 
 @pytest.mark.parametrize("where, line", shownCommands(), ids=lambda value: value if ":" in value[:40] else "")
 def test_every_command_in_the_docs_is_checked(where: str, line: str, machine, monkeypatch) -> None:
-    monkeypatch.setattr("echofile.tap._checkEndpoint", _knownEndpointOnly)
+    monkeypatch.setattr("echofile.options._checkEndpoint", _knownEndpointOnly)
     twistdFlags = {name for name in _longOptions(ServerOptions())}
     for words in simpleCommands(line):
         program = words[0]
