@@ -36,7 +36,7 @@ from echofile.lockout import LoginPenalties, parseExempt
 from echofile.metrics import ReactorLagProbe
 from echofile.share import Tree
 from echofile.shutdown import GracefulShutdown
-from echofile.status import makeStatusSite
+from echofile.status import AfterDrain, makeStatusSite
 
 DEFAULT_ECHO = "tcp:8007:interface=127.0.0.1"
 DEFAULT_FILES = "tcp:8008:interface=127.0.0.1"
@@ -278,7 +278,9 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
     )
     shutdown.setServiceParent(top)
     if config.get("metrics") is not None:
-        _listen(config["metrics"], makeStatusSite(lambda: shutdown.draining), reactor).setServiceParent(top)
+        status = AfterDrain(shutdown.whenDrained)  # /healthz answers 503 until the drain is over
+        _listen(config["metrics"], makeStatusSite(lambda: shutdown.draining), reactor).setServiceParent(status)
+        status.setServiceParent(top)
         ReactorLagProbe(reactor).setServiceParent(top)
     if config.get("echo-udp") is not None:
         host, port = config["echo-udp"]
