@@ -30,7 +30,7 @@ from zope.interface import implementer
 
 from echofile.addresses import LOOPBACK, Network
 from echofile.admission import Admission, AdmissionPolicy
-from echofile.auth import DEFAULT_USER, isGuest, login
+from echofile.auth import DEFAULT_USER, countLockedOut, countLogin, isGuest, login
 from echofile.chat import ChatUnavailable, EventQueue, IChat, IChatListener, NicknameInUse, NotOnline
 from echofile.eventlog import LogBudget, loggable
 from echofile.hashing import FileDigest, FileHasher, HashUnavailable
@@ -475,9 +475,10 @@ class FileSession(LineReceiver):
         penalties = self.factory.penalties
         if penalties is not None and penalties.isLockedOut(self._peerKey):
             self._event(LogLevel.info, "files: AUTH from locked-out {peer} refused")
+            countLockedOut()
             return self._answerLater(CommandError("Too many failed attempts.", closes=True))
         if user is None:
-            d: Deferred[Any] = fail(UnauthorizedLogin("AUTH after a refused USER"))
+            d: Deferred[Any] = fail(UnauthorizedLogin("AUTH after a refused USER")).addBoth(countLogin)
             user = "(refused name)"
         else:
             d = login(self.factory.portal, user, password, self)
@@ -556,14 +557,14 @@ class FileSession(LineReceiver):
             opened.close()
             raise CommandError(f"Offset {offset} is past the end of {sanitize(name)} ({opened.size} bytes).")
         header = f"#Sending {sanitize(name)} from byte {offset} ({opened.size - offset} bytes)."
-        return self._sendBody(share, opened, name, header, offset)
+        return self._sendBody(share, opened, name, header, offset, "RESUME")
 
-    def _sendBody(self, share: IShare, opened: OpenedFile, name: str, header: str, offset: int = 0) -> Deferred[None]:
+    def _sendBody(self, share: IShare, opened: OpenedFile, name: str, header: str, offset: int = 0, command: str = "FILE") -> Deferred[None]:
         """The header, the body from C{offset} on, CRLF and the trailer (FILE, RESUME)."""
         shown = sanitize(name)
         self.reply(header)
         started = self._clock.seconds()
-        self._transfer = BodySender(opened, onProgress=lambda _: self._timer.touch(), offset=offset)
+        self._transfer = BodySender(opened, onProgress=lambda _: self._timer.touch(), offset=offset, command=command)
         self._unregisterAsProducer()
         d = self._transfer.beginSending(self.transport)
 
