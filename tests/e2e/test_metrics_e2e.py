@@ -13,7 +13,9 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from e2ehelpers import BIG_NAME, BIG_SIZE, Server, waitExit
+from deployhelpers import freePort, requireTool, startServer as startDeployed, terminate
+from e2ehelpers import BIG_NAME, BIG_SIZE, Conn, Server, stop, waitExit, waitFor
+from support import PASSWORD, populate
 
 METRICS = ("--metrics", "tcp:0:interface=127.0.0.1")
 
@@ -84,3 +86,75 @@ def test_healthz_answers_503_through_a_real_drain(startServer) -> None:
         reader.abort()  # the drain is over once the transfer is gone
     waitExit(server, 15)
     assert "All sessions closed" in server.logText()
+
+
+HAPROXY_HTTPCHK = """\
+global
+    log stdout format raw local0 info
+
+defaults
+    mode tcp
+    log global
+    timeout connect 5s
+    timeout client 10m
+    timeout server 10m
+
+frontend echofile_files
+    bind 127.0.0.1:{front}
+    default_backend echofile_files
+
+backend echofile_files
+    option httpchk GET /healthz
+    http-check expect status 200
+    server a 127.0.0.1:{files} send-proxy-v2 check port {metrics} inter 200ms fall 2 rise 1
+"""
+
+
+def test_haproxy_takes_a_draining_instance_out_through_healthz(tmp_path) -> None:
+    """The docs' HAProxy check (option httpchk GET /healthz on the metrics port) against a real drain."""
+    haproxyPath = requireTool("haproxy")
+    root = tmp_path / "root"
+    root.mkdir()
+    populate(root)
+    with open(root / BIG_NAME, "wb") as f:
+        f.truncate(BIG_SIZE)
+    server = startDeployed(
+        tmp_path / "logs", root, "--files", "haproxy:tcp:0:interface=127.0.0.1", "--echo", "tcp:0:interface=127.0.0.1",
+        "--trusted-proxy", "127.0.0.1", *METRICS, "--drain-timeout", "60",
+        ready=r"FilesFactory \(PROXY\) starting on (\d+)",
+    )
+    haproxy = reader = None
+    try:
+        front = freePort()
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(HAPROXY_HTTPCHK.format(front=front, files=server.files_port, metrics=statusPort(server)))
+        haproxyLog = tmp_path / "haproxy.log"
+        with open(haproxyLog, "wb") as out:
+            haproxy = subprocess.Popen([haproxyPath, "-db", "-f", str(config)], stdin=subprocess.DEVNULL,
+                                       stdout=out, stderr=subprocess.STDOUT)
+
+        def connected() -> Conn | None:
+            try:
+                return Conn(front, rcvbuf=16 * 1024)
+            except ConnectionRefusedError:  # HAProxy is not listening yet
+                return None
+
+        reader = waitFor(connected, 10, "HAProxy to listen")
+        reader.login(PASSWORD)
+        assert reader.command(f"FILE {BIG_NAME}") == f"#Sending {BIG_NAME} ({BIG_SIZE} bytes).".encode()
+        server.proc.send_signal(signal.SIGTERM)
+        server.waitLog(r"Shutting down: draining 1 sessions")
+
+        def down() -> list[str]:
+            return [line for line in haproxyLog.read_text(errors="replace").splitlines() if " is DOWN" in line]
+
+        lines = waitFor(down, 20, "HAProxy to mark the draining instance down")
+        assert "503" in lines[0], lines
+        assert server.proc.poll() is None, "the instance exited before the drain was over"
+    finally:
+        if reader is not None:
+            reader.abort()  # the drain is over once the transfer is gone
+        if haproxy is not None:
+            terminate(haproxy)
+        waitExit(server, 15)
+        stop(server)
