@@ -338,17 +338,25 @@ def benchMetrics(args, results: dict, logDir: Path) -> None:
             with scraping(servers) as scrapes:
                 for rep in range(args.reps):
                     for server in rotated(servers, rep):
+                        cpu0 = server.cpuSeconds()
                         r = client([str(loadgen), "127.0.0.1", str(server.ports["echo"]), "100", str(KiB),
                                     str(warmup), str(duration)])
+                        cpu = server.cpuSeconds() - cpu0
                         samples.append({"server": server.name, "test": "echo 100 x 1 KiB", "rep": rep,
-                                        "value": r["requests"] / r["seconds"], "unit": "req/s"})
-                        progress(f"metrics {server.name:16} echo 100 x 1 KiB: {samples[-1]['value']:9.0f} req/s")
+                                        "value": r["requests"] / r["seconds"], "unit": "req/s",
+                                        "cost": cpu / max(1, r["all_requests"]) * 1e6, "cost_unit": "CPU-µs/req"})
+                        progress(f"metrics {server.name:16} echo 100 x 1 KiB: {samples[-1]['value']:9.0f} req/s, "
+                                 f"{samples[-1]['cost']:.1f} CPU-µs/req")
+                        cpu0 = server.cpuSeconds()
                         r = client([PYTHON, str(HERE / "fileclient.py"), str(server.ports["files"]), password,
                                     "file-1024MiB.bin", "1"])
+                        cpu = server.cpuSeconds() - cpu0
                         assert r["size"] == GiB, r
                         samples.append({"server": server.name, "test": "FILE 1 GiB", "rep": rep,
-                                        "value": GiB / sum(r["seconds"]) / 1e6, "unit": "MB/s"})
-                        progress(f"metrics {server.name:16} FILE 1 GiB:       {samples[-1]['value']:9.0f} MB/s")
+                                        "value": GiB / sum(r["seconds"]) / 1e6, "unit": "MB/s",
+                                        "cost": cpu, "cost_unit": "CPU-s/GiB"})
+                        progress(f"metrics {server.name:16} FILE 1 GiB:       {samples[-1]['value']:9.0f} MB/s, "
+                                 f"{samples[-1]['cost']:.3f} CPU-s/GiB")
             progress(f"metrics: {scrapes[0]} scrapes of /metrics during the run")
         finally:
             for server in servers:
@@ -482,12 +490,17 @@ def report(results: dict) -> str:
             )
     if "metrics" in results:
         lines += ["", "## --metrics on (scraped every second) against off", "",
-                  "| test | off | on | on / off |", "|---|---:|---:|---:|"]
+                  "| test | off | on | on / off | server CPU off | on | off / on (CPU) |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for (test,), ss in group(results["metrics"], "test").items():
-            meds = {name: median([s["value"] for s in xs]) for (name,), xs in group(ss, "server").items()}
+            perServer = group(ss, "server")
+            meds = {name: median([s["value"] for s in xs]) for (name,), xs in perServer.items()}
+            cost = {name: median([s["cost"] for s in xs]) for (name,), xs in perServer.items()}
             off, on = meds.get("echofile", float("nan")), meds.get("echofile+metrics", float("nan"))
-            unit = ss[0]["unit"]
-            lines.append(f"| {test} | {off:,.0f} {unit} | {on:,.0f} {unit} | {on / off:.3f}x |")
+            costOff, costOn = cost.get("echofile", float("nan")), cost.get("echofile+metrics", float("nan"))
+            unit, costUnit = ss[0]["unit"], ss[0]["cost_unit"]
+            lines.append(f"| {test} | {off:,.0f} {unit} | {on:,.0f} {unit} | {on / off:.3f}x | "
+                         f"{costOff:.3f} {costUnit} | {costOn:.3f} {costUnit} | {costOff / costOn:.3f}x |")
     import hashbench
 
     lines += hashbench.report(results)
