@@ -6,6 +6,7 @@ echofile benchmarks: echo ping-pong, file download, 10,000 sessions.
     python benchmarks/run.py --only echo,file --reps 5
     python benchmarks/run.py --only hash,resume   # HASH and RESUME (benchmarks/hashbench.py)
     python benchmarks/run.py --only cluster       # SAY fan-out, --cluster against one instance (clusterbench.py)
+    python benchmarks/run.py --only metrics       # echofile with --metrics (scraped every second) against without
 
 Every server (echofile under ``twistd``, and the reference servers in
 ``benchmarks/servers/``) is started here on 127.0.0.1, pinned to one core;
@@ -138,18 +139,24 @@ def running(server: Server) -> Iterator[Server]:
         server.stop()
 
 
-def echofileServer(root: str, password: str, logDir: Path) -> Server:
+def echofileServer(root: str, password: str, logDir: Path, metrics: bool = False) -> Server:
     echo, files = freePort(), freePort()
+    ports = {"echo": echo, "files": files}
+    extra = []
+    if metrics:
+        ports["metrics"] = freePort()
+        extra = [f"--metrics=tcp:{ports['metrics']}:interface=127.0.0.1"]
     argv = [
         PYTHON, "-c", "from twisted.scripts.twistd import run; run()",
         "-n", "--pidfile=", "--reactor=epoll", f"--logfile={logDir / 'twistd.log'}",
         "echofile",
         f"--echo=tcp:{echo}:interface=127.0.0.1:backlog=4096",
         f"--files=tcp:{files}:interface=127.0.0.1:backlog=4096",
-        f"--root={root}", "--max-connections=50000", "--max-per-ip=50000", "--idle-timeout=3600",
+        f"--root={root}", "--max-connections=50000", "--max-per-ip=50000", "--idle-timeout=3600", *extra,
     ]
-    return startServer("echofile", argv, {"echo": echo, "files": files},
-                       env={"ECHOFILE_PASSWORD": password}, cwd=root, log=logDir / "echofile.out")
+    name = "echofile+metrics" if metrics else "echofile"
+    return startServer(name, argv, ports, env={"ECHOFILE_PASSWORD": password}, cwd=root,
+                       log=logDir / f"{name}.out")
 
 
 def twistedEchoServer(logDir: Path) -> Server:
@@ -289,6 +296,76 @@ def benchFile(args, results: dict, logDir: Path) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+# -- metrics ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scraping(servers: list[Server], interval: float = 1.0) -> Iterator[list[int]]:
+    """GET /metrics of every server that has it, every C{interval} s (Prometheus does every 15 s or so)."""
+    import threading
+    import urllib.request
+
+    stop = threading.Event()
+    scrapes = [0]
+
+    def run() -> None:
+        while not stop.wait(interval):
+            for server in servers:
+                if "metrics" in server.ports:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{server.ports['metrics']}/metrics", timeout=10) as r:
+                        r.read()
+                    scrapes[0] += 1
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield scrapes
+    finally:
+        stop.set()
+        thread.join()
+
+
+def benchMetrics(args, results: dict, logDir: Path) -> None:
+    """echo 100 x 1 KiB and FILE 1 GiB, echofile with --metrics (scraped) against without, interleaved."""
+    loadgen = buildLoadGenerator(logDir)
+    warmup, duration = (0.5, 2.0) if args.quick else (1.0, 4.0)
+    samples = results.setdefault("metrics", [])
+    password = secrets.token_hex(8)
+    root = tempfile.mkdtemp(prefix="echofile-bench-")
+    try:
+        makeFile(Path(root) / "file-1024MiB.bin", GiB)
+        servers = [echofileServer(root, password, logDir), echofileServer(root, password, logDir, metrics=True)]
+        try:
+            with scraping(servers) as scrapes:
+                for rep in range(args.reps):
+                    for server in rotated(servers, rep):
+                        cpu0 = server.cpuSeconds()
+                        r = client([str(loadgen), "127.0.0.1", str(server.ports["echo"]), "100", str(KiB),
+                                    str(warmup), str(duration)])
+                        cpu = server.cpuSeconds() - cpu0
+                        samples.append({"server": server.name, "test": "echo 100 x 1 KiB", "rep": rep,
+                                        "value": r["requests"] / r["seconds"], "unit": "req/s",
+                                        "cost": cpu / max(1, r["all_requests"]) * 1e6, "cost_unit": "CPU-µs/req"})
+                        progress(f"metrics {server.name:16} echo 100 x 1 KiB: {samples[-1]['value']:9.0f} req/s, "
+                                 f"{samples[-1]['cost']:.1f} CPU-µs/req")
+                        cpu0 = server.cpuSeconds()
+                        r = client([PYTHON, str(HERE / "fileclient.py"), str(server.ports["files"]), password,
+                                    "file-1024MiB.bin", "1"])
+                        cpu = server.cpuSeconds() - cpu0
+                        assert r["size"] == GiB, r
+                        samples.append({"server": server.name, "test": "FILE 1 GiB", "rep": rep,
+                                        "value": GiB / sum(r["seconds"]) / 1e6, "unit": "MB/s",
+                                        "cost": cpu, "cost_unit": "CPU-s/GiB"})
+                        progress(f"metrics {server.name:16} FILE 1 GiB:       {samples[-1]['value']:9.0f} MB/s, "
+                                 f"{samples[-1]['cost']:.3f} CPU-s/GiB")
+            progress(f"metrics: {scrapes[0]} scrapes of /metrics during the run")
+        finally:
+            for server in servers:
+                server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # -- scale --------------------------------------------------------------------
 
 
@@ -412,6 +489,19 @@ def report(results: dict) -> str:
                 f"{f'{median(echoAll):.2f}' if echoAll else '-'} | "
                 f"{median([s['bytes_per_session'] for s in ss]) / 1000:.2f} KB |"
             )
+    if "metrics" in results:
+        lines += ["", "## --metrics on (scraped every second) against off", "",
+                  "| test | off | on | on / off | server CPU off | on | off / on (CPU) |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for (test,), ss in group(results["metrics"], "test").items():
+            perServer = group(ss, "server")
+            meds = {name: median([s["value"] for s in xs]) for (name,), xs in perServer.items()}
+            cost = {name: median([s["cost"] for s in xs]) for (name,), xs in perServer.items()}
+            off, on = meds.get("echofile", float("nan")), meds.get("echofile+metrics", float("nan"))
+            costOff, costOn = cost.get("echofile", float("nan")), cost.get("echofile+metrics", float("nan"))
+            unit, costUnit = ss[0]["unit"], ss[0]["cost_unit"]
+            lines.append(f"| {test} | {off:,.0f} {unit} | {on:,.0f} {unit} | {on / off:.3f}x | "
+                         f"{costOff:.3f} {costUnit} | {costOn:.3f} {costUnit} | {costOff / costOn:.3f}x |")
     import hashbench
 
     lines += hashbench.report(results)
@@ -477,7 +567,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer configurations and shorter runs (< 2 minutes)")
     parser.add_argument("--only", default="echo,file,scale",
-                        help="comma-separated subset of echo,file,scale,hash,resume,cluster")
+                        help="comma-separated subset of echo,file,scale,hash,resume,cluster,metrics")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per measurement (default 3)")
     parser.add_argument("--sessions", type=int, default=10_000, help="sessions for the scale benchmark")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder (git-ignored)")
@@ -498,7 +588,7 @@ def main() -> None:
     try:
         for part in args.only.split(","):
             {"echo": benchEcho, "file": benchFile, "scale": benchScale, "hash": hashbench.benchHash,
-             "resume": hashbench.benchResume, "cluster": clusterbench.benchCluster}[part.strip()](args, results, logDir)
+             "resume": hashbench.benchResume, "cluster": clusterbench.benchCluster, "metrics": benchMetrics}[part.strip()](args, results, logDir)
     finally:
         results["meta"]["seconds"] = round(time.monotonic() - started, 1)
         (args.out / "results.json").write_text(json.dumps(results, indent=1))

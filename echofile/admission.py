@@ -27,6 +27,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
 
 from echofile.addresses import LOOPBACK, Network, inNetworks, peerKey, socketKey, socketPeer
+from echofile import metrics
 from echofile.limits import ConnectionLimiter, cancelPending
 from echofile.proxy import closeUnread, isProxyWrapper, whenPeerKnown
 from echofile.tls import awaitsHandshake
@@ -69,7 +70,7 @@ class Admission:
         then the client's from the PROXY header), or None when it holds none.
     """
 
-    __slots__ = ("_policy", "_transport", "_onReady", "_onBusy", "_timer", "_started", "_handshaking", "key")
+    __slots__ = ("_policy", "_transport", "_onReady", "_onBusy", "_timer", "_started", "_handshaking", "_open", "key")
 
     def __init__(
         self,
@@ -91,6 +92,7 @@ class Admission:
         self._timer: IDelayedCall | None = None
         self._started = 0.0
         self._handshaking = False
+        self._open = False  # admitted as a session: counted in echofile_sessions_open
         self.key: str | None = None
 
     def begin(self) -> None:
@@ -105,9 +107,10 @@ class Admission:
                 "{service}: {peer} is not a trusted proxy (--trusted-proxy): closed without reading its PROXY header",
                 service=policy.limiter.service, peer=key,
             )
+            self._refused("untrusted_proxy")
             closeUnread(transport)
             return
-        if not policy.limiter.admit(key):
+        if not policy.limiter.admit(key):  # counted as refused by the limiter, by cap
             if proxied:  # nothing can be said before the header is in...
                 closeUnread(transport)
             elif self._handshaking:  # ... or before TLS is up (Twisted aborts a handshake in progress)
@@ -117,7 +120,7 @@ class Admission:
             return
         self.key = key
         if not (proxied or self._handshaking):
-            self._onReady(transport.getPeer(), key)
+            self._ready(transport.getPeer(), key)
             return
         if policy.deadline is not None:
             self._timer = policy.clock.callLater(policy.deadline, self._timedOut)
@@ -141,9 +144,23 @@ class Admission:
         key, self.key = self.key, None
         if key is not None:
             self._policy.limiter.release(key)
+        if self._open:
+            self._open = False
+            metrics.SESSIONS_OPEN.labels(service=self._policy.limiter.service).dec()
+
+    def _ready(self, peer: IAddress, key: str) -> None:
+        """Admitted: the connection is a session from now on (counted until L{end})."""
+        self._open = True
+        service = self._policy.limiter.service
+        metrics.CONNECTIONS_ACCEPTED.labels(service=service).inc()
+        metrics.SESSIONS_OPEN.labels(service=service).inc()
+        self._onReady(peer, key)
+
+    def _refused(self, reason: str) -> None:
+        metrics.CONNECTIONS_REFUSED.labels(service=self._policy.limiter.service, reason=reason).inc()
 
     def _waitForHeader(self) -> None:
-        whenPeerKnown(self._transport).addCallback(self._headerIn)
+        whenPeerKnown(self._transport, lambda: self._refused("invalid_proxy_header")).addCallback(self._headerIn)
 
     def _headerIn(self, peer: IAddress) -> None:
         old = self.key
@@ -157,15 +174,17 @@ class Admission:
             self._onBusy()
             return
         self.key = key
-        self._onReady(peer, key)
+        self._ready(peer, key)
 
     def _timedOut(self) -> None:
         self._timer = None
         policy = self._policy
         if self._handshaking:
             message = "{service}: TLS handshake with {peer} not done in {timeout}s (--login-timeout), closing"
+            self._refused("handshake_timeout")
         else:
             message = "{service}: no PROXY protocol header from {peer} in {timeout}s (--login-timeout), closing"
+            self._refused("proxy_header_timeout")
         _log.info(message, service=policy.limiter.service, peer=socketKey(self._transport), timeout=policy.deadline)
         self._transport.abortConnection()
 

@@ -16,8 +16,10 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echofile import metrics
 from echofile.chat import IChat, IChatListener
 from echofile.share import IShare, Share, Tree
 
@@ -159,5 +161,26 @@ def makePortal(
 def login(
     portal: Portal, username: str, password: str, session: IChatListener | None = None
 ) -> "Deferred[tuple[Any, Share, Callable[[], None]]]":
-    """Log C{session} in through C{portal}; fails with L{UnauthorizedLogin} on bad credentials."""
-    return portal.login(Credentials(username, password), session, IShare)
+    """
+    Log C{session} in through C{portal}; fails with L{UnauthorizedLogin} on
+    bad credentials.  Every attempt is counted (C{echofile_logins_total}).
+    """
+    d = portal.login(Credentials(username, password), session, IShare)
+    return d.addBoth(countLogin)
+
+
+def countLogin(result: Any) -> Any:
+    """Count a login's outcome (a callback and errback: passes C{result} on)."""
+    if not isinstance(result, Failure):
+        outcome = "success"
+    elif result.check(UnauthorizedLogin):
+        outcome = "failure"
+    else:
+        outcome = "error"
+    metrics.LOGINS.labels(result=outcome).inc()
+    return result
+
+
+def countLockedOut() -> None:
+    """An AUTH refused without a check: its address is locked out."""
+    metrics.LOGINS.labels(result="locked_out").inc()

@@ -21,6 +21,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
+from echofile import metrics
 from echofile.text import sanitize
 
 #: The event a session gets first after it lost events to a full queue.
@@ -70,6 +71,7 @@ class EventQueue:
         while len(self._events) > self.maxEvents or self._bytes > self.maxBytes:
             self._bytes -= len(self._events.popleft())
             self.dropped += 1
+            metrics.CHAT_EVENTS_DROPPED.inc()
 
     def drain(self) -> list[str]:
         """Everything queued, oldest first, after a notice if some were dropped."""
@@ -280,8 +282,21 @@ class ChatService(Service):
         return [s for s in self._names if s is not session]
 
     def _deliver(self, line: str, sessions: Iterable[IChatListener]) -> None:
-        for session in sessions:
-            try:
-                session.deliverEvent(line)
-            except Exception:
-                self._log.failure("chat: delivery to {session} failed", session=session)
+        deliver(line, sessions, self._log)
+
+
+def deliver(line: str, sessions: Iterable[IChatListener], log: Logger) -> None:
+    """
+    Hand C{line} to each session (counted in C{echofile_chat_events_delivered_total};
+    a session's full queue counts what it drops); one that fails is logged, the others still get it.
+    """
+    delivered = 0
+    for session in sessions:
+        try:
+            session.deliverEvent(line)
+        except Exception:
+            log.failure("chat: delivery to {session} failed", session=session)
+        else:
+            delivered += 1
+    if delivered:
+        metrics.CHAT_EVENTS_DELIVERED.inc(delivered)

@@ -65,14 +65,16 @@ class FileCommands(CommandProtocol):
             opened.close()
             raise CommandError(wire.OFFSET_PAST_END.format(offset=offset, name=sanitize(name), size=opened.size))
         header = wire.SENDING_FROM.format(name=sanitize(name), offset=offset, size=opened.size - offset)
-        return self._sendBody(share, opened, name, header, offset)
+        return self._sendBody(share, opened, name, header, offset, "RESUME")
 
-    def _sendBody(self, share: IShare, opened: OpenedFile, name: str, header: str, offset: int = 0) -> Deferred[None]:
+    def _sendBody(
+        self, share: IShare, opened: OpenedFile, name: str, header: str, offset: int = 0, command: str = "FILE",
+    ) -> Deferred[None]:
         """The header, the body from C{offset} on, CRLF and the trailer (FILE, RESUME)."""
         shown = sanitize(name)
         self.reply(header)
         started = self._clock.seconds()
-        sender = BodySender(opened, onProgress=lambda _: self._timer.touch(), offset=offset)
+        sender = BodySender(opened, onProgress=lambda _: self._timer.touch(), offset=offset, command=command)
         self._sendingStarted(sender)
         d = sender.beginSending(self.transport)
 

@@ -36,6 +36,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from echofile import metrics
 from echofile.share import OpenedFile
 
 T = TypeVar("T")
@@ -193,17 +194,28 @@ class FileHasher(Service):
             key = fileKey(os.fstat(opened.fd))
         except OSError as e:
             opened.close()
+            _count("refused")
             raise HashUnavailable(str(e)) from e
         cached = self.cache.get(key)
         if cached is not None:
             opened.close()
-            self.hits += 1
+            self._hit()
             return succeed(cached)
         job = _Job(opened, key)
         job.done = Deferred(lambda _: self._cancel(job))
         self._waiting.append(job)
         self._startWaiting()
         return job.done
+
+    def _hit(self) -> None:
+        self.hits += 1
+        metrics.HASH_CACHE_HITS.inc()
+        _count("ok")
+
+    def _gauges(self) -> None:
+        """After every change of the queue or the running set (one server per process)."""
+        metrics.HASH_JOBS_RUNNING.set(len(self._running))
+        metrics.HASH_JOBS_WAITING.set(len(self._waiting))
 
     def stopService(self) -> None:
         """Stop every job: waiting ones now, running ones at their next block."""
@@ -223,9 +235,10 @@ class FileHasher(Service):
             else:  # a job that ran meanwhile found it: nothing left to do
                 job.state = "finished"
                 job.opened.close()
-                self.hits += 1
+                self._hit()
                 assert job.done is not None
                 job.done.callback(cached)
+        self._gauges()
 
     def _start(self, job: _Job) -> None:
         job.state = "running"
@@ -251,6 +264,10 @@ class FileHasher(Service):
         self._running.discard(job)
         job.opened.close()
         done = job.done
+        if done is None or done.called:
+            _count("interrupted")  # cancelled: its session went away
+        else:
+            _count("refused" if isinstance(result, Failure) else "ok")
         if isinstance(result, Failure):
             if result.check(OSError):
                 self._log.warn("hash of {path} failed: {error}", path=job.opened.path, error=result.value)
@@ -276,6 +293,12 @@ class FileHasher(Service):
             self._waiting.remove(job)
             job.state = "finished"
             job.opened.close()
+            _count("interrupted")
+            self._gauges()
         elif job.state == "running":
             job.stop.set()  # the slot and descriptor are given back in _finished
 
+
+
+def _count(result: str) -> None:
+    metrics.TRANSFERS.labels(command="HASH", result=result).inc()

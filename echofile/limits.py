@@ -19,6 +19,7 @@ from typing import Callable
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITransport
 from twisted.logger import Logger
 
+from echofile import metrics
 from echofile.eventlog import loggable
 
 #: How long a peer gets to read our last words before the connection is aborted.
@@ -49,12 +50,14 @@ class ConnectionLimiter:
                 "{service}: refused {peer}: {total} connections open (--max-connections)",
                 service=self.service, peer=loggable(key), total=self.total,
             )
+            metrics.CONNECTIONS_REFUSED.labels(service=self.service, reason="total_cap").inc()
             return False
         if self._perAddress[key] >= self.maxPerAddress:
             self._log.warn(
                 "{service}: refused {peer}: {count} connections from it open (--max-per-ip)",
                 service=self.service, peer=loggable(key), count=self._perAddress[key],
             )
+            metrics.CONNECTIONS_REFUSED.labels(service=self.service, reason="per_address_cap").inc()
             return False
         self.total += 1
         self._perAddress[key] += 1

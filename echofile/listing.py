@@ -27,7 +27,7 @@ from twisted.internet.interfaces import IConsumer, IDelayedCall, IPullProducer, 
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echofile import wire
+from echofile import metrics, wire
 
 #: What identifies an unchanged folder: (st_dev, st_ino, st_mtime_ns).
 FolderKey = tuple[int, int, int]
@@ -196,6 +196,7 @@ class ListingSender:
         """
         consumer.write(self._header + self._nextChunk())
         if self._offset >= len(self._listing.body):
+            _count("ok")
             return succeed(self._listing.count)
         self._consumer = consumer
         self._done = done = Deferred()
@@ -227,8 +228,13 @@ class ListingSender:
             return
         assert self._consumer is not None
         self._consumer.unregisterProducer()
+        _count("ok" if failure is None else "interrupted")
         if failure is None:
             done.callback(self._listing.count)
         else:
             done.errback(failure)
 
+
+
+def _count(result: str) -> None:
+    metrics.TRANSFERS.labels(command="LIST", result=result).inc()

@@ -20,7 +20,7 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from echofile import wire
-from echofile.auth import DEFAULT_USER, login
+from echofile.auth import DEFAULT_USER, countLockedOut, countLogin, login
 from echofile.eventlog import loggable
 from echofile.lockout import LoginPenalties
 from echofile.commands import CommandProtocol
@@ -111,9 +111,10 @@ class LoginCommands(CommandProtocol):
         user = self._login.selected
         if self._login.lockedOut(self._peerKey):
             self._event(LogLevel.info, "files: AUTH from locked-out {peer} refused")
+            countLockedOut()
             return self._login.answerLater(CommandError(wire.TOO_MANY_FAILURES, closes=True))
         if user is None:
-            d: Deferred[Any] = fail(UnauthorizedLogin("AUTH after a refused USER"))
+            d: Deferred[Any] = fail(UnauthorizedLogin("AUTH after a refused USER")).addBoth(countLogin)
             user = "(refused name)"
         else:
             d = login(self.factory.portal, user, password, self)

@@ -23,8 +23,6 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from echofile.limits import cancelPending
-
 #: Everything ``/metrics`` shows; the process collector includes open fds and their limit.
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -37,22 +35,24 @@ SESSIONS_OPEN = Gauge(
 CONNECTIONS_ACCEPTED = Counter(
     "echofile_connections_accepted_total", "Connections admitted as sessions.", ["service"], registry=REGISTRY,
 )
-#: reason: total_cap, per_address_cap, untrusted_proxy, invalid_proxy_header, handshake_timeout.
+#: reason: total_cap, per_address_cap, untrusted_proxy, invalid_proxy_header, handshake_timeout (TLS),
+#: proxy_header_timeout.
 CONNECTIONS_REFUSED = Counter(
     "echofile_connections_refused_total", "Connections closed before they became a session, by reason.",
     ["service", "reason"], registry=REGISTRY,
 )
-#: result: success, failure, locked_out.
+#: result: success, failure (wrong credentials), error (a checker broke), locked_out (refused unchecked).
 LOGINS = Counter("echofile_logins_total", "AUTH attempts, by result.", ["result"], registry=REGISTRY)
 LOCKOUTS_STARTED = Counter(
     "echofile_lockouts_started_total", "Addresses locked out of AUTH after repeated failures.", registry=REGISTRY,
 )
 LOCKOUTS_ACTIVE = Gauge("echofile_lockouts_active", "Addresses locked out of AUTH now.", registry=REGISTRY)
-#: command: FILE, RESUME, LIST, HASH; result: ok, refused, interrupted.
+#: command: FILE, RESUME, LIST, HASH; result: ok, interrupted (the connection went away, the file ended
+#: or failed), and for HASH also refused (the file could not be read to the end).
 TRANSFERS = Counter(
     "echofile_transfers_total", "File commands, by command and result.", ["command", "result"], registry=REGISTRY,
 )
-#: path: sendfile, chunked, tls.
+#: path: sendfile (the kernel copies), chunked (read and written by us), tls (chunks through TLS).
 BYTES_SENT = Counter(
     "echofile_sent_bytes_total", "File body bytes sent, by how they were sent.", ["path"], registry=REGISTRY,
 )
@@ -106,7 +106,8 @@ class ReactorLagProbe(Service):
     def stopService(self) -> None:
         super().stopService()
         call, self._call = self._call, None
-        cancelPending(call)
+        if call is not None and call.active():
+            call.cancel()
 
     def _schedule(self) -> None:
         self._due = self._clock.seconds() + self.interval

@@ -33,7 +33,7 @@ one) is counted as the balancer too: the client has no address to count.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, ITransport
@@ -68,18 +68,19 @@ def _loggable(seen: bytes) -> str:
     return f"{len(seen)} bytes that are not a PROXY protocol header, not shown"
 
 
-def whenPeerKnown(transport: ITransport) -> Deferred[IAddress]:
+def whenPeerKnown(transport: ITransport, refused: Callable[[], None] | None = None) -> Deferred[IAddress]:
     """
     A Deferred that fires with the peer address once it is known: now for
     an ordinary transport, after a valid PROXY header for a C{haproxy:} one.
 
     Call it from C{connectionMade} and start the session in its callback.
-    Data the wrapper passes on before the callback ran is delivered to the
+    C{refused} is called if a bad header closes the connection (then the
+    Deferred never fires).  Data the wrapper passes on before the callback ran is delivered to the
     protocol right after it.
     """
     if not isProxyWrapper(transport):
         return succeed(transport.getPeer())
-    return _HeaderWait(transport).deferred
+    return _HeaderWait(transport, refused).deferred
 
 
 def closeUnread(wrapper: Any) -> None:
@@ -113,8 +114,9 @@ class _HeaderWait:
     watches the wrapper's C{dataReceived} for the moment the header is done.
     """
 
-    def __init__(self, wrapper: Any) -> None:
+    def __init__(self, wrapper: Any, refused: Callable[[], None] | None = None) -> None:
         self._wrapper = wrapper
+        self._onRefused = refused
         self._protocol = wrapper.wrappedProtocol
         self._held: list[bytes] = []
         self._seen = b""  # the start of the header, for the log if it is bad
@@ -165,6 +167,8 @@ class _HeaderWait:
             balancer=socketKey(self._wrapper), why=why, header=_loggable(self._seen),
         )
         self._wrapper.loseConnection()
+        if self._onRefused is not None:
+            self._onRefused()
 
     def _closing(self) -> bool:
         return bool(self._wrapper.disconnecting or getattr(self._wrapper.transport, "disconnecting", False))

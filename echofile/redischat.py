@@ -34,8 +34,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from echofile import metrics
 from echofile.chat import (
     GUEST_PREFIX, RENAMED_NOTICE, ChatUnavailable, GuestNumbers, IChat, IChatListener, NicknameInUse, NotOnline,
+    deliver,
 )
 from echofile.redislink import RedisLink, parseRedisURL
 from echofile.text import isClean, sanitize
@@ -102,6 +104,8 @@ class RedisChat(Service):
         self._link = RedisLink(self.address, clock, _EVENTS, "chat", self._brokerChanged, self._received)
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
+        # Read in the scrape's thread: attribute reads only (one cluster client per process).
+        metrics.CLUSTER_BROKER_CONNECTED.set_function(lambda: 1.0 if self.available else 0.0)
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -315,13 +319,11 @@ class RedisChat(Service):
         if not isinstance(line, str) or not line.startswith("*") or not isClean(line):
             self._log.warn("chat: ignored an event from Redis that is not one clean line")
             return
-        for sid, session in list(self._sessions.items()):
-            if sid == skip or (to is not None and self._names.get(sid) != to):
-                continue
-            try:
-                session.deliverEvent(line)
-            except Exception:
-                self._log.failure("chat: delivery to {session} failed", session=session)
+        recipients = [
+            session for sid, session in self._sessions.items()
+            if sid != skip and (to is None or self._names.get(sid) == to)
+        ]
+        deliver(line, recipients, self._log)
 
 
 def _isGuest(name: str) -> bool:

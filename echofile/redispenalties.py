@@ -75,6 +75,9 @@ class RedisPenalties(LoginPenalties, Service):
         del self._shared[address]
         return False
 
+    def _lockedUntil(self, address: str) -> float:
+        return max(LoginPenalties._lockedUntil(self, address), self._shared.get(address, 0.0))
+
     def recordFailure(self, address: str) -> None:
         LoginPenalties.recordFailure(self, address)
         if self.maxFailures <= 0 or self._isExempt(address) or not self.available:
@@ -141,5 +144,7 @@ class RedisPenalties(LoginPenalties, Service):
             )
         self._shared.pop(address, None)
         self._shared[address] = self._clock.seconds() + duration
+        self._lockChanged(address)
         while len(self._shared) > self.maxAddresses:
-            self._shared.popitem(last=False)
+            forgotten, _ = self._shared.popitem(last=False)
+            self._lockChanged(forgotten)

@@ -15,7 +15,7 @@ import signal
 from typing import Any, Callable, Iterable, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -86,6 +86,19 @@ class GracefulShutdown(Service):
         self._callFromThread = callFromThread
         #: True once a shutdown began (``/healthz`` then answers 503).
         self.draining = False
+        self._drained = False
+        self._drainWaiters: list[Deferred[None]] = []
+
+    def whenDrained(self) -> Deferred[None]:
+        """
+        Fires once a shutdown's drain is over (every session gone, or cut):
+        what must outlive the drain (the ``/healthz`` listener) stops then.
+        """
+        if self._drained:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drainWaiters.append(d)
+        return d
 
     def _sessions(self) -> list[Drainable]:
         return [session for tracker in self._trackers for session in list(tracker.sessions)]
@@ -108,6 +121,10 @@ class GracefulShutdown(Service):
             cancelPending(deadline)
             restore()
             self._log.info("All sessions closed")
+            self._drained = True
+            waiters, self._drainWaiters = self._drainWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
             return result
 
         return drained.addBoth(finished)

@@ -9,6 +9,11 @@
   ``option httpchk``) or an orchestrator's probe stops sending new clients
   before the listeners go away.
 
+The listener outlives the other listeners: twistd stops every service at
+once on SIGTERM, so L{AfterDrain} keeps it until the drain is over, and
+``/healthz`` answers 503 for the whole drain instead of refusing
+connections.
+
 The site logs no access lines and no ``Starting factory`` noise: a health
 check every two seconds must not fill the log.
 """
@@ -18,6 +23,8 @@ from __future__ import annotations
 from typing import Callable
 
 from prometheus_client.twisted import MetricsResource
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -51,6 +58,23 @@ class StatusSite(Site):
 
     def log(self, request: Request) -> None:
         pass
+
+
+class AfterDrain(MultiService):
+    """
+    Services (the ``--metrics`` listener) that stop only once the drain is over.
+
+    @param drained: returns a Deferred that fires when the drain is over
+        (L{echofile.shutdown.GracefulShutdown.whenDrained}).
+    """
+
+    def __init__(self, drained: Callable[[], Deferred[None]]) -> None:
+        super().__init__()
+        self._drained = drained
+
+    def stopService(self) -> Deferred[object]:
+        d = self._drained()
+        return d.addCallback(lambda _: MultiService.stopService(self))
 
 
 def makeStatusSite(draining: Callable[[], bool]) -> StatusSite:

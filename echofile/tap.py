@@ -30,7 +30,7 @@ from echofile.metrics import ReactorLagProbe
 from echofile.options import DEFAULT_ECHO, DEFAULT_FILES, Options, parseUDPAddress
 from echofile.share import Tree
 from echofile.service import FilesService
-from echofile.status import makeStatusSite
+from echofile.status import AfterDrain, makeStatusSite
 
 __all__ = ["DEFAULT_ECHO", "DEFAULT_FILES", "Options", "makeService", "parseUDPAddress"]
 
@@ -92,7 +92,9 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         _listen(description, filesFactory, reactor).setServiceParent(top)
     shutdown = top.makeDrain(callFromThread=getattr(reactor, "callFromThread", None))
     if config.get("metrics") is not None:
-        _listen(config["metrics"], makeStatusSite(lambda: shutdown.draining), reactor).setServiceParent(top)
+        status = AfterDrain(shutdown.whenDrained)  # /healthz answers 503 until the drain is over
+        _listen(config["metrics"], makeStatusSite(lambda: shutdown.draining), reactor).setServiceParent(status)
+        status.setServiceParent(top)
         ReactorLagProbe(reactor).setServiceParent(top)
     if config.get("echo-udp") is not None:
         host, port = config["echo-udp"]

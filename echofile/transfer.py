@@ -31,15 +31,17 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from socket import AF_INET, AF_INET6
 from typing import Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IConsumer, IPullProducer
+from twisted.internet.interfaces import IConsumer, IPullProducer, ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echofile import metrics
 from echofile.share import OpenedFile
 from echofile.twistedinternals import sendfileDescriptor, unsentBytes
 
@@ -63,6 +65,12 @@ class BodySender:
         C{opened.size - offset} bytes from there.
     @param onProgress: called after each chunk with the byte count, so the
         session can treat a moving transfer as activity.
+    @param command: what the transfer is counted as (C{FILE} or C{RESUME}).
+    @param now: the clock of the duration histogram (seconds).
+
+    Each transfer is counted in C{echofile_transfers_total} once it ends,
+    its bytes in C{echofile_sent_bytes_total} by path as they go, and the
+    time of a complete one in C{echofile_transfer_duration_seconds}.
     """
 
     #: Bytes read and written per request in the chunked mode (more than 16 KiB, on purpose:
@@ -74,7 +82,10 @@ class BodySender:
 
     _log = Logger()
 
-    def __init__(self, opened: OpenedFile, onProgress: Callable[[int], None] | None = None, offset: int = 0) -> None:
+    def __init__(
+        self, opened: OpenedFile, onProgress: Callable[[int], None] | None = None, offset: int = 0,
+        command: str = "FILE", now: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not 0 <= offset <= opened.size:
             raise ValueError(f"offset {offset} outside 0..{opened.size}")
         self._file = opened
@@ -87,6 +98,10 @@ class BodySender:
         self._socketFd: int | None = None
         #: "sendfile" or "chunks" once sending began (for logs and tests).
         self.mode: str | None = None
+        self._command = command
+        self._now = now
+        self._started = 0.0
+        self._bytesSent = metrics.BYTES_SENT.labels(path="chunked")
 
     @property
     def sent(self) -> int:
@@ -100,8 +115,10 @@ class BodySender:
             or fails with L{TransferInterrupted} (the file ended or failed,
             or the connection went away).
         """
+        self._started = self._now()
         if self._remaining == 0:
             self._file.close()
+            self._count(None)
             return succeed(0)
         if self._offset:
             # Chunks are read from the descriptor's position (also after a
@@ -110,11 +127,13 @@ class BodySender:
                 os.lseek(self._file.fd, self._offset, os.SEEK_SET)
             except OSError as e:
                 self._file.close()
+                self._count(Failure(e))
                 return fail(TransferInterrupted(f"cannot seek to byte {self._offset}: {e}"))
         self._consumer = consumer
         self._done = done = Deferred()
         self._socketFd = sendfileDescriptor(consumer) if _sendfile is not None else None
         self.mode = "chunks" if self._socketFd is None else "sendfile"
+        self._bytesSent = metrics.BYTES_SENT.labels(path=self._path(consumer))
         if self.mode == "sendfile" and getattr(getattr(consumer, "socket", None), "family", None) in (AF_INET, AF_INET6):
             # The trailer is a separate small write after the body: with
             # Nagle it would wait for the peer's delayed ACK (40 ms a file).
@@ -170,6 +189,7 @@ class BodySender:
                 # without sendfile support, ...): do it the portable way.
                 self._log.info("sendfile failed before the first byte ({error}), sending in chunks", error=e)
                 self.mode = "chunks"
+                self._bytesSent = metrics.BYTES_SENT.labels(path="chunked")
                 self._writeChunk()
                 return
             self._finish(Failure(TransferInterrupted(f"sendfile failed after {sent} bytes: {e}")))
@@ -188,7 +208,22 @@ class BodySender:
 
     # -- the end -------------------------------------------------------------------
 
+    def _path(self, consumer: IConsumer) -> str:
+        """How the bytes go, as C{echofile_sent_bytes_total} labels it."""
+        if self.mode == "sendfile":
+            return "sendfile"
+        if ISSLTransport.providedBy(consumer) or getattr(consumer, "TLS", False):
+            return "tls"
+        return "chunked"
+
+    def _count(self, failure: Failure | None) -> None:
+        result = "ok" if failure is None else "interrupted"
+        metrics.TRANSFERS.labels(command=self._command, result=result).inc()
+        if failure is None:
+            metrics.TRANSFER_DURATION.observe(max(0.0, self._now() - self._started))
+
     def _progressed(self, count: int) -> None:
+        self._bytesSent.inc(count)
         if self._onProgress is not None:
             self._onProgress(count)
         if self._remaining == 0:
@@ -204,6 +239,7 @@ class BodySender:
         self._file.close()
         assert self._consumer is not None
         self._consumer.unregisterProducer()
+        self._count(failure)
         if failure is None:
             done.callback(self.size)
         else:

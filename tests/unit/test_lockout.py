@@ -73,3 +73,23 @@ def test_locked_out_address_gets_refused_on_any_connection(served):
     protocol, transport = connect(factory, port=4)
     protocol.dataReceived(b"AUTH " + PASSWORD.encode() + b"\r\n")
     assert replies(transport)[-1] == b"#You are logged in."
+
+
+def test_the_active_lockouts_gauge_counts_each_address_until_its_lockout_ends():
+    from echofile import metrics
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    penalties = LoginPenalties(clock, maxFailures=1, duration=10, maxAddresses=2)
+    started = metrics.LOCKOUTS_STARTED._value.get()
+    penalties.recordFailure("192.0.2.1")
+    clock.advance(5)
+    penalties.recordFailure("192.0.2.2")
+    assert penalties.active.count() == 2
+    assert metrics.LOCKOUTS_STARTED._value.get() == started + 2
+    clock.advance(5)  # the first one's ends
+    assert penalties.active.count() == 1
+    penalties.recordFailure("192.0.2.3")  # the least recently seen (still locked) is forgotten: no longer locked
+    penalties.recordFailure("192.0.2.4")
+    assert not penalties.isLockedOut("192.0.2.2")
+    assert penalties.active.count() == 2

@@ -89,3 +89,29 @@ def test_echo_sessions_are_closed(served):
 def test_nothing_to_drain(served):
     clock = Clock()
     assert stopper([makeFilesFactory(served, clock)], clock).stopService().called
+
+
+def test_the_status_listener_stops_only_after_the_drain(served):
+    """twistd stops every service at once: the /healthz listener (AfterDrain) waits for the drain."""
+    from twisted.application.service import MultiService, Service
+
+    from echofile.status import AfterDrain
+
+    clock = Clock()
+    factory = makeFilesFactory(served, clock)
+    protocol, transport = loggedIn(factory, 1)
+    top = MultiService()
+    shutdown = GracefulShutdown([factory.sessions], clock, 10.0, installSignalHandlers=False)
+    shutdown.setServiceParent(top)
+    status = AfterDrain(shutdown.whenDrained)
+    listener = Service()
+    listener.setServiceParent(status)
+    status.setServiceParent(top)
+    top.startService()
+    stopped = top.stopService()
+    assert shutdown.draining
+    assert listener.running, "the status listener stopped while sessions were still draining"
+    lose(protocol, transport)
+    assert not listener.running
+    assert stopped.called
+    assert shutdown.whenDrained().called  # after the drain: at once
