@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -26,6 +27,8 @@ from echofile.client import FileClient
 from echofile.client.main import Streams, run
 
 ALICE_PASSWORD = "alice's secret"
+#: The reply timeout of FileClients made by the fixtures.
+TIMEOUT = 10.0
 
 
 class TrackingFactory(WrappingFactory):
@@ -267,3 +270,16 @@ def clientEnv(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("ECHOFILE_PASSWORD", "NO_COLOR", "FORCE_COLOR", "TERM", "COLUMNS")}
     env.update({"ECHOFILE_PASSWORD": PASSWORD, "TERM": "xterm-256color"}, **extra)
     return env
+
+
+def runClientProgram(
+    *argv: str, env: dict[str, str] | None = None, cwd: Path | None = None, input: bytes = b"", command=CLIENT,
+) -> subprocess.CompletedProcess:
+    """Run echofile-client as a user would, to completion."""
+    return subprocess.run(
+        [*command, *argv], input=input, capture_output=True, env=env or clientEnv(), cwd=cwd, timeout=120
+    )
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -6,12 +6,15 @@ from typing import Callable
 
 import pytest
 import pytest_twisted
-from clienthelpers import ALICE_PASSWORD, Listening, Scripted
+from clienthelpers import ALICE_PASSWORD, TIMEOUT, Listening, Scripted, feed
+from echofile.client import FileClient
 from support import makeFilesFactory
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 
 @pytest.fixture
@@ -38,3 +41,30 @@ def fakeServer():
     for server in servers:
         if server.port is not None:
             pytest_twisted.blockon(server.stop())
+
+
+# -- a FileClient on a StringTransport and a fake clock --------------------------------
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def events() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def client(clock, events):
+    protocol = FileClient(clock, TIMEOUT, onEvent=events.append)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+@pytest.fixture
+def ready(client):
+    protocol, transport = client
+    feed(protocol, b"#Server Ready.\r\n")
+    return protocol, transport

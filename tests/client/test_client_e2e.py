@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import pty
 import socket
@@ -18,7 +17,8 @@ import termios
 from pathlib import Path
 
 import pytest
-from clienthelpers import ALICE, CLIENT, CONSOLE_SCRIPT, Twistd, clientEnv
+from clienthelpers import ALICE, CLIENT, CONSOLE_SCRIPT, Twistd, clientEnv, sha256
+from clienthelpers import runClientProgram as client
 from support import populate
 
 BIG = 50 * 1024 * 1024
@@ -45,16 +45,6 @@ def server(root):
         yield server
     finally:
         server.stop()
-
-
-def client(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None, input: bytes = b"", command=CLIENT):
-    return subprocess.run(
-        [*command, *argv], input=input, capture_output=True, env=env or clientEnv(), cwd=cwd, timeout=120
-    )
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_get_two_files_and_a_missing_one(server, root, tmp_path):

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from clienthelpers import names
-from test_client_e2e import CLIENT, Twistd, client, clientEnv, sha256
+from clienthelpers import CLIENT, Twistd, clientEnv, names, sha256
+from clienthelpers import runClientProgram as client
 
 from echofile.client.verified import partPaths, readRecord
 

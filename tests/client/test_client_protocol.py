@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from clienthelpers import Results, feed, sent
+from clienthelpers import TIMEOUT, Results, feed, sent
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from echofile.client import (
     ConnectionClosed,
     Entry,
-    FileClient,
     MemorySink,
     ProtocolViolation,
     ReplyTimeout,
@@ -20,32 +17,6 @@ from echofile.client import (
     TransferIncomplete,
 )
 
-TIMEOUT = 10.0
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def events() -> list[str]:
-    return []
-
-
-@pytest.fixture
-def client(clock, events):
-    protocol = FileClient(clock, TIMEOUT, onEvent=events.append)
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    return protocol, transport
-
-
-@pytest.fixture
-def ready(client):
-    protocol, transport = client
-    feed(protocol, b"#Server Ready.\r\n")
-    return protocol, transport
 
 
 def test_greeting_fires_whenReady(client):

@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from test_client_protocol import TIMEOUT, Results, client, clock, events, feed, ready, sent  # noqa: F401 (fixtures)
+from clienthelpers import TIMEOUT, Results, feed, sent
 
 from echofile import wire
 from echofile.client import MemorySink, ProtocolViolation, ReplyTimeout, ServerError

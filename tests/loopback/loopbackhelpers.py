@@ -6,10 +6,14 @@ clients (L{Collector}), and a teardown that waits for every disconnect.
 from __future__ import annotations
 
 import hashlib
+import os
+
+import twisted.test
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
+from twisted.internet import ssl
+from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, connectProtocol, serverFromString
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 
@@ -89,3 +93,17 @@ class Server:
 
 def deferLaterTick():
     return deferLater(reactor, 0.001, lambda: None)
+
+
+#: Twisted's own test certificate and key (for TLS listeners in loopback tests).
+SERVER_PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+
+
+class TLSServer(Server):
+    @inlineCallbacks
+    def connect(self):
+        client = Collector()
+        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port, ssl.CertificateOptions())
+        yield connectProtocol(endpoint, client)
+        self.clients.append(client)
+        return client

@@ -12,30 +12,17 @@ import threading
 
 import pytest
 import pytest_twisted
-import twisted.test
-from twisted.internet import reactor, ssl
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from echofile import transfer
 from echofile.hashing import FileHasher
 from support import PASSWORD, makeFilesFactory
-from loopbackhelpers import Collector, Server
+from loopbackhelpers import SERVER_PEM, Server, TLSServer
 
-SERVER_PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 SIZE = 8 * 1024 * 1024 + 7
-
-
-class TLSServer(Server):
-    @inlineCallbacks
-    def connect(self):
-        client = Collector()
-        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port, ssl.CertificateOptions())
-        yield connectProtocol(endpoint, client)
-        self.clients.append(client)
-        return client
 
 
 def tick():

@@ -14,7 +14,7 @@ import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, readBody
 
@@ -26,8 +26,7 @@ from echofile.lockout import LoginPenalties
 from echofile.metrics import ReactorLagProbe
 from echofile.status import makeStatusSite
 from support import PASSWORD, FakeThreads, makeFilesFactory
-from test_hash_resume_loopback import SERVER_PEM, TLSServer
-from test_loopback import Collector, Server
+from loopbackhelpers import SERVER_PEM, Server, TLSServer
 
 BIG = 64 * 1024 * 1024
 
@@ -298,8 +297,7 @@ def test_reactor_lag_is_observed(scrape):
 
 @pytest_twisted.inlineCallbacks
 def test_cluster_broker_connected_is_one_while_redis_is_up(tmp_path, scrape):
-    from redishelpers import freePort, stopRedis
-    from test_redis_chat import startRedis, until
+    from redishelpers import freePort, startRedis, stopRedis, until
 
     from echofile.redischat import RedisChat
 
