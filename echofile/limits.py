@@ -17,7 +17,7 @@ from collections import Counter
 from typing import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITransport
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from echofile.eventlog import loggable
 
@@ -34,8 +34,8 @@ class ConnectionLimiter:
     """
     Counts open connections, in total and per peer address.
 
-    A refusal costs a client only a connect(), so refusals are logged
-    within a budget: the first L{REFUSAL_LOG_LIMIT} of a window one by one,
+    A refusal costs a client only a connect(), so refusals (L{logRefusal})
+    are logged within a budget: the first L{REFUSAL_LOG_LIMIT} of a window one by one,
     then one line with the count of the others, at the first refusal after
     the window.  The budget is the service's, not an address's: addresses
     are cheap to change (an IPv6 prefix, PROXY headers).
@@ -67,13 +67,13 @@ class ConnectionLimiter:
     def admit(self, key: str) -> bool:
         """Take a slot for C{key}; False (and nothing taken) when a cap is reached."""
         if self.total >= self.maxTotal:
-            self._refused(
+            self.logRefusal(
                 "{service}: refused {peer}: {total} connections open (--max-connections)",
                 peer=loggable(key), total=self.total,
             )
             return False
         if self._perAddress[key] >= self.maxPerAddress:
-            self._refused(
+            self.logRefusal(
                 "{service}: refused {peer}: {count} connections from it open (--max-per-ip)",
                 peer=loggable(key), count=self._perAddress[key],
             )
@@ -82,21 +82,25 @@ class ConnectionLimiter:
         self._perAddress[key] += 1
         return True
 
-    def _refused(self, format: str, **kwargs: object) -> None:
-        """Log a refusal if the window's budget allows, else count it."""
+    def logRefusal(self, format: str, level: LogLevel = LogLevel.warn, **kwargs: object) -> None:
+        """
+        Log a connection refused at accept (C{format} gets C{service} and
+        C{kwargs}, already loggable) if the window's budget allows, else
+        count it: over a cap here, from an untrusted proxy in admission.
+        """
         now = self._clock.seconds()
         start = self._refusalWindowStart
         if start is None or now - start >= REFUSAL_LOG_WINDOW:
             if self._refusalsSuppressed:
                 self._log.warn(
-                    "{service}: refused {count} further connections over a cap in {window}s (not logged one by one)",
+                    "{service}: refused {count} further connections in {window}s (not logged one by one)",
                     service=self.service, count=self._refusalsSuppressed, window=REFUSAL_LOG_WINDOW,
                 )
             self._refusalWindowStart = now
             self._refusalsLogged = self._refusalsSuppressed = 0
         if self._refusalsLogged < REFUSAL_LOG_LIMIT:
             self._refusalsLogged += 1
-            self._log.warn(format, service=self.service, **kwargs)
+            self._log.emit(level, format, service=self.service, **kwargs)
         else:
             self._refusalsSuppressed += 1
 
