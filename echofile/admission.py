@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITransport
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from echofile.addresses import LOOPBACK, Network, inNetworks, peerKey, socketKey, socketPeer
 from echofile import metrics
@@ -103,9 +103,10 @@ class Admission:
         self._handshaking = awaitsHandshake(transport)
         key = socketKey(transport)
         if proxied and not policy.trusts(transport):
-            _log.info(
+            # Costs the client a connect(): within the service's budget for refusals.
+            policy.limiter.logRefusal(
                 "{service}: {peer} is not a trusted proxy (--trusted-proxy): closed without reading its PROXY header",
-                service=policy.limiter.service, peer=key,
+                level=LogLevel.info, peer=key,
             )
             self._refused("untrusted_proxy")
             closeUnread(transport)

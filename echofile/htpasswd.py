@@ -138,16 +138,7 @@ class HtpasswdChecker:
         """The parsed file, re-read if it changed (runs in a worker thread)."""
         with self._lock:
             try:
-                info = os.stat(self.path)
-                signature = (info.st_mtime_ns, info.st_size)
-                if signature != self._signature:
-                    users, skipped = readHtpasswd(self.path)
-                    if skipped:
-                        self._log.warn(
-                            "htpasswd {path}: ignoring {count} accounts without a bcrypt hash (use htpasswd -B)",
-                            path=self.path, count=len(skipped),
-                        )
-                    self._users, self._signature = users, signature
+                self._readIfChanged()
             except OSError as e:
                 self._cannotRead(e)
             else:
@@ -155,6 +146,29 @@ class HtpasswdChecker:
                     self._readError = None
                     self._log.info("htpasswd {path}: readable again", path=self.path)
             return self._users
+
+    def load(self) -> dict[bytes, bytes]:
+        """
+        Read the file now (at start-up, before the reactor runs), raising
+        OSError if it cannot be: these are the accounts kept if it becomes
+        unreadable before the first login.
+        """
+        with self._lock:
+            self._readIfChanged()
+            return self._users
+
+    def _readIfChanged(self) -> None:
+        """Parse the file if its signature changed (the lock held); OSError if it cannot be read."""
+        info = os.stat(self.path)
+        signature = (info.st_mtime_ns, info.st_size)
+        if signature != self._signature:
+            users, skipped = readHtpasswd(self.path)
+            if skipped:
+                self._log.warn(
+                    "htpasswd {path}: ignoring {count} accounts without a bcrypt hash (use htpasswd -B)",
+                    path=self.path, count=len(skipped),
+                )
+            self._users, self._signature = users, signature
 
     def _cannotRead(self, error: OSError) -> None:
         """Keep the accounts read last; say so when the problem starts, not on every login."""
@@ -216,13 +230,14 @@ class HtpasswdCheckerFactory:
             raise ValueError(f"htpasswd file not found: {argstring}")
         if not os.path.isfile(argstring):
             raise ValueError(f"htpasswd file is not a regular file: {argstring}")
+        checker = HtpasswdChecker(argstring)
         try:
-            users, _ = readHtpasswd(argstring)
+            users = checker.load()
         except OSError as e:
             raise ValueError(f"cannot read htpasswd file {argstring}: {e.strerror or e}") from None
         if not users:
             raise ValueError(f"htpasswd file {argstring} has no bcrypt accounts (use htpasswd -B)")
-        return HtpasswdChecker(argstring)
+        return checker
 
 
 checkerFactory = HtpasswdCheckerFactory()

@@ -17,7 +17,7 @@ from collections import Counter
 from typing import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITransport
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from echofile import metrics
 from echofile.eventlog import loggable
@@ -25,43 +25,87 @@ from echofile.eventlog import loggable
 #: How long a peer gets to read our last words before the connection is aborted.
 CLOSE_GRACE_SECONDS = 10.0
 
+#: Refusals over a cap one service logs one by one per window...
+REFUSAL_LOG_LIMIT = 20
+#: ... of this many seconds; the rest are counted in one line.
+REFUSAL_LOG_WINDOW = 60.0
+
 
 class ConnectionLimiter:
     """
     Counts open connections, in total and per peer address.
 
+    A refusal costs a client only a connect(), so refusals (L{logRefusal})
+    are logged within a budget: the first L{REFUSAL_LOG_LIMIT} of a window one by one,
+    then one line with the count of the others, at the first refusal after
+    the window.  The budget is the service's, not an address's: addresses
+    are cheap to change (an IPv6 prefix, PROXY headers).
+
     @param maxTotal: the most connections at once.
     @param maxPerAddress: the most connections at once from one address.
+    @param clock: what the refusal log's window is measured on (default: the reactor).
     """
 
     _log = Logger()
 
-    def __init__(self, maxTotal: int, maxPerAddress: int, service: str = "") -> None:
+    def __init__(
+        self, maxTotal: int, maxPerAddress: int, service: str = "", clock: IReactorTime | None = None,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor  # type: ignore[assignment]
         self.maxTotal = maxTotal
         self.maxPerAddress = maxPerAddress
         self.service = service
         self.total = 0
         self._perAddress: Counter[str] = Counter()
+        self._clock: IReactorTime = clock  # type: ignore[assignment]
+        self._refusalWindowStart: float | None = None
+        self._refusalsLogged = 0
+        self._refusalsSuppressed = 0
 
     def admit(self, key: str) -> bool:
         """Take a slot for C{key}; False (and nothing taken) when a cap is reached."""
         if self.total >= self.maxTotal:
-            self._log.warn(
+            self.logRefusal(
                 "{service}: refused {peer}: {total} connections open (--max-connections)",
-                service=self.service, peer=loggable(key), total=self.total,
+                peer=loggable(key), total=self.total,
             )
             metrics.CONNECTIONS_REFUSED.labels(service=self.service, reason="total_cap").inc()
             return False
         if self._perAddress[key] >= self.maxPerAddress:
-            self._log.warn(
+            self.logRefusal(
                 "{service}: refused {peer}: {count} connections from it open (--max-per-ip)",
-                service=self.service, peer=loggable(key), count=self._perAddress[key],
+                peer=loggable(key), count=self._perAddress[key],
             )
             metrics.CONNECTIONS_REFUSED.labels(service=self.service, reason="per_address_cap").inc()
             return False
         self.total += 1
         self._perAddress[key] += 1
         return True
+
+    def logRefusal(self, format: str, level: LogLevel = LogLevel.warn, **kwargs: object) -> None:
+        """
+        Log a connection refused at accept (C{format} gets C{service} and
+        C{kwargs}, already loggable) if the window's budget allows, else
+        count it: over a cap here, from an untrusted proxy in admission.
+        """
+        now = self._clock.seconds()
+        start = self._refusalWindowStart
+        if start is None or now - start >= REFUSAL_LOG_WINDOW:
+            if self._refusalsSuppressed:
+                self._log.warn(
+                    "{service}: refused {count} further connections in {window}s (not logged one by one)",
+                    service=self.service, count=self._refusalsSuppressed, window=REFUSAL_LOG_WINDOW,
+                )
+            self._refusalWindowStart = now
+            self._refusalsLogged = self._refusalsSuppressed = 0
+        if self._refusalsLogged < REFUSAL_LOG_LIMIT:
+            self._refusalsLogged += 1
+            self._log.emit(level, format, service=self.service, **kwargs)
+        else:
+            self._refusalsSuppressed += 1
 
     def release(self, key: str) -> None:
         """Give back a slot taken by L{admit}."""

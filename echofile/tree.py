@@ -104,10 +104,12 @@ class Tree:
         May a path segment be served or listed?  Not a hidden (dot) name
         unless C{dotfiles}, and only clean UTF-8 without control characters
         (L{isClean}): what LIST leaves out is never served by name either.
+        Not a name with a ``\\`` either: a client's ``\\`` separates
+        segments, so LIST would offer a name that no FILE can spell.
         """
         if not self.dotfiles and segment.startswith("."):
             return False
-        return "\x00" not in segment and isClean(segment)
+        return "\x00" not in segment and "\\" not in segment and isClean(segment)
 
     # -- the walk ------------------------------------------------------------------
 

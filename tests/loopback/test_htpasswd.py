@@ -183,6 +183,18 @@ def test_a_file_that_goes_missing_keeps_the_accounts_and_says_so_once(passwords,
     assert any("readable again" in e.get("log_format", "") for e in logged)
 
 
+@pytest_twisted.inlineCallbacks
+def test_the_accounts_read_at_start_up_are_kept_if_the_file_goes_before_the_first_login(passwords):
+    """
+    ``--auth htpasswd:PATH`` reads the file at start-up (to refuse a bad
+    one); those accounts are the ones "read last" if it becomes unreadable
+    before anyone logs in.  They were thrown away: every account failed.
+    """
+    checker = strcred.makeChecker(f"htpasswd:{passwords}")
+    passwords.rename(passwords.with_suffix(".moved"))
+    assert (yield checker.requestAvatarId(Credentials("alice", "wonder land"))) == b"alice"
+
+
 def test_plugin_errors_name_the_file(tmp_path, monkeypatch):
     folder = tmp_path / "a-folder"
     folder.mkdir()

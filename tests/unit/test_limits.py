@@ -50,3 +50,35 @@ def test_stop_and_no_timeout():
     clock, timer, fired = makeTimer(idle=None)
     timer.start()
     assert clock.getDelayedCalls() == []
+
+
+def test_refusals_over_a_cap_are_logged_within_a_budget():
+    """
+    A client at its cap that reconnects in a loop is refused at accept, for
+    the price of a connect(): one warning per refusal let one address write
+    about 300 KB/s of log (2300 refusals/s on loopback).  The limiter logs
+    the first refusals of a window one by one, then one line with the count.
+    """
+    from twisted.logger import globalLogPublisher
+
+    from echofile.limits import REFUSAL_LOG_LIMIT, REFUSAL_LOG_WINDOW, ConnectionLimiter
+
+    clock = Clock()
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        limiter = ConnectionLimiter(100, 1, "files", clock=clock)
+        assert limiter.admit("10.0.0.1")
+        for _ in range(1000):
+            assert not limiter.admit("10.0.0.1")
+        assert limiter.admit("10.0.0.2")  # another address is still admitted (its own cap)
+        refusals = [e for e in logged if "refused" in e["log_format"]]
+        assert len(refusals) == REFUSAL_LOG_LIMIT
+        clock.advance(REFUSAL_LOG_WINDOW)
+        assert not limiter.admit("10.0.0.1")
+        refusals = [e for e in logged if "refused" in e["log_format"]]
+        assert len(refusals) == REFUSAL_LOG_LIMIT + 2  # the count of the suppressed ones, then this one
+        summary = refusals[REFUSAL_LOG_LIMIT]
+        assert summary["count"] == 1000 - REFUSAL_LOG_LIMIT and summary["service"] == "files"
+    finally:
+        globalLogPublisher.removeObserver(logged.append)

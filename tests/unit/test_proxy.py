@@ -342,6 +342,24 @@ def test_untrusted_peer_is_closed_without_a_greeting(served, clock, logged, earl
     assert factory.limiter.total == 0
 
 
+def test_untrusted_peers_reconnecting_are_logged_within_the_refusal_budget(served, clock, logged):
+    """
+    Anyone who can reach a haproxy: port is closed at accept for the price
+    of a connect(); one line each let one client write about 400 KB/s of
+    log (2700 connections/s on loopback).  They share the service's budget
+    for refusals (L{echofile.limits.REFUSAL_LOG_LIMIT} per window, then a count).
+    """
+    from echofile.limits import REFUSAL_LOG_LIMIT
+
+    factory = makeFilesFactory(served, clock, trustedProxies=[ipaddress.ip_network("10.9.0.0/16")])
+    for port in range(5000, 5100):
+        wrapper, transport = behindProxy(factory, IPv4Address("TCP", "192.0.2.66", port))
+        assert transport.disconnecting
+        wrapper.connectionLost(Failure(ConnectionDone()))
+    assert len(untrustedEvents(logged)) == REFUSAL_LOG_LIMIT
+    assert factory.limiter.total == 0
+
+
 def test_echo_untrusted_peer_is_closed(clock, logged):
     factory = echoFactory(clock, trustedProxies=[])
     wrapper, transport = behindProxy(factory)

@@ -197,6 +197,21 @@ def test_unclean_names_are_never_served_by_name(served, share, name):
     assert "clean-link" not in [e.name for e in share.list("/")]
 
 
+def test_names_with_a_backslash_are_neither_listed_nor_served(served, share):
+    """
+    A client's ``\\`` separates segments, so it cannot name an entry whose
+    name has one: listing ``back\\slash`` offered a name that FILE then
+    refused.  Such an entry is left out, as an unclean one, and not served
+    through a link either.
+    """
+    (served / "back\\slash").write_bytes(b"x")
+    os.symlink("back\\slash", served / "to-backslash")
+    names = [e.name for e in share.list("/")]
+    assert "back\\slash" not in names and "to-backslash" not in names
+    with pytest.raises(NotAvailable):
+        share.open("to-backslash")
+
+
 # -- symlinks followed by hand -------------------------------------------------------------
 
 
