@@ -51,6 +51,7 @@ class LoginPolicy:
         self._penalties = penalties
         self.selected: str | None = DEFAULT_USER
         self.failures = 0
+        self._attempted = 0.0
 
     def select(self, name: str) -> None:
         """USER: remember C{name}, or refuse it (and every AUTH until the next USER)."""
@@ -58,6 +59,10 @@ class LoginPolicy:
             self.selected = None
             raise CommandError(wire.INVALID_USER_NAME if name else wire.USAGE.format(synopsis="USER <name>"))
         self.selected = name
+
+    def attempt(self) -> None:
+        """An AUTH arrived: its answer, if it fails, is due C{delay} seconds from now."""
+        self._attempted = self._clock.seconds()
 
     def lockedOut(self, key: str) -> bool:
         return self._penalties is not None and self._penalties.isLockedOut(key)
@@ -72,12 +77,19 @@ class LoginPolicy:
         return CommandError(wire.BAD_PASSWORD)
 
     def answerLater(self, error: CommandError) -> Deferred[None]:
-        """Fail with C{error} after the AUTH failure delay, so guessing stays slow."""
+        """
+        Fail with C{error} the AUTH failure delay after the AUTH arrived
+        (L{attempt}), so guessing stays slow, and at the same moment however
+        long the check itself took: an account whose bcrypt cost is lower
+        than the unknown-name dummy's must not be told apart by its answer's
+        timing.  (A check that takes longer than the delay still shows.)
+        """
 
         def answer() -> None:
             raise error
 
-        return deferLater(self._clock, self._delay, answer)
+        due = self._attempted + self._delay - self._clock.seconds()
+        return deferLater(self._clock, max(0.0, due), answer)
 
 
 class LoginCommands(CommandProtocol):
@@ -108,6 +120,7 @@ class LoginCommands(CommandProtocol):
             raise CommandError(wire.ALREADY_LOGGED_IN)
         if not password:
             raise CommandError(wire.USAGE.format(synopsis="AUTH <password>"))
+        self._login.attempt()
         user = self._login.selected
         if self._login.lockedOut(self._peerKey):
             self._event(LogLevel.info, "files: AUTH from locked-out {peer} refused")
