@@ -25,6 +25,9 @@ from typing import Callable
 from prometheus_client.twisted import MetricsResource
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Protocol
+from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -77,9 +80,41 @@ class AfterDrain(MultiService):
         return d.addCallback(lambda _: MultiService.stopService(self))
 
 
-def makeStatusSite(draining: Callable[[], bool]) -> StatusSite:
-    """The site behind ``--metrics``: ``/metrics`` and ``/healthz``."""
+#: Connections the status endpoint serves at once; it is for a scraper and a balancer, not for the public.
+MAX_STATUS_CONNECTIONS = 16
+#: Seconds a status connection may take to send its request.
+STATUS_REQUEST_TIMEOUT = 10
+
+
+class CappedFactory(WrappingFactory):
+    """
+    At most C{maxConnections} connections at once; more are closed at once.
+
+    Without it, anyone who reaches the endpoint can hold one descriptor per
+    half-sent request for twisted.web's request timeout, and run the whole
+    process (the file service included) out of descriptors.
+    """
+
+    noisy = False
+
+    def __init__(self, wrappedFactory: Site, maxConnections: int) -> None:
+        super().__init__(wrappedFactory)
+        self.maxConnections = maxConnections
+
+    def logPrefix(self) -> str:
+        return self.wrappedFactory.logPrefix()
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+        if len(self.protocols) >= self.maxConnections:
+            return None
+        return super().buildProtocol(addr)
+
+
+def makeStatusSite(draining: Callable[[], bool], maxConnections: int = MAX_STATUS_CONNECTIONS) -> CappedFactory:
+    """The site behind ``--metrics``: ``/metrics`` and ``/healthz``, for at most C{maxConnections} at once."""
     root = Resource()
     root.putChild(b"metrics", MetricsResource(REGISTRY))
     root.putChild(b"healthz", HealthResource(draining))
-    return StatusSite(root)
+    site = StatusSite(root)
+    site.timeOut = STATUS_REQUEST_TIMEOUT
+    return CappedFactory(site, maxConnections)
