@@ -17,6 +17,7 @@ Two rules (docs/security.md, "Logging"):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -73,7 +74,39 @@ class LogBudget:
         """Report what was suppressed (the session ends, or a window passed)."""
         if self.suppressed:
             self._log.info(
-                "{count} further events from {peer} suppressed (at most {limit} per {window}s a session)",
+                "{count} further events from {peer} suppressed (at most {limit} per {window}s from one address)",
                 count=self.suppressed, peer=peer, limit=self.limit, window=self.window,
             )
             self.suppressed = 0
+
+
+#: Addresses whose log budgets are remembered at most (the least recently seen forgotten first).
+MAX_BUDGETS = 10_000
+
+
+class LogBudgets:
+    """
+    One L{LogBudget} per client address, shared by all its sessions: a
+    client that reconnects must not get a fresh budget each time (it wrote
+    about 518 KB/s of log that way: connect, 21 FILEs, QUIT, again).
+    Bounded like the login penalties: at most C{maxAddresses} budgets.
+    """
+
+    def __init__(self, log: Logger, clock: IReactorTime, maxAddresses: int = MAX_BUDGETS) -> None:
+        self._log = log
+        self._clock = clock
+        self.maxAddresses = maxAddresses
+        self._budgets: OrderedDict[str, LogBudget] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._budgets)
+
+    def forKey(self, key: str) -> LogBudget:
+        budget = self._budgets.pop(key, None)
+        if budget is None:
+            budget = LogBudget(self._log, self._clock)
+        self._budgets[key] = budget  # most recently seen last
+        while len(self._budgets) > self.maxAddresses:
+            _, forgotten = self._budgets.popitem(last=False)
+            forgotten.close("an address not seen for a while")
+        return budget

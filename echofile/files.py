@@ -29,6 +29,7 @@ from echofile.addresses import LOOPBACK, Network
 from echofile.admission import AdmissionPolicy
 from echofile.chat import IChat, IChatListener
 from echofile.chatcommands import ChatCommands
+from echofile.eventlog import LogBudgets
 from echofile.filecommands import FileCommands
 from echofile.hashing import FileHasher
 from echofile.holds import HELD_INPUT
@@ -116,6 +117,8 @@ class FilesFactory(ServerFactory):
         )
         self.hashes = hashes if hashes is not None else FileHasher(_deferToReactorThreads)
         self.sessions = SessionTracker()
+        #: The log budgets of the client addresses, shared by their sessions.
+        self.logBudgets = LogBudgets(FileSession._log, clock)
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
         session = FileSession(self)

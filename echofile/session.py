@@ -162,10 +162,11 @@ class LineSession(HeldInput):
     def _event(self, level: LogLevel, format: str, **kwargs: Any) -> None:
         """
         An info/warn event the client can make us repeat (per command):
-        through the session's log budget (L{echofile.eventlog}).
+        through its address's log budget, which all of that address's
+        sessions share (L{echofile.eventlog}).
         """
         if self._logBudget is None:
-            self._logBudget = LogBudget(self._log, self._clock)
+            self._logBudget = self.factory.logBudgets.forKey(self._peerKey)
         self._logBudget.emit(level, format, peer=self._peer, **kwargs)
 
     def timeoutConnection(self) -> None:

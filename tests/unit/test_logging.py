@@ -7,7 +7,7 @@ info, and a bounded number of info/warn events per session.
 from __future__ import annotations
 
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, formatEvent
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from echofile.eventlog import SESSION_LOG_LIMIT, SESSION_LOG_WINDOW
 from echofile.text import UNSAFE
@@ -90,3 +90,35 @@ def test_failing_commands_are_not_logged_at_info(served, logged):
     logged.clear()
     protocol.dataReceived(b"BOGUS\r\nFILE x\r\nUSER bad name\r\n\xff\xfe\r\n" * 50)
     assert infoEvents(logged) == []
+
+
+def test_reconnecting_does_not_renew_the_log_budget(served):
+    """A client looping connect, 21 x FILE, QUIT wrote ~518 KB/s of log while each session had a budget of its own."""
+    clock = Clock()
+    factory = makeFilesFactory(served, clock)
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        for port in range(40000, 40010):  # ten sessions from one address, one after the other
+            protocol, transport = connect(factory, port=port)
+            for _ in range(3):  # three failed logins: the session is closed after the third
+                protocol.dataReceived(b"USER nobody\r\nAUTH wrong\r\n")
+                clock.advance(1.5)
+            protocol.connectionLost(None)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    failures = [e for e in logged if "failed to log in" in e.get("log_format", "")]
+    assert len(failures) <= SESSION_LOG_LIMIT
+
+
+def test_log_budgets_are_bounded_in_number():
+    from twisted.logger import Logger
+
+    from echofile.eventlog import LogBudgets
+
+    budgets = LogBudgets(Logger(), Clock(), maxAddresses=2)
+    first = budgets.forKey("192.0.2.1")
+    budgets.forKey("192.0.2.2")
+    assert budgets.forKey("192.0.2.1") is first  # shared, and now the most recently seen
+    budgets.forKey("192.0.2.3")
+    assert len(budgets) == 2 and budgets.forKey("192.0.2.1") is first  # .2 was forgotten, not .1
