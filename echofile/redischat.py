@@ -39,7 +39,7 @@ from echofile.chat import (
     GUEST_PREFIX, RENAMED_NOTICE, ChatUnavailable, GuestNumbers, IChat, IChatListener, NicknameInUse, NotOnline,
     deliver,
 )
-from echofile.redislink import RedisLink, parseRedisURL
+from echofile.redislink import RedisLink, UsesLink, parseRedisURL
 from echofile.text import isClean, sanitize
 
 __all__ = ["RedisChat", "parseRedisURL"]
@@ -79,7 +79,7 @@ return 0
 
 
 @implementer(IChat)
-class RedisChat(Service):
+class RedisChat(UsesLink, Service):
     """Presence and delivery shared by every instance that uses the same Redis database."""
 
     name = "chat"
@@ -128,14 +128,6 @@ class RedisChat(Service):
                 self._log.failure("chat: could not remove this instance's presence from Redis")
         yield self._link.stop()
 
-    @property
-    def available(self) -> bool:
-        return self._link.available
-
-    @property
-    def _redis(self) -> Any:
-        """The ready command connection, or None."""
-        return self._link.commands
 
     def _brokerChanged(self) -> None:
         if not self.running:

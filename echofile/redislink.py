@@ -128,10 +128,16 @@ class _Ready:
             return
         link._connectionReady(self)
 
+    @inlineCallbacks
+    def connectionMade(self) -> Any:
+        yield super().connectionMade()  # type: ignore[misc]
+        yield self._prepare()
+
     def _whenUsable(self) -> Any:
         raise NotImplementedError
 
-    def _lost(self) -> None:
+    def connectionLost(self, why: Any) -> None:
+        super().connectionLost(why)  # type: ignore[misc]
         retry = getattr(self, "_retry", None)
         if retry is not None and retry.active():
             retry.cancel()
@@ -146,28 +152,15 @@ def _check(reply: Any) -> Any:
 
 class _Commands(_Ready, txredisapi.RedisProtocol):
     @inlineCallbacks
-    def connectionMade(self) -> Any:
-        yield super().connectionMade()
-        yield self._prepare()
-
-    @inlineCallbacks
     def _whenUsable(self) -> Any:
         if self.factory.link.address.db:
             _check((yield self.select(self.factory.link.address.db)))
         else:
             _check((yield self.ping()))  # a round trip: the server answers (and its TLS certificate passed)
 
-    def connectionLost(self, why: Any) -> None:
-        super().connectionLost(why)
-        self._lost()
 
 
 class _Subscriber(_Ready, txredisapi.SubscriberProtocol):
-    @inlineCallbacks
-    def connectionMade(self) -> Any:
-        yield super().connectionMade()
-        yield self._prepare()
-
     @inlineCallbacks
     def _whenUsable(self) -> Any:
         _check((yield self.subscribe(self.factory.link.channel)))
@@ -175,9 +168,6 @@ class _Subscriber(_Ready, txredisapi.SubscriberProtocol):
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
         self.factory.link.onMessage(message)
 
-    def connectionLost(self, why: Any) -> None:
-        super().connectionLost(why)
-        self._lost()
 
 
 class RedisLink:
@@ -257,3 +247,18 @@ def _withoutSecrets(text: str, address: RedisAddress) -> str:
     if address.password:
         text = text.replace(address.password, "(password)")
     return text
+
+
+class UsesLink:
+    """For a service that talks to Redis through a L{RedisLink} held as C{_link}."""
+
+    _link: RedisLink
+
+    @property
+    def available(self) -> bool:
+        return self._link.available
+
+    @property
+    def _redis(self) -> Any:
+        """The ready command connection, or None."""
+        return self._link.commands

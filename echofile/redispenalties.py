@@ -24,14 +24,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from echofile.lockout import LoginPenalties
-from echofile.redislink import RedisLink, parseRedisURL
+from echofile.redislink import RedisLink, UsesLink, parseRedisURL
 from echofile.text import sanitize
 
 _PREFIX = "echofile:"
 _LOCKOUTS = _PREFIX + "lockouts"
 
 
-class RedisPenalties(LoginPenalties, Service):
+class RedisPenalties(UsesLink, LoginPenalties, Service):
     """L{LoginPenalties} shared through Redis; the constructor takes the same limits."""
 
     name = "penalties"
@@ -53,14 +53,6 @@ class RedisPenalties(LoginPenalties, Service):
         Service.stopService(self)
         yield self._link.stop()
 
-    @property
-    def available(self) -> bool:
-        return self._link.available
-
-    @property
-    def _redis(self) -> Any:
-        """The ready command connection, or None."""
-        return self._link.commands
 
     # -- LoginPenalties ----------------------------------------------------------------------
 
