@@ -47,6 +47,17 @@ def freeBytes(folder: Path) -> int:
     return stat.f_bavail * stat.f_frsize
 
 
+def writeAll(fd: int, data: bytes, target: Path) -> None:
+    """Write all of C{data}; a failure (disk full, quota) names C{target}, and the caller stops."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(target)) from None
+        view = view[written:]
+
+
 def place(temporary: Path, target: Path, overwrite: bool) -> None:
     """Rename a finished file into place; without C{overwrite} never replace an existing file."""
     if overwrite:
@@ -100,13 +111,7 @@ class TempFileSink:
 
     def write(self, data: bytes) -> None:
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self._fd, view)
-            except OSError as e:  # disk full, quota: name the file, the caller stops
-                raise OSError(e.errno, e.strerror, str(self._target)) from None
-            view = view[written:]
+        writeAll(self._fd, data, self._target)
         self._progress.advance(len(data))
 
     def commit(self, overwrite: bool) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from echofile.wire import MAX_DIGITS, Hashed
-from echofile.client.sinks import DiskFull, SaveError, freeBytes, place
+from echofile.client.sinks import DiskFull, SaveError, freeBytes, place, writeAll
 
 if TYPE_CHECKING:
     from echofile.client.progress import Transfer
@@ -208,13 +208,7 @@ class PartSink:
 
     def write(self, data: bytes) -> None:
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self._fd, view)
-            except OSError as e:
-                raise OSError(e.errno, e.strerror, str(self._target)) from None
-            view = view[written:]
+        writeAll(self._fd, data, self._target)
         self._hash.update(data)
         self._progress.advance(len(data))
 
