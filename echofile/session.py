@@ -124,7 +124,7 @@ class LineSession(HeldInput):
         self._peerKey = key
         self._state = State.ENDING if self._state is State.DROPPING else State.OPEN
         if isinstance(peer, HealthCheck):
-            self._log.info("files: connection from {peer} (a PROXY health check)", peer=self._peer)
+            self._log.debug("files: connection from {peer} (a PROXY health check)", peer=self._peer)  # every few seconds
         else:
             self._log.info("files: connection from {peer}", peer=self._peer)
         self._registerAsProducer()
