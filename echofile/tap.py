@@ -15,22 +15,23 @@ from twisted.application.internet import UDPServer
 from twisted.application.service import IService
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted import __version__ as twistedVersion
 
 from echofile import __version__
 from echofile.addresses import LOOPBACK
 from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPassword
 from echofile.chat import ChatService
 from echofile.echo import DEFAULT_UDP_RATE, EchoDatagramProtocol
-from echofile.redischat import RedisChat
-from echofile.redispenalties import RedisPenalties
 from echofile.hashing import FileHasher
 from echofile.lockout import LoginPenalties
 from echofile.metrics import ReactorLagProbe
 from echofile.options import DEFAULT_ECHO, DEFAULT_FILES, Options, parseUDPAddress
-from echofile.share import Tree
+from echofile.ownfiles import OwnFiles
+from echofile.redischat import RedisChat
+from echofile.redispenalties import RedisPenalties
 from echofile.service import FilesService
+from echofile.share import Tree
 from echofile.status import AfterDrain, makeStatusSite
+from twisted import __version__ as twistedVersion
 
 __all__ = ["DEFAULT_ECHO", "DEFAULT_FILES", "Options", "makeService", "parseUDPAddress"]
 
@@ -74,6 +75,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
     tree = Tree(
         config["root"],
         dotfiles=bool(config.get("dotfiles")),
+        ownFiles=OwnFiles(_ownFiles(config)),
         runInThread=lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
         clock=reactor,
     )
@@ -134,6 +136,17 @@ def _roomInThreadPool(reactor: Any, hashJobs: int) -> None:
     getThreadPool = getattr(reactor, "getThreadPool", None)
     if getThreadPool is not None and getThreadPool().max < hashJobs + THREADS_BESIDES_HASHES:
         reactor.suggestThreadPoolSize(hashJobs + THREADS_BESIDES_HASHES)
+
+
+def _ownFiles(config: Mapping[str, Any]) -> list[str | None]:
+    """The pid and log file twistd (or twist) was told to write: C{config.parent} is its own options."""
+    parent = getattr(config, "parent", None)
+    if parent is None:
+        return []
+    twistLog = getattr(parent.get("logFile"), "name", None)  # twist --log-file: an open file
+    if not isinstance(twistLog, str) or twistLog.startswith("<"):  # <stdout>, <stderr>
+        twistLog = None
+    return [parent.get("pidfile"), parent.get("logfile"), twistLog]
 
 
 def _listen(description: str, factory: Any, reactor: Any) -> IService:

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 
 from echofile.listing import Listing, ListingCache
 from echofile.names import NotAvailable
+from echofile.ownfiles import OwnFiles
 from echofile.text import isClean, sanitize
 
 _T = TypeVar("_T")
@@ -81,6 +82,7 @@ class Tree:
         dotfiles: bool = False,
         runInThread: RunInThread | None = None,
         clock: IReactorTime | None = None,
+        ownFiles: OwnFiles | None = None,
     ) -> None:
         if runInThread is None or clock is None:
             from twisted.internet import reactor
@@ -90,6 +92,7 @@ class Tree:
             clock = clock or reactor  # type: ignore[assignment]
         self.path = os.path.realpath(root)
         self.dotfiles = dotfiles
+        self.ownFiles = ownFiles or OwnFiles()
         self._runInThread = runInThread
         self.listings = ListingCache(clock)  # type: ignore[arg-type]
         self.fd = os.open(self.path, _FOLDER_FLAGS)
@@ -166,6 +169,8 @@ class Tree:
                         walked.append(segment)
                         continue
                 else:
+                    if OwnFiles.matches(self.ownFiles.inFolder(current), segment):
+                        raise NotAvailable(segment)  # the pid or log file
                     result = finish(current, segment)
                     if result is not None:
                         return result
@@ -271,10 +276,11 @@ class Tree:
         """
         try:
             records = []
+            own = self.ownFiles.inFolder(fd)
             with os.scandir(fd) as entries:
                 for entry in entries:
                     name = entry.name
-                    if not self.allows(name):
+                    if not self.allows(name) or own and OwnFiles.matches(own, name):
                         continue
                     try:
                         info = entry.stat(follow_symlinks=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from e2ehelpers import HELP, Server, nc, requireTool, serverEnvironment, twistdPath
+from e2ehelpers import HELP, Server, nc, requireTool, serverEnvironment, twistdPath, waitFor
 from support import PASSWORD
 
 #: The HELP reply as it comes on the wire.
@@ -270,3 +270,17 @@ def test_twistd_lists_the_plugin_from_outside_the_checkout(tmp_path: Path) -> No
     for option in ("--echo=", "--files=", "--echo-udp=", "--root=", "--auth=", "--idle-timeout=",
                    "--max-line=", "--max-connections=", "--max-per-ip="):
         assert option in options.stdout
+
+
+def test_the_server_never_serves_its_own_pid_file(startServer, tmp_path: Path) -> None:
+    """Started in the folder it serves with a pid file there (the README's command without --pidfile=)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    (root / "notes.txt").write_text("hello\n")
+    server = startServer(root=root, cwd=root, twistdOptions=("--pidfile=twistd.pid",))
+    waitFor(lambda: (root / "twistd.pid").exists(), 10, "twistd to write its pid file")
+    with server.files() as conn:
+        conn.login()
+        assert conn.command("FILE twistd.pid") == b"!File twistd.pid could not be opened."
+        conn.send(b"LIST\r\n")
+        assert conn.lines(2) == [b"#1 entries in /.", b"6 notes.txt"]
