@@ -1,6 +1,6 @@
 """
-Connection caps, session timers and the way sessions end (half-close,
-discard, abort after a grace), shared by both services.
+Connection caps per service and per client address (L{ConnectionLimiter}),
+with a bounded log of refusals.
 
 ``twisted.protocols.policies.LimitConnectionsByPeer`` would be the obvious
 tool, but in current Twisted it indexes the address as a tuple (``addr[0]``,
@@ -14,16 +14,21 @@ producers and, later, sendfile need it).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITransport
 from twisted.logger import Logger, LogLevel
 
 from echofile import metrics
 from echofile.eventlog import loggable
 
-#: How long a peer gets to read our last words before the connection is aborted.
-CLOSE_GRACE_SECONDS = 10.0
+# The session timers and the graceful close lived here; they are re-exported
+# for the modules that import them from here.
+from echofile.closing import CLOSE_GRACE_SECONDS, GracefulClose, closeWithin
+from echofile.timers import SessionTimer, cancelPending
+
+__all__ = [
+    "CLOSE_GRACE_SECONDS", "REFUSAL_LOG_LIMIT", "REFUSAL_LOG_WINDOW",
+    "ConnectionLimiter", "GracefulClose", "SessionTimer", "cancelPending", "closeWithin",
+]
 
 #: Refusals over a cap one service logs one by one per window...
 REFUSAL_LOG_LIMIT = 20
@@ -127,179 +132,3 @@ class ConnectionLimiter:
 
     def countFor(self, key: str) -> int:
         return self._perAddress.get(key, 0)
-
-
-def cancelPending(call: IDelayedCall | None) -> None:
-    """Cancel C{call} unless it is None, has already run, or was cancelled."""
-    if call is not None and call.active():
-        call.cancel()
-
-
-def closeWithin(
-    transport: ITransport, clock: IReactorTime, inputEnded: bool = False, grace: float = CLOSE_GRACE_SECONDS,
-) -> "GracefulClose":
-    """
-    End the connection gracefully (L{GracefulClose}), aborting it after
-    C{grace} seconds at the latest.
-
-    The caller passes on C{readConnectionLost} to the result's
-    C{peerClosed} and cancels it from ``connectionLost`` (it has the
-    C{active}/C{cancel} of a DelayedCall, so L{cancelPending} does).
-    """
-    return GracefulClose(transport, clock, inputEnded, grace)
-
-
-def _shutSending(transport: ITransport) -> None:
-    """
-    Shut our sending side once what is buffered is flushed, and keep reading.
-
-    TLS (also under the PROXY wrapper, which copies the interfaces of the
-    transport it wraps): ``loseConnection`` sends close_notify after the
-    buffer drains and closes the socket only once the peer answers (its own
-    close_notify or a FIN); the socket below keeps reading meanwhile.  A
-    ``loseWriteConnection`` there would reach the TCP socket through the
-    wrapper's attribute forwarding and cut the TLS stream short.  Plain
-    TCP and UNIX sockets (also under the PROXY wrapper): a half-close.
-    Anything else (test transports): a close.
-    """
-    if ISSLTransport.providedBy(transport) or getattr(transport, "TLS", False):
-        transport.loseConnection()
-        return
-    loseWriteConnection = getattr(transport, "loseWriteConnection", None)
-    if loseWriteConnection is None:
-        transport.loseConnection()
-    else:
-        loseWriteConnection()
-
-
-class GracefulClose:
-    """
-    How the server ends a session without resetting it (PROTOCOL.md, "How
-    sessions end").
-
-    Closing a socket that still has unread input, or that receives input
-    after the close, makes the kernel send a RST, which also discards what we
-    sent and the peer has not read yet: the tail of a body, the last reply.
-    So instead: shut our sending side once everything is flushed, read and
-    discard what still comes (the protocol drops it), close when the peer
-    closes its side, and abort only after C{grace} seconds, so that a peer
-    that does not read cannot hold the connection.
-
-    The protocol passes on C{readConnectionLost} (L{peerClosed}) and
-    cancels from C{connectionLost} (L{cancel}).
-
-    @param inputEnded: the peer already shut its sending side: nothing can
-        arrive any more, so a plain close is safe and needs no waiting.
-    """
-
-    __slots__ = ("_transport", "_abortCall")
-
-    def __init__(
-        self, transport: ITransport, clock: IReactorTime, inputEnded: bool = False, grace: float = CLOSE_GRACE_SECONDS,
-    ) -> None:
-        self._transport = transport
-        if inputEnded or not getattr(transport, "connected", True):
-            transport.loseConnection()  # (a no-op on a connection already gone)
-        else:
-            # The session may have paused reading (a command in progress, a full
-            # write buffer): input must be read now, or it is unread at the close.
-            if not getattr(transport, "disconnecting", False):
-                transport.resumeProducing()  # type: ignore[attr-defined]
-            _shutSending(transport)
-        self._abortCall: IDelayedCall | None = clock.callLater(grace, self._abort)
-
-    def peerClosed(self) -> None:
-        """The peer shut its side: nothing more can arrive, close now (after the flush)."""
-        self._transport.loseConnection()
-
-    def active(self) -> bool:
-        """Is the abort still to come?"""
-        return self._abortCall is not None and self._abortCall.active()
-
-    def cancel(self) -> None:
-        """The connection is gone: the grace is over."""
-        call, self._abortCall = self._abortCall, None
-        cancelPending(call)
-
-    def _abort(self) -> None:
-        self._abortCall = None
-        self._transport.abortConnection()
-
-
-class SessionTimer:
-    """
-    A session's idle timeout and an optional fixed deadline (the login
-    deadline), on one DelayedCall that is moved only when it fires.
-
-    Activity is a timestamp (L{touch}), not a C{DelayedCall.reset} per
-    message or line: cheaper on the hot path, and one timer instead of two
-    per session keeps idle sessions small.
-
-    @param onIdle: called once no activity was seen for C{idleTimeout}.
-    """
-
-    __slots__ = ("_clock", "_idleTimeout", "_onIdle", "_last", "_deadline", "_onDeadline", "_call")
-
-    def __init__(self, clock: IReactorTime, idleTimeout: float | None, onIdle: Callable[[], None]) -> None:
-        self._clock = clock
-        self._idleTimeout = idleTimeout
-        self._onIdle = onIdle
-        self._last = 0.0
-        self._deadline: float | None = None
-        self._onDeadline: Callable[[], None] | None = None
-        self._call: IDelayedCall | None = None
-
-    def start(self) -> None:
-        """Begin counting idle time from now."""
-        self._last = self._clock.seconds()
-        self._schedule()
-
-    def touch(self) -> None:
-        """Something happened: the idle time starts again."""
-        self._last = self._clock.seconds()
-
-    def setDeadline(self, seconds: float, onDeadline: Callable[[], None]) -> None:
-        """Call C{onDeadline} C{seconds} from now unless L{clearDeadline} comes first."""
-        self._deadline = self._clock.seconds() + seconds
-        self._onDeadline = onDeadline
-        self._schedule()
-
-    def clearDeadline(self) -> None:
-        self._deadline = self._onDeadline = None
-
-    def stop(self) -> None:
-        self.clearDeadline()
-        self._idleTimeout = None
-        call, self._call = self._call, None
-        cancelPending(call)
-
-    def _due(self) -> float | None:
-        times = [t for t in (self._deadline, None if self._idleTimeout is None else self._last + self._idleTimeout) if t is not None]
-        return min(times) if times else None
-
-    def _schedule(self) -> None:
-        due = self._due()
-        if due is None:
-            return
-        call = self._call
-        if call is not None and call.active():
-            if call.getTime() <= due:
-                return  # it fires first and schedules again from there
-            # Moving a DelayedCall sooner is a linear search of the reactor's
-            # heap; cancelling is cheap.
-            call.cancel()
-        self._call = self._clock.callLater(max(0.0, due - self._clock.seconds()), self._fire)
-
-    def _fire(self) -> None:
-        self._call = None
-        now = self._clock.seconds()
-        if self._deadline is not None and now >= self._deadline:
-            onDeadline = self._onDeadline
-            self.clearDeadline()
-            assert onDeadline is not None
-            onDeadline()
-        elif self._idleTimeout is not None and now - self._last >= self._idleTimeout:
-            self._idleTimeout = None
-            self._onIdle()
-            return
-        self._schedule()

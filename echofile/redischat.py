@@ -11,7 +11,8 @@ shares the rest through Redis:
   WHO within 15 s (PROTOCOL.md), the expiry plus a WHO;
   the set C{echofile:instances} names them, so WHO never scans the keys;
 - guest names: C{echofile:guest:<lower-cased name>}, taken with C{SET NX}
-  and refreshed by the same heartbeat, so they are unique across instances;
+  and refreshed by the same heartbeat, so they are unique across instances
+  (L{echofile.redisguests});
 - events: published on C{echofile:events}; every instance delivers them to
   its own sessions.
 
@@ -39,6 +40,8 @@ from echofile.chat import (
     GUEST_PREFIX, RENAMED_NOTICE, ChatUnavailable, GuestNumbers, IChat, IChatListener, NicknameInUse, NotOnline,
     deliver,
 )
+from echofile.redisguests import PREFIX as _PREFIX
+from echofile.redisguests import guestKey, isGuest, keepGuestName, releaseGuestName, takeGuestName
 from echofile.redislink import RedisLink, UsesLink, parseRedisURL
 from echofile.text import isClean, sanitize
 
@@ -49,16 +52,7 @@ TAKEN_NOTICE = "*[server]: {old} is taken on another instance, you are now {new}
 #: Below PROTOCOL.md's 15 s: the last refresh may come just before an instance dies.
 PRESENCE_TTL = 14
 HEARTBEAT = 4.0
-_PREFIX = "echofile:"
 _EVENTS = _PREFIX + "events"
-#: Take the smallest N whose guest name is free (SET NX), atomically, in one round trip.
-_TAKE_GUEST_NUMBER = """
-local n = 1
-while not redis.call('SET', ARGV[1] .. n, ARGV[2], 'NX', 'EX', ARGV[3]) do
-  n = n + 1
-end
-return n
-"""
 _INSTANCES = _PREFIX + "instances"
 #: Every live instance's sessions, flat (id, name, id, name, ...), in one round trip; forgets dead instances.
 _EVERYONE = """
@@ -69,12 +63,6 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   for i = 1, #h do out[#out + 1] = h[i] end
 end
 return out
-"""
-#: Keep a guest name this session holds (or that is free again); never take one another session holds.
-_REFRESH_GUEST_NAME = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1 end
-return 0
 """
 
 
@@ -121,7 +109,7 @@ class RedisChat(UsesLink, Service):
             self._heartbeat.stop()
         if self.available:
             try:
-                keys = [self._presenceKey] + [self._guestKey(n) for n in self._names.values() if _isGuest(n)]
+                keys = [self._presenceKey] + [guestKey(n) for n in self._names.values() if isGuest(n)]
                 yield self._redis.delete(keys)
                 yield self._redis.srem(_INSTANCES, self.instance)
             except Exception:
@@ -164,8 +152,8 @@ class RedisChat(UsesLink, Service):
             ds.append(redis.expire(self._presenceKey, self._ttl))
             ds.append(redis.sadd(_INSTANCES, self.instance))
         for sid, name in self._names.items():
-            if _isGuest(name):
-                kept = redis.eval(_REFRESH_GUEST_NAME, [self._guestKey(name)], [sid, self._ttl])
+            if isGuest(name):
+                kept = keepGuestName(redis, name, sid, self._ttl)
                 ds.append(kept.addCallback(self._keptName, sid, name))
         d = gatherResults(ds, consumeErrors=True)
         d.addErrback(lambda f: self._log.warn("chat: heartbeat failed: {reason}", reason=f.value))
@@ -183,20 +171,15 @@ class RedisChat(UsesLink, Service):
 
     @inlineCallbacks
     def _renameTaken(self, sid: str, old: str) -> Any:
-        number = yield self._redis.eval(_TAKE_GUEST_NUMBER, [], [f"{_PREFIX}guest:guest", sid, self._ttl])
-        new = f"{GUEST_PREFIX}guest{number}"
+        new = yield takeGuestName(self._redis, sid, self._ttl)
         if self._names.get(sid) != old:  # it left or picked a nickname meanwhile
-            yield self._releaseGuest(new, sid)
+            yield releaseGuestName(self._redis, new, sid)
             return
         self._names[sid] = new
         yield self._redis.hset(self._presenceKey, sid, new)
         self._sessions[sid].deliverEvent(TAKEN_NOTICE.format(old=old, new=new))
 
     # -- IChat -------------------------------------------------------------------------------
-
-    @staticmethod
-    def _guestKey(name: str) -> str:
-        return f"{_PREFIX}guest:{name[len(GUEST_PREFIX):].lower()}"
 
     @inlineCallbacks
     def join(self, session: IChatListener, account: str, guest: bool) -> Any:
@@ -222,8 +205,8 @@ class RedisChat(UsesLink, Service):
         """The smallest free C{~guest<N>} across instances (one round trip), or on this instance without Redis."""
         if self.available:
             try:
-                number = yield self._redis.eval(_TAKE_GUEST_NUMBER, [], [f"{_PREFIX}guest:guest", sid, self._ttl])
-                return f"{GUEST_PREFIX}guest{number}"
+                name = yield takeGuestName(self._redis, sid, self._ttl)
+                return name
             except Exception:
                 pass  # fall back to a name unique on this instance
         taken = {n.lower() for n in self._names.values()}
@@ -238,31 +221,24 @@ class RedisChat(UsesLink, Service):
         name = self._names.pop(sid)
         if self.available:
             # The name first: once WHO no longer lists the session, its name is free.
-            d = self._releaseGuest(name, sid) if _isGuest(name) else succeed(None)
+            d = releaseGuestName(self._redis, name, sid) if isGuest(name) else succeed(None)
             d.addCallback(lambda _: self._redis.hdel(self._presenceKey, sid))
             d.addErrback(lambda f: None)  # expires with the instance's lease
-
-    @inlineCallbacks
-    def _releaseGuest(self, name: str, sid: str) -> Any:
-        key = self._guestKey(name)
-        holder = yield self._redis.get(key)
-        if holder == sid:
-            yield self._redis.delete(key)
 
     @inlineCallbacks
     def rename(self, session: IChatListener, nickname: str) -> Any:
         sid = self._ids[session]
         old = self._names[sid]
-        if not _isGuest(old):
+        if not isGuest(old):
             raise ValueError(f"{old} is an account, not a guest: accounts have no nicknames")
         new = GUEST_PREFIX + nickname
         if new == old:
             return new
         if new.lower() != old.lower():
-            ok = yield self._ask("set", self._guestKey(new), sid, self._ttl, None, True)
+            ok = yield self._ask("set", guestKey(new), sid, self._ttl, None, True)
             if not ok:
                 raise NicknameInUse(nickname)
-            yield self._releaseGuest(old, sid)
+            yield releaseGuestName(self._redis, old, sid)
         self._names[sid] = new
         yield self._ask("hset", self._presenceKey, sid, new)
         yield self._publish(RENAMED_NOTICE.format(old=old, new=new), sid)
@@ -316,9 +292,3 @@ class RedisChat(UsesLink, Service):
             if sid != skip and (to is None or self._names.get(sid) == to)
         ]
         deliver(line, recipients, self._log)
-
-
-def _isGuest(name: str) -> bool:
-    return name.startswith(GUEST_PREFIX)
-
-

@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from echofile.limits import cancelPending
+from echofile.waiters import Waiters
 
 
 class Drainable(Protocol):
@@ -37,7 +38,7 @@ class SessionTracker:
 
     def __init__(self) -> None:
         self.sessions: set[Drainable] = set()
-        self._waiters: list[Deferred[None]] = []
+        self._waiters: Waiters[None] = Waiters()
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -48,17 +49,10 @@ class SessionTracker:
     def discard(self, session: Drainable) -> None:
         self.sessions.discard(session)
         if not self.sessions:
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+            self._waiters.fire(None)
 
     def whenEmpty(self) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if self.sessions:
-            self._waiters.append(d)
-        else:
-            d.callback(None)
-        return d
+        return self._waiters.wait() if self.sessions else succeed(None)
 
 
 class GracefulShutdown(Service):
@@ -87,18 +81,14 @@ class GracefulShutdown(Service):
         #: True once a shutdown began (``/healthz`` then answers 503).
         self.draining = False
         self._drained = False
-        self._drainWaiters: list[Deferred[None]] = []
+        self._drainWaiters: Waiters[None] = Waiters()
 
     def whenDrained(self) -> Deferred[None]:
         """
         Fires once a shutdown's drain is over (every session gone, or cut):
         what must outlive the drain (the ``/healthz`` listener) stops then.
         """
-        if self._drained:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._drainWaiters.append(d)
-        return d
+        return succeed(None) if self._drained else self._drainWaiters.wait()
 
     def _sessions(self) -> list[Drainable]:
         return [session for tracker in self._trackers for session in list(tracker.sessions)]
@@ -122,9 +112,7 @@ class GracefulShutdown(Service):
             restore()
             self._log.info("All sessions closed")
             self._drained = True
-            waiters, self._drainWaiters = self._drainWaiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+            self._drainWaiters.fire(None)
             return result
 
         return drained.addBoth(finished)

@@ -25,16 +25,16 @@ import errno
 import os
 import stat
 import weakref
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from echofile.listing import Listing, ListingCache
+from echofile.listing import ListingCache
 from echofile.names import NotAvailable
 from echofile.ownfiles import OwnFiles
 from echofile.text import isClean, sanitize
+from echofile.treereads import FolderReads, RunInThread
 
 _T = TypeVar("_T")
 
@@ -52,16 +52,14 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW | _CLOEXEC
 #: What opening a symlink with O_NOFOLLOW fails with (ELOOP; EMLINK on FreeBSD; ENOTDIR with O_DIRECTORY).
 _MAYBE_LINK = {errno.ELOOP, errno.EMLINK, errno.ENOTDIR}
 
-RunInThread = Callable[..., "Deferred[Any]"]
-
-
 def _close(fd: int) -> None:
     os.close(fd)
 
 
-class Tree:
+class Tree(FolderReads):
     """
-    The served folder, opened once, shared by every session.
+    The served folder, opened once, shared by every session.  Its
+    listings (LIST) are L{FolderReads}'.
 
     @param root: the folder; its real path is kept for logs and for
         absolute symlink targets, its handle for every lookup.  (A root
@@ -239,64 +237,6 @@ class Tree:
     def stat(self, segments: list[str]) -> os.stat_result:
         """What C{segments} leads to (every link followed, confined), or L{NotAvailable}."""
         return self.resolve(segments, _statAt)
-
-    # -- listings ----------------------------------------------------------------------
-
-    def listing(self, segments: list[str]) -> Deferred[Listing]:
-        """
-        The listing of the folder C{segments}: shared if that folder is
-        unchanged since a recent read or is being read, else read in a
-        worker thread.  Walking to the folder (a few syscalls, as for FILE)
-        happens here; reading and sorting it, in the thread.
-        """
-        fd = self.openFolder(segments)
-        try:
-            info = os.fstat(fd)
-            key = (info.st_dev, info.st_ino, info.st_mtime_ns)
-            shared = self.listings.shared(key)
-            if shared is None:
-                read = self._runInThread(self.readFolder, fd, segments)
-                fd = -1  # the thread closes it
-                return self.listings.reading(key, read)
-        except OSError as e:
-            raise NotAvailable(str(e)) from e
-        finally:
-            if fd >= 0:
-                _close(fd)
-        return shared
-
-    def readFolder(self, fd: int, segments: list[str]) -> Listing:
-        """
-        Read, filter and sort the folder open on C{fd} (and close C{fd}).
-
-        Blocking: called in a worker thread.  Only regular files and folders
-        are listed, and only under names L{allows}; a symlink is listed as
-        what it leads to if that is inside the root (resolved from the root,
-        as a FILE of it would be), else left out.
-        """
-        try:
-            records = []
-            own = self.ownFiles.inFolder(fd)
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    name = entry.name
-                    if not self.allows(name) or own and OwnFiles.matches(own, name):
-                        continue
-                    try:
-                        info = entry.stat(follow_symlinks=False)
-                        if stat.S_ISLNK(info.st_mode):
-                            info = self.stat([*segments, name])
-                    except (OSError, NotAvailable):  # vanished, dangling, outside, a loop
-                        continue
-                    if stat.S_ISDIR(info.st_mode):
-                        records.append(name.encode("utf-8") + b"\x00-")
-                    elif stat.S_ISREG(info.st_mode):
-                        records.append(name.encode("utf-8") + b"\x00%d" % info.st_size)
-        except OSError as e:
-            raise NotAvailable(str(e)) from e
-        finally:
-            _close(fd)
-        return Listing.fromRecords(records)
 
 
 def _openFileAt(folder: int, name: str) -> int | None:

@@ -8,10 +8,9 @@ into place once the whole announced body and the success trailer arrived
 (L{VerifyingSink}), so an interrupted or altered transfer never leaves
 something that looks complete.  With C{resume} (``--continue``) the file
 goes to a part kept across runs (L{PartSink}) and is resumed with RESUME;
-a failed whole-file check starts it over once.  Every target is worked out before anything is fetched, so
-two names that would land on the same file are refused up front.  Names that
-come from the server (``get -r``) are hostile until checked: one segment,
-clean text, never ``.`` or ``..``.
+a failed whole-file check starts it over once.
+Where each file goes is L{echofile.client.getplan}'s; ``get -r`` is
+L{echofile.client.gettree}'s (both importable from here too).
 """
 
 from __future__ import annotations
@@ -24,81 +23,23 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 
 from echofile import wire
 from echofile.client.errors import ClientError, Interrupted, ServerError
+from echofile.client.getplan import PlanError, Target, baseName, isSafeEntryName, keptPath, plan, segments
+from echofile.client.gettree import MAX_DEPTH, getTree
 from echofile.client.progress import Display
 from echofile.client.protocol import FileClient
 from echofile.client.sinks import DiskFull, SaveError, StreamSink, TempFileSink
 from echofile.client.verified import Mismatch, PartSink, VerifyingSink
-from echofile.text import isClean
+
+__all__ = [
+    "MAX_DEPTH", "GetResult", "Getter", "PlanError", "Target", "baseName", "getFiles", "getTree", "isSafeEntryName", "keptPath",
+    "plan", "segments",
+]
 
 #: What a line printer looks like: the CLI passes stdout/stderr writers.
 Say = Callable[[str], None]
 
 _SAVED = "saved"
 _FAILED = "failed"
-
-#: How deep ``get -r`` follows folders: a server cannot lead it on forever.
-MAX_DEPTH = 32
-
-
-class PlanError(Exception):
-    """The names asked for cannot all be saved as asked (a usage error: nothing was fetched)."""
-
-
-def segments(name: str) -> list[str]:
-    """A remote path's segments (both ``/`` and ``\\`` separate; empty ones and ``.`` dropped)."""
-    return [part for part in name.replace("\\", "/").split("/") if part not in ("", ".")]
-
-
-def baseName(name: str) -> str:
-    """The name a remote path is saved under: its last segment."""
-    base = PurePosixPath(name.replace("\\", "/")).name
-    if base in ("", ".", ".."):
-        raise SaveError(f"{name}: no file name to save it under")
-    return base
-
-
-def keptPath(name: str) -> PurePosixPath:
-    """C{name} with its folders (``--parents``), never leaving the output folder."""
-    parts = segments(name)
-    if not parts or ".." in parts:
-        raise SaveError(f"{name}: cannot be saved with its folders inside the output folder")
-    return PurePosixPath(*parts)
-
-
-def isSafeEntryName(name: str) -> bool:
-    """May a name the server listed become a local file or folder name?"""
-    return name not in ("", ".", "..") and "/" not in name and "\\" not in name and isClean(name)
-
-
-@dataclass
-class Target:
-    """One remote file and where it goes (C{local} relative to the output folder)."""
-
-    name: str
-    local: PurePosixPath
-
-
-def plan(names: list[str], parents: bool) -> tuple[list[Target], list[tuple[str, str]]]:
-    """
-    Where each name is saved, and the names that cannot be saved at all
-    (with why).  Two names on one local path are a L{PlanError}.
-    """
-    targets: list[Target] = []
-    bad: list[tuple[str, str]] = []
-    seen: dict[PurePosixPath, str] = {}
-    for name in names:
-        try:
-            local = keptPath(name) if parents else PurePosixPath(baseName(name))
-        except SaveError as e:
-            bad.append((name, str(e)))
-            continue
-        if local in seen:
-            hint = "" if parents else " (use --parents to keep their folders)"
-            raise PlanError(f"{seen[local]} and {name} would both be saved as {local}{hint}")
-        seen[local] = name
-        targets.append(Target(name, local))
-    return targets, bad
-
 
 @dataclass
 class GetResult:
@@ -311,51 +252,6 @@ def getFiles(getter: Getter, names: list[str], parents: bool) -> Generator[Defer
         if getter.over:
             break
         yield getter.fetch(target)
-    return getter.result
-
-
-@inlineCallbacks
-def getTree(getter: Getter, directory: str) -> Generator[Deferred[object], object, GetResult]:
-    """
-    ``get -r DIR``: DIR's files and folders, recursively, into the output
-    folder under DIR's base name.  Every name the server lists is checked
-    before it becomes a path (L{isSafeEntryName}); an unsafe one is reported
-    and skipped.
-    """
-    parts = segments(directory)
-    if ".." in parts:
-        raise PlanError(f"{directory}: cannot be saved inside the output folder")
-    top = PurePosixPath(parts[-1]) if parts else PurePosixPath()
-    folders = [(directory.rstrip("/\\") or "/", top, 0)]
-    while folders and not getter.over:
-        remote, local, depth = folders.pop()
-        try:
-            entries = yield getter.client.list(remote)
-        except ServerError as e:
-            getter._failed(remote, e.reply)
-            continue
-        except Interrupted:
-            raise
-        except ClientError as e:
-            getter._failed(remote, f"{remote}: not listed: {e}")
-            getter.result.connectionError = str(e)
-            break
-        prefix = "" if remote == "/" else remote + "/"
-        subfolders = []
-        for entry in entries:  # type: ignore[attr-defined]
-            if getter.over:
-                break
-            if not isSafeEntryName(entry.name):
-                getter._failed(prefix + entry.name, f"{prefix}{entry.name!r}: unsafe name from the server, skipped")
-                continue
-            if entry.isDirectory:
-                if depth + 1 >= MAX_DEPTH:
-                    getter._failed(prefix + entry.name, f"{prefix}{entry.name}/: deeper than {MAX_DEPTH} folders, skipped")
-                else:
-                    subfolders.append((prefix + entry.name, local / entry.name, depth + 1))
-                continue
-            yield getter.fetch(Target(prefix + entry.name, local / entry.name))
-        folders.extend(reversed(subfolders))
     return getter.result
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -35,6 +35,7 @@ from echofile.client.errors import describeTLSError
 from echofile.client.replies import FileReader, Reader, SimpleReader
 from echofile.client.requests import Requests
 from echofile.text import sanitize
+from echofile.waiters import Waiters
 
 GREETING = wire.GREETING
 
@@ -98,11 +99,11 @@ class FileClient(Requests, LineReceiver, TimeoutMixin):
         self._serverSaid: str | None = None
         self._disconnected = False
         self._dropped = False  # we aborted the connection; connectionLost is on its way
-        self._closeWaiters: list[Deferred[None]] = []
+        self._closeWaiters: Waiters[None] = Waiters()
         # The greeting is the reply to a request nobody sent: the first in the queue.
         self._greeting: Failure | None = None
         self._greetingDone = False
-        self._readyWaiters: list[Deferred[None]] = []
+        self._readyWaiters: Waiters[None] = Waiters()
         greeting = SimpleReader(expect=GREETING)
         greeting.deferred.addBoth(self._greeted)
         self._pending: list[Reader] = [greeting]
@@ -121,24 +122,13 @@ class FileClient(Requests, LineReceiver, TimeoutMixin):
         self._greeting = result if isinstance(result, Failure) else None
         if self._greeting is not None and self._greeting.check(ServerError):
             self._serverSaid = self._greeting.value.reply  # "busy": why the connection will close
-        waiters, self._readyWaiters = self._readyWaiters, []
-        for d in waiters:
-            self._fireReady(d)
-
-    def _fireReady(self, d: Deferred[None]) -> None:
-        if self._greeting is None:
-            d.callback(None)
-        else:
-            d.errback(self._greeting)
+        self._readyWaiters.fire(None if self._greeting is None else self._greeting)
 
     def whenReady(self) -> Deferred[None]:
         """Fires once the server greeted us; fails if it refused (busy) or went away."""
-        d: Deferred[None] = Deferred()
-        if self._greetingDone:
-            self._fireReady(d)
-        else:
-            self._readyWaiters.append(d)
-        return d
+        if not self._greetingDone:
+            return self._readyWaiters.wait()
+        return succeed(None) if self._greeting is None else fail(self._greeting)
 
     @property
     def serverSaid(self) -> str | None:
@@ -152,12 +142,7 @@ class FileClient(Requests, LineReceiver, TimeoutMixin):
 
     def whenDisconnected(self) -> Deferred[None]:
         """Fires once the connection is closed, however that happened."""
-        d: Deferred[None] = Deferred()
-        if self._disconnected:
-            d.callback(None)
-        else:
-            self._closeWaiters.append(d)
-        return d
+        return succeed(None) if self._disconnected else self._closeWaiters.wait()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._disconnected = True
@@ -170,9 +155,7 @@ class FileClient(Requests, LineReceiver, TimeoutMixin):
             return request.connectionLost(self._serverSaid)
 
         self._failAll(failed)
-        waiters, self._closeWaiters = self._closeWaiters, []
-        for d in waiters:
-            d.callback(None)
+        self._closeWaiters.fire(None)
 
     def timeoutConnection(self) -> None:
         self._log.info("no reply for {timeout} seconds, dropping the connection", timeout=self._timeout)

@@ -1,53 +1,29 @@
 """
-Reply readers: one per pending command, fed the reply's lines (and a file
-body's bytes) by L{echofile.client.protocol.FileClient}.
-
-A reader knows its reply's shape (through L{echofile.wire}) and nothing about
-the connection beyond the narrow L{Channel} it is handed: send a line now,
-let held lines go, read the next bytes raw.  C{done} is set once its reply
-is complete; the client then fires C{deferred} with C{result}.
+Reply readers by kind: one-line replies (USER/AUTH, NICK, HASH, the rest)
+and counted ones (LIST, WHO).  The base is L{echofile.client.reader}, the
+body readers (FILE, RESUME) are L{echofile.client.bodies}; both are
+importable from here too.
 """
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
 from typing import Callable
 
-from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from echofile import wire
-from echofile.client.errors import ConnectionClosed, ProtocolViolation, ServerError, TransferIncomplete
-from echofile.text import sanitize
+from echofile.client.bodies import DRAIN_LIMIT, FileReader, FileSink, ResumeReader
+from echofile.client.errors import ConnectionClosed, ProtocolViolation
+from echofile.client.reader import Channel, Reader, unexpected
 
-#: A body whose sink failed is still read to its end (so the session goes on)
-#: only when that costs at most this many bytes; beyond, the connection is dropped.
-DRAIN_LIMIT = 16 * 1024 * 1024
+__all__ = [
+    "COLLECT_LIMIT", "DRAIN_LIMIT", "Channel", "CountedReader", "Entry", "FileReader", "FileSink", "HashReader",
+    "ListReader", "LoginReader", "NickReader", "Reader", "ResumeReader", "SimpleReader", "WhoReader", "unexpected",
+]
 
 #: The most text a collected (not streamed) LIST or WHO reply may hold.
 COLLECT_LIMIT = 32 * 1024 * 1024
-
-
-class Channel(typing.Protocol):
-    """What a reader may ask of the connection."""
-
-    def sendLine(self, line: str) -> None:
-        """Write a command now, ahead of any held ones."""
-
-    def releaseHeld(self) -> None:
-        """Let the commands held behind this one go."""
-
-    def readRaw(self) -> None:
-        """The next bytes are a body: hand them to L{Reader.rawDataReceived}."""
-
-
-class FileSink(typing.Protocol):
-    """Where a file body goes: told its size first, then given it chunk by chunk."""
-
-    def begin(self, size: int) -> None: ...
-
-    def write(self, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -60,46 +36,6 @@ class Entry:
     @property
     def isDirectory(self) -> bool:
         return self.size is None
-
-
-def unexpected(what: str, line: str) -> ProtocolViolation:
-    """A violation that quotes the server's line, neutralised and cut short."""
-    shown = sanitize(line[:200]) + ("..." if len(line) > 200 else "")
-    return ProtocolViolation(f"{what}: {shown!r}")
-
-
-class Reader:
-    """One pending command's reply."""
-
-    #: True while the next line would be the start of a reply (where ``*`` events may come).
-    atReplyStart = True
-
-    def __init__(self) -> None:
-        self.deferred: Deferred = Deferred()
-        self.done = False
-        self.result: object = None
-
-    def lineReceived(self, channel: Channel, line: str) -> None:
-        raise NotImplementedError()
-
-    def rawDataReceived(self, channel: Channel, data: bytes) -> bytes | None:
-        """Body bytes; returns what follows the body once it ended, else C{None}."""
-        raise ProtocolViolation("unexpected raw data")
-
-    def connectionLost(self, serverSaid: str | None) -> Failure:
-        return Failure(ConnectionClosed("connection closed before the reply arrived", serverSaid))
-
-    def finish(self, result: object) -> None:
-        """Complete; the client fires C{deferred} once this reader left the queue."""
-        self.done = True
-        self.result = result
-
-    def error(self, line: str) -> None:
-        """An error reply, or a line that is no reply at all."""
-        if line.startswith("!"):
-            self.finish(Failure(ServerError(line[1:])))
-        else:
-            raise unexpected("unexpected reply", line)
 
 
 class SimpleReader(Reader):
@@ -183,12 +119,8 @@ class CountedReader(Reader):
 
     def lineReceived(self, channel: Channel, line: str) -> None:
         if self._remaining is None:
-            try:
-                count = self.parseHeader(line)
-            except wire.MalformedReply as e:
-                raise ProtocolViolation(f"server announced {e}") from None
+            count = self.parsed(self.parseHeader, line, "server announced")
             if count is None:
-                self.error(line)
                 return
             if count > self._limit:
                 raise ProtocolViolation(f"server announced {count} {self.what}, more than the limit of {self._limit}")
@@ -239,121 +171,14 @@ class WhoReader(CountedReader):
         return line
 
 
-class FileReader(Reader):
-    """
-    ``FILE name``: header, exactly I{size} raw bytes, CR LF, trailer.
-
-    Fires with the size once the trailer arrived.  If the sink fails (disk
-    full, or it refused the size) the rest of the body is still read, so the
-    session stays usable, when that is at most L{DRAIN_LIMIT} bytes; a longer
-    rest ends the session (L{abandoned}), and the request fails with the
-    sink's own error either way.
-    """
-
-    def __init__(self, sink: FileSink, drainLimit: int = DRAIN_LIMIT) -> None:
-        super().__init__()
-        self._sink = sink
-        self._drainLimit = drainLimit
-        self._size = 0
-        self._remaining = 0
-        self._tail = b""  # collects the CR LF after the body
-        self._stage = "header"
-        self.sinkFailure: Failure | None = None
-
-    @property
-    def abandoned(self) -> bool:
-        """The sink failed and the rest of the body is too long to read for nothing."""
-        return self.sinkFailure is not None and self._remaining > self._drainLimit
-
-    def lineReceived(self, channel: Channel, line: str) -> None:
-        if self._stage == "header":
-            try:
-                header = self.parseHeader(line)
-            except wire.MalformedReply as e:
-                raise ProtocolViolation(f"server announced a {e}") from None
-            if header is None:
-                self.error(line)
-                return
-            body, announced = header
-            self._size = self._remaining = body
-            self.atReplyStart = False
-            self._stage = "body"
-            self._toSink(self._sink.begin, announced)
-            channel.readRaw()
-        elif self._stage == "trailer":
-            if not line.startswith("#"):
-                raise unexpected("unexpected line after a file body", line)
-            self.finish(self.sinkFailure if self.sinkFailure is not None else self._size)
-        else:
-            raise ProtocolViolation(f"line in {self._stage} stage")
-
-    def parseHeader(self, line: str) -> tuple[int, int] | None:
-        """The body's length and the size the sink is told, or C{None} if C{line} is not the header."""
-        header = wire.parseSending(line)
-        return None if header is None else (header.size, header.size)
-
-    def rawDataReceived(self, channel: Channel, data: bytes) -> bytes | None:
-        if self._remaining:
-            chunk, data = data[: self._remaining], data[self._remaining :]
-            self._remaining -= len(chunk)
-            self._toSink(self._sink.write, chunk)
-            if self._remaining:
-                return None
-        need = 2 - len(self._tail)
-        self._tail += data[:need]
-        data = data[need:]
-        if len(self._tail) < 2:
-            return None
-        if self._tail != b"\r\n":
-            raise ProtocolViolation(f"file body not followed by CR LF but {self._tail!r}")
-        self._stage = "trailer"
-        return data
-
-    def _toSink(self, method: Callable, argument: object) -> None:
-        if self.sinkFailure is None:
-            try:
-                method(argument)
-            except Exception:
-                self.sinkFailure = Failure()
-
-    def connectionLost(self, serverSaid: str | None) -> Failure:
-        if self.sinkFailure is not None:
-            return self.sinkFailure
-        if self._stage == "body":
-            return Failure(TransferIncomplete(self._size - self._remaining, self._size, serverSaid))
-        return super().connectionLost(serverSaid)
-
-
-class ResumeReader(FileReader):
-    """
-    ``RESUME offset name``: like FILE, but the body is the file from byte
-    C{offset} on.  The sink is told the whole file's size (offset plus the
-    body: it holds the first bytes already); a header for another offset is
-    a protocol violation.  Fires with the body's length.
-    """
-
-    def __init__(self, sink: FileSink, offset: int, drainLimit: int = DRAIN_LIMIT) -> None:
-        super().__init__(sink, drainLimit)
-        self._offset = offset
-
-    def parseHeader(self, line: str) -> tuple[int, int] | None:
-        header = wire.parseResuming(line)
-        if header is None:
-            return None
-        if header.offset != self._offset:
-            raise ProtocolViolation(f"asked to resume at byte {self._offset}, the server sends from byte {header.offset}")
-        return header.remaining, header.offset + header.remaining
-
-
 class HashReader(Reader):
     """``HASH name``: fires with a L{wire.Hashed}; a digest that is not 64 lowercase hex is a violation."""
 
     def lineReceived(self, channel: Channel, line: str) -> None:
-        try:
-            hashed = wire.parseHashed(line) if line.startswith("#") else None
-        except wire.MalformedReply as e:
-            raise ProtocolViolation(f"server sent a {e}") from None
+        hashed = self.parsed(_parseHashed, line, "server sent a")
         if hashed is not None:
             self.finish(hashed)
-        else:
-            self.error(line)
+
+
+def _parseHashed(line: str) -> wire.Hashed | None:
+    return wire.parseHashed(line) if line.startswith("#") else None

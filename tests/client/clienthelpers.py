@@ -5,11 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
-import signal
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,6 +22,7 @@ from twisted.python.failure import Failure
 
 from echofile.client import FileClient
 from echofile.client.main import Streams, run
+from twistdhelpers import Running, start, stop, twistdCommand
 
 ALICE_PASSWORD = "alice's secret"
 #: The reply timeout of FileClients made by the fixtures.
@@ -207,63 +205,36 @@ def sent(transport: StringTransport) -> bytes:
 
 # -- twistd and echofile-client as subprocesses ---------------------------------
 
-TWISTD = Path(sys.executable).with_name("twistd")
 CONSOLE_SCRIPT = Path(sys.executable).with_name("echofile-client")
 CLIENT = [sys.executable, "-m", "echofile.client"]
 ALICE = "alice s3cret"
 
 
-class Twistd:
-    """A running ``twistd -n echofile``; its log is drained by a thread so the pipe never fills."""
-
-    def __init__(self, root: Path) -> None:
-        env = {**os.environ, "ECHOFILE_PASSWORD": PASSWORD}
-        self.process = subprocess.Popen(
-            [
-                str(TWISTD), "-n", "--pidfile=", "echofile",
-                "--files", "tcp:0:interface=127.0.0.1", "--echo", "tcp:0:interface=127.0.0.1",
-                "--root", str(root), "--auth", f"memory:alice:{ALICE}",
-            ],
-            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        self.log: list[str] = []
-        self.ports: dict[str, int] = {}
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            line = raw.decode("utf-8", "replace")
-            self.log.append(line)
-            found = re.search(r"(FilesFactory|EchoFactory) starting on (\d+)", line)
-            if found:
-                self.ports[found.group(1)] = int(found.group(2))
-                if len(self.ports) == 2:
-                    self._ready.set()
-        self._ready.set()  # exited: let the waiter see what happened
-
-    def waitReady(self) -> None:
-        self._ready.wait(timeout=60)
-        assert len(self.ports) == 2, "twistd did not start:\n" + "".join(self.log)
+@dataclass
+class Twistd(Running):
+    """A running ``twistd -n echofile`` (L{twistdhelpers.start}), addressed as the client's C{--connect} endpoints."""
 
     @property
     def files(self) -> str:
-        return f"tcp:host=127.0.0.1:port={self.ports['FilesFactory']}"
+        return f"tcp:host=127.0.0.1:port={self.files_port}"
 
     @property
     def echo(self) -> str:
-        return f"tcp:host=127.0.0.1:port={self.ports['EchoFactory']}"
+        return f"tcp:host=127.0.0.1:port={self.echo_port}"
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._reader.join(timeout=20)
+        """SIGTERM; the exit and the log are checked (L{twistdhelpers.stop})."""
+        stop(self)
+
+
+def launchServer(root: Path) -> Twistd:
+    """Both services on free loopback ports, serving C{root}, with the account alice (password L{ALICE})."""
+    args = twistdCommand(
+        "--files", "tcp:0:interface=127.0.0.1", "--echo", "tcp:0:interface=127.0.0.1",
+        "--root", str(root), "--auth", f"memory:alice:{ALICE}",
+    )
+    logs = root.parent / f"{root.name}-logs"  # not in the served root
+    return start(args, logs, root, kind=Twistd, password=PASSWORD, cwd=root)
 
 
 def clientEnv(**extra: str) -> dict[str, str]:

@@ -11,14 +11,13 @@ import time
 
 import pytest
 from support import populate
-from clienthelpers import ALICE, CLIENT, Twistd, clientEnv
+from clienthelpers import ALICE, CLIENT, clientEnv, launchServer
 
 
 @pytest.fixture(scope="module")
 def chatServer(tmp_path_factory):
-    server = Twistd(populate(tmp_path_factory.mktemp("chat")))
+    server = launchServer(populate(tmp_path_factory.mktemp("chat")))
     try:
-        server.waitReady()
         yield server
     finally:
         server.stop()

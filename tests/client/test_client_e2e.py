@@ -17,7 +17,7 @@ import termios
 from pathlib import Path
 
 import pytest
-from clienthelpers import ALICE, CLIENT, CONSOLE_SCRIPT, Twistd, clientEnv, sha256
+from clienthelpers import ALICE, CLIENT, CONSOLE_SCRIPT, clientEnv, launchServer, sha256
 from clienthelpers import runClientProgram as client
 from support import populate
 
@@ -39,9 +39,8 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(root):
-    server = Twistd(root)
+    server = launchServer(root)
     try:
-        server.waitReady()
         yield server
     finally:
         server.stop()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from clienthelpers import CLIENT, Twistd, clientEnv, names, sha256
+from clienthelpers import CLIENT, Twistd, clientEnv, launchServer, names, sha256
 from clienthelpers import runClientProgram as client
 
 from echofile.client.verified import partPaths, readRecord
@@ -137,9 +137,8 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(root):
-    server = Twistd(root)
+    server = launchServer(root)
     try:
-        server.waitReady()
         yield server
     finally:
         server.stop()

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from e2ehelpers import PASSWORD, STARTUP_TIMEOUT, Server, serverEnvironment, stop, twistdPath
+from e2ehelpers import PASSWORD, STARTUP_TIMEOUT, Server, start, twistdCommand
 
 #: What CI installs for these tests (README.md and .ci/run).
 APT_PACKAGES = "haproxy systemd openssl"
@@ -99,26 +99,8 @@ def startServer(
     the files port).  Give every listening option explicitly: nothing is
     added but the root.
     """
-    args = [
-        *prefix, twistdPath(), "-n", "--pidfile=", *twistdOptions, "echofile", "--root", str(root), *options,
-    ]
-    logDir.mkdir(parents=True, exist_ok=True)
-    log = logDir / f"twistd-{time.monotonic_ns()}.log"
-    handle = open(log, "wb")
-    environment = serverEnvironment(password)
-    environment.update(env or {})
-    proc = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=environment, cwd=str(logDir),
-    )
-    server = Server(proc=proc, log=log, root=root, args=args, password=password, _logHandle=handle)
-    try:
-        match = server.waitLog(ready, STARTUP_TIMEOUT)[0]
-        if match.groups() and match.group(1).isdigit():
-            server.files_port = int(match.group(1))
-    except BaseException:
-        stop(server, check=False)
-        raise
-    return server
+    args = twistdCommand("--root", str(root), *options, twistdOptions=twistdOptions, prefix=prefix)
+    return start(args, logDir, root, kind=Server, ready={"files_port": ready}, password=password, env=env)
 
 
 def freePort() -> int:

@@ -1,5 +1,6 @@
 """
-End-to-end helpers: the real ``twistd -n echofile`` as a subprocess.
+End-to-end helpers: the real ``twistd -n echofile`` as a subprocess
+(started and stopped by L{twistdhelpers}, the one launcher of the tests).
 
 The server listens on ``tcp:0:interface=127.0.0.1`` for both services; the
 ports it got are read from its log (``EchoFactory starting on N``,
@@ -16,12 +17,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +29,10 @@ import pytest
 from echofile import wire
 from echofile.text import sanitize
 from support import PASSWORD, populate
+from twistdhelpers import (  # noqa: F401 (re-exported: the e2e tests import them from here)
+    IO_TIMEOUT, STARTUP_TIMEOUT, STOP_TIMEOUT, Running, serverEnvironment, start, stop, twistdCommand, twistdPath,
+    waitFor,
+)
 
 #: Extra account configured on every server started here (``--auth memory:``).
 ALICE = ("alice", "wonder land")
@@ -39,20 +42,6 @@ SECRET = b"TOP SECRET: outside the root\n"
 BIG_NAME = "big-200mb.bin"
 BIG_SIZE = 200 * 1024 * 1024
 
-STARTUP_TIMEOUT = 20.0
-STOP_TIMEOUT = 15.0
-IO_TIMEOUT = 5.0
-
-
-def twistdPath() -> str:
-    """The twistd of the environment running the tests (the one the package is installed in)."""
-    candidate = Path(sys.executable).with_name("twistd")
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("twistd")
-    if found is None:
-        pytest.fail("twistd not found next to the Python running the tests nor on PATH: install Twisted")
-    return found
 
 
 def requireTool(name: str) -> str:
@@ -64,15 +53,6 @@ def requireTool(name: str) -> str:
             "(apt-get install -y telnet netcat-openbsd)"
         )
     return found
-
-
-def serverEnvironment(password: str | None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("ECHOFILE_PASSWORD", None)
-    if password is not None:
-        env["ECHOFILE_PASSWORD"] = password
-    env["PYTHONUNBUFFERED"] = "1"  # the log goes to a file through stdout
-    return env
 
 
 def makeTree(base: Path) -> Path:
@@ -117,18 +97,6 @@ def openFds(pid: int) -> dict[str, str]:
         except FileNotFoundError:  # closed meanwhile
             pass
     return result
-
-
-def waitFor(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.02) -> object:
-    """Poll C{predicate} until it is truthy; fail naming C{what} after C{timeout} seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 class Conn:
@@ -209,40 +177,8 @@ class Conn:
 
 
 @dataclass
-class Server:
-    """A running ``twistd -n echofile``."""
-
-    proc: subprocess.Popen
-    log: Path
-    root: Path
-    args: list[str]
-    password: str | None
-    echo_port: int = 0
-    files_port: int = 0
-    _logHandle: object = field(default=None, repr=False)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def ports(self) -> tuple[int, int]:
-        return self.echo_port, self.files_port
-
-    def logText(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def waitLog(self, pattern: str, timeout: float = IO_TIMEOUT, count: int = 1) -> list[re.Match]:
-        """Wait until C{pattern} (a regex) matches at least C{count} times in the log."""
-        regex = re.compile(pattern)
-
-        def found() -> list[re.Match] | None:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited ({self.proc.returncode}) while waiting for {pattern!r}:\n{self.logText()}")
-            matches = list(regex.finditer(self.logText()))
-            return matches if len(matches) >= count else None
-
-        return waitFor(found, timeout, f"log line {pattern!r} (x{count})")  # type: ignore[return-value]
+class Server(Running):
+    """A running ``twistd -n echofile`` (L{twistdhelpers.start}), with blocking clients and /proc figures."""
 
     def files(self, **kwargs: object) -> Conn:
         return Conn(self.files_port, **kwargs)  # type: ignore[arg-type]
@@ -268,6 +204,7 @@ def launch(
     cwd: Path | None = None,
     twistdOptions: tuple[str, ...] = (),
     preexec_fn: Callable[[], None] | None = None,
+    auth: str = f"memory:{ALICE[0]}:{ALICE[1]}",
 ) -> Server:
     """
     Start the server on free loopback ports and wait until both services listen.
@@ -277,53 +214,17 @@ def launch(
         e.g. ``--uid=nobody``.
     @param preexec_fn: run in the child before twistd starts (e.g. to lower
         a resource limit), as for L{subprocess.Popen}.
+    @param auth: the extra account (C{--auth}).
     """
-    args = [
-        twistdPath(), "-n", "--pidfile=", *twistdOptions, "echofile",
+    args = twistdCommand(
         "--echo", "tcp:0:interface=127.0.0.1",
         "--files", "tcp:0:interface=127.0.0.1",
         "--root", str(root),
-        "--auth", f"memory:{ALICE[0]}:{ALICE[1]}",
+        "--auth", auth,
         *extra,
-    ]
-    logDir.mkdir(parents=True, exist_ok=True)
-    log = logDir / f"twistd-{time.monotonic_ns()}.log"
-    handle = open(log, "wb")
-    proc = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
-        env=serverEnvironment(password), cwd=str(cwd or logDir), preexec_fn=preexec_fn,
+        twistdOptions=twistdOptions,
     )
-    server = Server(proc=proc, log=log, root=root, args=args, password=password, _logHandle=handle)
-    try:
-        server.echo_port = int(server.waitLog(r"EchoFactory starting on (\d+)", STARTUP_TIMEOUT)[0].group(1))
-        server.files_port = int(server.waitLog(r"FilesFactory starting on (\d+)", STARTUP_TIMEOUT)[0].group(1))
-    except BaseException:
-        stop(server, check=False)
-        raise
-    return server
-
-
-def stop(server: Server, check: bool = True) -> None:
-    """SIGTERM, wait, and (when C{check}) insist on a clean exit and a clean log."""
-    proc = server.proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            if check:
-                pytest.fail(f"server did not stop within {STOP_TIMEOUT}s of SIGTERM:\n{server.logText()}")
-    server._logHandle.close()  # type: ignore[union-attr]
-    if not check:
-        return
-    text = server.logText()
-    # twistd re-raises the signal that stopped it once it has shut down cleanly.
-    assert proc.returncode in (0, -signal.SIGTERM), f"server exited with {proc.returncode}:\n{text}"
-    assert "Server Shut Down." in text, f"no clean shutdown in the log:\n{text}"
-    for bad in ("Traceback", "Unhandled"):
-        assert bad not in text, f"server log contains {bad!r}:\n{text}"
+    return start(args, logDir, root, kind=Server, password=password, cwd=cwd, preexec_fn=preexec_fn)
 
 
 def cpuSeconds(pid: int) -> float:

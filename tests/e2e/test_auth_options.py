@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from e2ehelpers import ALICE, serverEnvironment, twistdPath
+from e2ehelpers import ALICE
 from support import PASSWORD
+from twistdhelpers import runTwistd
 
 
 def startUpFailure(tmp_path: Path, *options: str) -> str:
     """Run twistd echofile with C{options}; it must refuse to start. Its output."""
-    done = subprocess.run(
-        [twistdPath(), "-n", "--pidfile=", "echofile", "--echo", "tcp:0:interface=127.0.0.1",
-         "--files", "tcp:0:interface=127.0.0.1", "--root", str(tmp_path), *options],
-        stdin=subprocess.DEVNULL, capture_output=True, env=serverEnvironment(PASSWORD), cwd=str(tmp_path), timeout=60,
+    done = runTwistd(
+        "--echo", "tcp:0:interface=127.0.0.1", "--files", "tcp:0:interface=127.0.0.1", "--root", str(tmp_path),
+        *options, cwd=tmp_path, password=PASSWORD,
     )
     output = (done.stdout + done.stderr).decode(errors="replace")
     assert done.returncode != 0, output

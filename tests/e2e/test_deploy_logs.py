@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from twisted.logger import eventsFromJSONLogFile, formatEvent
 
-from e2ehelpers import PASSWORD, STARTUP_TIMEOUT, STOP_TIMEOUT, Conn, serverEnvironment, waitFor
+from e2ehelpers import PASSWORD, STARTUP_TIMEOUT, Conn, waitFor
 from support import populate
-
-
-def twistPath() -> str:
-    candidate = Path(sys.executable).with_name("twist")
-    if not candidate.exists():
-        pytest.fail("twist not found next to the Python running the tests: install Twisted")
-    return str(candidate)
+from twistdhelpers import start, stop, twistPath
 
 
 def readEvents(path: Path) -> list[dict]:
@@ -39,16 +31,17 @@ def test_json_events_with_structured_fields(tmp_path: Path):
     (tmp_path / "root").mkdir()
     root = populate(tmp_path / "root")
     log = tmp_path / "echofile.json"
-    proc = subprocess.Popen(
+    # Its own output (none expected: the events go to --log-file) is the launcher's log file.
+    server = start(
         [twistPath(), "--log-format=json", f"--log-file={log}", "echofile", "--root", str(root),
          "--files", "tcp:0:interface=127.0.0.1", "--echo", "tcp:0:interface=127.0.0.1"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env=serverEnvironment(PASSWORD), cwd=tmp_path,
+        tmp_path / "output", root, ready={}, password=PASSWORD, cwd=tmp_path,
     )
+    proc = server.proc
     try:
         def filesPort() -> int | None:
             if proc.poll() is not None:
-                pytest.fail(f"twist exited ({proc.returncode}): {proc.stdout.read()!r}")  # type: ignore[union-attr]
+                pytest.fail(f"twist exited ({proc.returncode}): {server.logText()!r}")
             for event in readEvents(log) if log.exists() else []:
                 text = event.get("log_text", "")
                 if text.startswith("FilesFactory starting on "):
@@ -68,14 +61,7 @@ def test_json_events_with_structured_fields(tmp_path: Path):
 
         event = waitFor(sent, 10, "the 'sent' event")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()  # type: ignore[union-attr]
+        stop(server, check=False)  # its log is the JSON file, checked below
     assert proc.returncode in (0, -signal.SIGTERM), proc.returncode  # twist re-raises the signal that stopped it
 
     assert isinstance(event, dict)

@@ -19,6 +19,7 @@ import pytest
 
 from e2ehelpers import HELP, Server, nc, requireTool, serverEnvironment, twistdPath, waitFor
 from support import PASSWORD
+from twistdhelpers import runTwistd
 
 #: The HELP reply as it comes on the wire.
 HELP_LINE = HELP + b"\r\n"
@@ -189,14 +190,7 @@ def test_telnet_session(plainServer: Server) -> None:
 
 
 def _runTwistd(*options: str, cwd: Path, timeout: float = 20) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(
-            [twistdPath(), "-n", "--pidfile=", "echofile", *options],
-            capture_output=True, text=True, timeout=timeout, cwd=cwd, env=serverEnvironment(PASSWORD),
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"twistd echofile {' '.join(options)} did not exit: the bad value was accepted")
+    return runTwistd(*options, cwd=cwd, password=PASSWORD, timeout=timeout, text=True)
 
 
 @pytest.mark.parametrize(
