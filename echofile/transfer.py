@@ -19,6 +19,9 @@ Two ways to move the bytes, chosen per transfer:
 - B{chunks}: everywhere else (TLS, wrapped transports, test transports,
   platforms without ``os.sendfile``) and when ``sendfile`` fails before the
   first byte: one chunk read per request of the transport, written to it.
+  Over TLS the chunk is encrypted in one go and its records reach the
+  socket in one write (L{writeTLSBatched}), not one write per 16 KiB
+  record as C{TLSMemoryBIOProtocol.write} does.
 
 Either way nothing is buffered in user space beyond one chunk, so a client
 that does not read slows the transfer instead of growing the server.
@@ -43,7 +46,7 @@ from zope.interface import implementer
 
 from echofile import metrics
 from echofile.share import OpenedFile
-from echofile.twistedinternals import sendfileDescriptor, unsentBytes
+from echofile.twistedinternals import sendfileDescriptor, unsentBytes, writeTLSBatched
 
 #: ``os.sendfile`` where the platform has it; None elsewhere (and in tests of the fallback).
 _sendfile: Callable[[int, int, int, int], int] | None = getattr(os, "sendfile", None)
@@ -166,7 +169,7 @@ class BodySender:
             return
         self._remaining -= len(chunk)
         assert self._consumer is not None
-        self._consumer.write(chunk)
+        writeTLSBatched(self._consumer, chunk)
         self._progressed(len(chunk))
 
     def _sendSome(self) -> None:
