@@ -252,13 +252,17 @@ def socketWrites(monkeypatch):
 @pytest_twisted.inlineCallbacks
 def test_tls_body_is_written_a_chunk_at_a_time(bigFile, socketWrites):
     # Twisted's TLS write hands each 16 KiB record to the socket transport separately (768
-    # writes for 12 MiB); the batched write gives it a chunk's records at once.
+    # writes for 12 MiB); the batched write gives it a chunk's records at once, and they fit one
+    # send of the socket transport (a full 128 KiB chunk's records did not: a second send each).
+    from twisted.internet.abstract import FileDescriptor
+
     path, content = bigFile
     sender, outcome, client = yield transferOnce(openFile(path), tls=True)
     assert (client.count, client.hash.hexdigest()) == expected(content)
-    chunks = -(-len(content) // BodySender.CHUNK_SIZE)
+    chunks = -(-len(content) // BodySender.TLS_CHUNK_SIZE)
     assert len(socketWrites) <= chunks + 2
     assert sum(socketWrites) >= len(content)
+    assert max(socketWrites) <= FileDescriptor.SEND_LIMIT
 
 
 @pytest_twisted.inlineCallbacks
