@@ -19,7 +19,7 @@ Two ways to move the bytes, chosen per transfer:
 - B{chunks}: everywhere else (TLS, wrapped transports, test transports,
   platforms without ``os.sendfile``) and when ``sendfile`` fails before the
   first byte: one chunk read per request of the transport, written to it.
-  Over TLS the chunk is encrypted in one go and its records reach the
+  Over TLS the chunk is encrypted in one loop and its records reach the
   socket in one write (L{writeTLSBatched}), not one write per 16 KiB
   record as C{TLSMemoryBIOProtocol.write} does.
 
