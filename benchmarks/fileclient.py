@@ -1,15 +1,17 @@
 """
 Download client for the file benchmark (run as a subprocess by run.py).
 
-    python fileclient.py PORT PASSWORD NAME REPEATS
+    python fileclient.py PORT PASSWORD NAME REPEATS [tls]
 
 Logs in once, fetches NAME REPEATS times on the same connection, checks the
 byte count and the trailer, and prints one JSON line with the seconds each
-transfer took (from sending FILE to the end of the trailer).
+transfer took (from sending FILE to the end of the trailer).  With ``tls``
+it speaks TLS (certificate not verified: a benchmark on 127.0.0.1).
 """
 
 import json
 import socket
+import ssl
 import sys
 import time
 
@@ -50,8 +52,13 @@ class Reader:
             count -= n
 
 
-def main(port: int, password: str, name: str, repeats: int) -> None:
+def main(port: int, password: str, name: str, repeats: int, tls: bool = False) -> None:
     sock = socket.create_connection(("127.0.0.1", port))
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        sock = context.wrap_socket(sock)
     reader = Reader(sock)
     assert reader.line().startswith(b"#"), "no greeting"
     sock.sendall(f"AUTH {password}\n".encode())
@@ -76,4 +83,4 @@ def main(port: int, password: str, name: str, repeats: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    main(int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:6] == ["tls"])

@@ -7,6 +7,7 @@ echofile benchmarks: echo ping-pong, file download, 10,000 sessions.
     python benchmarks/run.py --only hash,resume   # HASH and RESUME (benchmarks/hashbench.py)
     python benchmarks/run.py --only cluster       # SAY fan-out, --cluster against one instance (clusterbench.py)
     python benchmarks/run.py --only metrics       # echofile with --metrics (scraped every second) against without
+    python benchmarks/run.py --only tls           # FILE over TLS against a blocking Python ssl server
 
 Every server (echofile under ``twistd``, and the reference servers in
 ``benchmarks/servers/``) is started here on 127.0.0.1, pinned to one core;
@@ -139,7 +140,14 @@ def running(server: Server) -> Iterator[Server]:
         server.stop()
 
 
-def echofileServer(root: str, password: str, logDir: Path, metrics: bool = False) -> Server:
+def testPem() -> str:
+    """Twisted's test certificate and key (one file): enough for a benchmark on 127.0.0.1."""
+    import twisted.test
+
+    return str(Path(twisted.test.__file__).parent / "server.pem")
+
+
+def echofileServer(root: str, password: str, logDir: Path, metrics: bool = False, tls: bool = False) -> Server:
     echo, files = freePort(), freePort()
     ports = {"echo": echo, "files": files}
     extra = []
@@ -151,10 +159,11 @@ def echofileServer(root: str, password: str, logDir: Path, metrics: bool = False
         "-n", "--pidfile=", "--reactor=epoll", f"--logfile={logDir / 'twistd.log'}",
         "echofile",
         f"--echo=tcp:{echo}:interface=127.0.0.1:backlog=4096",
-        f"--files=tcp:{files}:interface=127.0.0.1:backlog=4096",
+        (f"--files=ssl:{files}:interface=127.0.0.1:backlog=4096:privateKey={testPem()}:certKey={testPem()}" if tls
+         else f"--files=tcp:{files}:interface=127.0.0.1:backlog=4096"),
         f"--root={root}", "--max-connections=50000", "--max-per-ip=50000", "--idle-timeout=3600", *extra,
     ]
-    name = "echofile+metrics" if metrics else "echofile"
+    name = "echofile+metrics" if metrics else "echofile-tls" if tls else "echofile"
     return startServer(name, argv, ports, env={"ECHOFILE_PASSWORD": password}, cwd=root,
                        log=logDir / f"{name}.out")
 
@@ -175,6 +184,12 @@ def sendfileServer(root: str, logDir: Path) -> Server:
     port = freePort()
     return startServer("plain-sendfile", [PYTHON, str(SERVERS / "sendfile_server.py"), str(port), root],
                        {"files": port}, log=logDir / "sendfile.out")
+
+
+def tlsServer(root: str, logDir: Path) -> Server:
+    port = freePort()
+    return startServer("plain-python-ssl", [PYTHON, str(SERVERS / "tls_server.py"), str(port), root, testPem()],
+                       {"files": port}, log=logDir / "tls_server.out")
 
 
 def client(argv: list[str], timeout: float = 600) -> dict:
@@ -288,6 +303,46 @@ def benchFile(args, results: dict, logDir: Path) -> None:
                         }
                         samples.append(sample)
                         progress(f"file {server.name:16} {size // MiB:5} MiB x {repeats:3}: "
+                                 f"{sample['mbps']:8.0f} MB/s, {sample['cpu_per_gib']:.3f} CPU-s/GiB")
+        finally:
+            for server in servers:
+                server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- tls ----------------------------------------------------------------------
+
+
+def benchTls(args, results: dict, logDir: Path) -> None:
+    """FILE of a cached file over TLS: echofile (ssl: endpoint) against a blocking Python ssl server."""
+    sizes = [1 * GiB] if args.quick else [100 * MiB, 1 * GiB]
+    samples = results.setdefault("tls", [])
+    password = secrets.token_hex(8)
+    root = tempfile.mkdtemp(prefix="echofile-bench-")
+    try:
+        names = {}
+        for size in sizes:
+            names[size] = f"file-{size // MiB}MiB.bin"
+            makeFile(Path(root) / names[size], size)
+        servers = [echofileServer(root, password, logDir, tls=True), tlsServer(root, logDir)]
+        try:
+            for rep in range(args.reps):
+                for size in sizes:
+                    repeats = max(1, min(10, GiB // 2 // size)) if size < GiB else 1
+                    for server in rotated(servers, rep):
+                        cpu0 = server.cpuSeconds()
+                        r = client([PYTHON, str(HERE / "fileclient.py"), str(server.ports["files"]), password,
+                                    names[size], str(repeats), "tls"])
+                        cpu = server.cpuSeconds() - cpu0
+                        assert r["size"] == size, r
+                        total = size * repeats
+                        sample = {
+                            "server": server.name, "size": size, "rep": rep, "repeats": repeats,
+                            "mbps": total / sum(r["seconds"]) / 1e6, "cpu_per_gib": cpu / (total / GiB),
+                        }
+                        samples.append(sample)
+                        progress(f"tls {server.name:16} {size // MiB:5} MiB x {repeats:3}: "
                                  f"{sample['mbps']:8.0f} MB/s, {sample['cpu_per_gib']:.3f} CPU-s/GiB")
         finally:
             for server in servers:
@@ -478,6 +533,19 @@ def report(results: dict) -> str:
                 ratio = meds.get("echofile", float("nan")) / meds[name]
                 lines.append(f"| {size // MiB} MiB | {name} | {meds[name]:,.0f} | "
                              f"{median([s['cpu_per_gib'] for s in ss]):.3f} | {ratio:.2f} |")
+    if "tls" in results:
+        lines += ["", "## File download over TLS (FILE on one logged-in TLS connection, cached file)", "",
+                  "| file size | server | MB/s | server CPU-s per GiB | echofile / this (MB/s) | this / echofile (CPU) |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for (size,), samples in sorted(group(results["tls"], "size").items()):
+            perServer = group(samples, "server")
+            meds = {name: median([s["mbps"] for s in ss]) for (name,), ss in perServer.items()}
+            cost = {name: median([s["cpu_per_gib"] for s in ss]) for (name,), ss in perServer.items()}
+            for (name,), ss in perServer.items():
+                ratio = meds.get("echofile-tls", float("nan")) / meds[name]
+                costRatio = cost[name] / cost.get("echofile-tls", float("nan"))
+                lines.append(f"| {size // MiB} MiB | {name} | {meds[name]:,.0f} | {cost[name]:.3f} | "
+                             f"{ratio:.2f} | {costRatio:.2f} |")
     if "scale" in results:
         lines += ["", "## Many idle sessions", "",
                   "| server | service | sessions | all ready (s) | one echo on each (s) | server memory per session |",
@@ -567,7 +635,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer configurations and shorter runs (< 2 minutes)")
     parser.add_argument("--only", default="echo,file,scale",
-                        help="comma-separated subset of echo,file,scale,hash,resume,cluster,metrics")
+                        help="comma-separated subset of echo,file,scale,hash,resume,cluster,metrics,tls")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per measurement (default 3)")
     parser.add_argument("--sessions", type=int, default=10_000, help="sessions for the scale benchmark")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder (git-ignored)")
@@ -588,7 +656,8 @@ def main() -> None:
     try:
         for part in args.only.split(","):
             {"echo": benchEcho, "file": benchFile, "scale": benchScale, "hash": hashbench.benchHash,
-             "resume": hashbench.benchResume, "cluster": clusterbench.benchCluster, "metrics": benchMetrics}[part.strip()](args, results, logDir)
+             "resume": hashbench.benchResume, "cluster": clusterbench.benchCluster, "metrics": benchMetrics,
+             "tls": benchTls}[part.strip()](args, results, logDir)
     finally:
         results["meta"]["seconds"] = round(time.monotonic() - started, 1)
         (args.out / "results.json").write_text(json.dumps(results, indent=1))

@@ -3,8 +3,9 @@ Every use of a private Twisted API, in one place.
 
 The server relies on a few things Twisted does not promise: the write
 buffer of a TCP transport (for echo's direct send and sendfile's "is the
-buffer empty?"), LineReceiver's input buffer and loop flag, and the PROXY
-protocol wrapper's parsed header and C{dataReceived}.  Each is reached only
+buffer empty?"), LineReceiver's input buffer and loop flag, the PROXY
+protocol wrapper's parsed header and C{dataReceived}, and the TLS
+protocol's connection and state flags (for a file body's batched writes).  Each is reached only
 through a function here, and tests/unit/test_twistedinternals.py pins the
 behaviour each one relies on: a Twisted upgrade that changes one breaks
 that test, not the server.  Where the attributes are missing, the callers
@@ -18,6 +19,16 @@ from typing import Any, Callable
 
 from twisted.internet import tcp
 from twisted.protocols.basic import LineReceiver
+
+try:
+    from OpenSSL.SSL import WantReadError
+    from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol
+
+    #: The TLS transports whose internals L{writeTLSBatched} knows (the buffering one is what
+    #: C{ssl:} endpoints build; its small-write aggregator is flushed first, to keep the order).
+    _TLS_TYPES: tuple[type, ...] = (TLSMemoryBIOProtocol, BufferingTLSTransport)
+except ImportError:  # pragma: no cover - no pyOpenSSL, so no TLS endpoints either
+    _TLS_TYPES = ()
 
 try:
     # Private in Twisted: the class behind the public proxyEndpoint / haproxy: endpoint.
@@ -105,3 +116,50 @@ def interceptData(wrapper: Any, handler: Callable[[bytes], None]) -> None:
 def restoreData(wrapper: Any) -> None:
     """Undo L{interceptData}: back to the class's C{dataReceived}."""
     wrapper.__dict__.pop("dataReceived", None)
+
+
+def writeTLSBatched(transport: Any, data: bytes) -> None:
+    """
+    Write C{data} to a TLS transport: encrypt it all into the memory BIO,
+    then hand the records to the socket transport in one write.
+
+    C{TLSMemoryBIOProtocol.write} loops in Python per 16 KiB record (a copy
+    of the slice, an encryption call, a read of the memory BIO, a write to
+    the socket transport each); for a file body that loop was most of the
+    server's CPU.  OpenSSL still cuts the records at 16 KiB; only the Python
+    round trips go.  Anything but an established, idle TLS connection (the
+    handshake running, writes buffered behind it, the connection lost or
+    closing, another transport) takes the public C{transport.write}, and so
+    does what is left after a C{send} that raises: OpenSSL accepted nothing
+    of that call, and Twisted's own write retries it and handles the error
+    as usual.
+    """
+    if (
+        type(transport) not in _TLS_TYPES
+        or not transport._handshakeDone or transport._lostTLSConnection or transport._appSendBuffer
+        or transport.disconnecting
+    ):
+        transport.write(data)
+        return
+    aggregator = getattr(transport, "_aggregator", None)
+    if aggregator is not None:
+        aggregator.flush()  # the header line may wait there: it goes first
+    connection = transport._tlsConnection
+    view = memoryview(data)
+    sent = 0
+    try:
+        # pyOpenSSL asks for partial writes: one record per call, each into the memory BIO.
+        while sent < len(data):
+            sent += connection.send(view[sent:])
+    except Exception:
+        pass  # OpenSSL took nothing of this call: Twisted's write retries it below, handling errors its way
+    # Each record adds at most a few dozen bytes (header, tag, padding) to its 16 KiB.
+    room = sent + (sent >> 8) + 1024
+    while sent:
+        try:
+            records = connection.bio_read(room)
+        except WantReadError:
+            break
+        transport.transport.write(records)
+    if sent < len(data):
+        transport.write(data[sent:])

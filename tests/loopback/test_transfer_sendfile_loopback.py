@@ -230,3 +230,74 @@ def test_tls_uses_chunks(bigFile, countCalls):
     assert sender.mode == "chunks" and not countCalls
     assert (client.count, client.hash.hexdigest()) == expected(content)
     assert opened.fd == -1
+
+
+@pytest.fixture
+def socketWrites(monkeypatch):
+    """Sizes of the server's writes to its TCP transport (under TLS: the records, as batched)."""
+    from twisted.internet import abstract
+
+    sizes = []
+    real = abstract.FileDescriptor.write
+
+    def counting(self, data):
+        if len(data) >= 8192:  # the body's records; the handshake and the client's writes are smaller
+            sizes.append(len(data))
+        return real(self, data)
+
+    monkeypatch.setattr(abstract.FileDescriptor, "write", counting)
+    return sizes
+
+
+@pytest_twisted.inlineCallbacks
+def test_tls_body_is_written_a_chunk_at_a_time(bigFile, socketWrites):
+    # Twisted's TLS write hands each 16 KiB record to the socket transport separately (768
+    # writes for 12 MiB); the batched write gives it a chunk's records at once, and they fit one
+    # send of the socket transport (a full 128 KiB chunk's records did not: a second send each).
+    from twisted.internet.abstract import FileDescriptor
+
+    path, content = bigFile
+    sender, outcome, client = yield transferOnce(openFile(path), tls=True)
+    assert (client.count, client.hash.hexdigest()) == expected(content)
+    chunks = -(-len(content) // BodySender.TLS_CHUNK_SIZE)
+    assert len(socketWrites) <= chunks + 2
+    assert sum(socketWrites) >= len(content)
+    assert max(socketWrites) <= FileDescriptor.SEND_LIMIT
+
+
+@pytest_twisted.inlineCallbacks
+def test_tls_file_shrinking_closes_without_trailer(bigFile):
+    path, content = bigFile
+    opened = openFile(path)
+    os.truncate(path, 3 * 1024 * 1024 + 5)
+    sender, outcome, client = yield transferOnce(opened, tls=True)
+    assert sender.mode == "chunks" and outcome.check(TransferInterrupted)
+    assert client.count == len(HEADER) + 3 * 1024 * 1024 + 5  # what the file still had, no trailer
+    assert opened.fd == -1
+
+
+@pytest_twisted.inlineCallbacks
+def test_tls_keeps_backpressure(tmp_path, monkeypatch):
+    # A client that stops reading: the sender stalls (no chunk read while the socket is full),
+    # having handed over no more than socket buffers and a chunk; then the body completes intact.
+    content = os.urandom(1024 * 1024) * 48
+    path = tmp_path / "big.bin"
+    path.write_bytes(content)
+    chunks = []
+    real = transfer.writeTLSBatched
+
+    def counting(consumer, data):
+        chunks.append(len(data))
+        return real(consumer, data)
+
+    monkeypatch.setattr(transfer, "writeTLSBatched", counting)
+    stalledAt = []
+
+    def callCount():
+        stalledAt.append(sum(chunks))
+        return len(chunks)
+
+    sender, outcome, client = yield transferOnce(openFile(path), tls=True, callCount=callCount)
+    assert outcome == len(content)
+    assert (client.count, client.hash.hexdigest()) == expected(content)
+    assert stalledAt and stalledAt[0] < len(content) // 2

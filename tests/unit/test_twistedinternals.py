@@ -106,3 +106,22 @@ def test_proxy_wrapper_data_can_be_intercepted_and_restored() -> None:
     assert wrapper.dataReceived == parse
     wrapper.dataReceived(b"PROXY TCP4 203.0.113.7 127.0.0.1 5000 8008\r\n")
     assert internals.parsedHeader(wrapper) is not None
+
+
+def test_tls_batched_write_takes_the_public_path_elsewhere() -> None:
+    transport = StringTransport()
+    internals.writeTLSBatched(transport, b"x" * 100_000)
+    assert transport.value() == b"x" * 100_000
+
+
+def test_tls_transport_has_the_state_the_batched_write_reads() -> None:
+    from twisted.internet import ssl
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    factory = TLSMemoryBIOFactory(ssl.CertificateOptions(), True, Factory.forProtocol(Protocol))
+    tls = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    assert type(tls) in internals._TLS_TYPES
+    tls.makeConnection(StringTransport())
+    for name in ("_tlsConnection", "_handshakeDone", "_lostTLSConnection", "_appSendBuffer", "_aggregator"):
+        assert hasattr(tls, name), name
+    assert tls._handshakeDone is False and tls._appSendBuffer == []
