@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echofile import metrics, wire
+from echofile.sending import OneSend
 
 #: What identifies an unchanged folder: (st_dev, st_ino, st_mtime_ns).
 FolderKey = tuple[int, int, int]
@@ -168,7 +169,7 @@ class ListingCache:
 
 
 @implementer(IPullProducer)
-class ListingSender:
+class ListingSender(OneSend):
     """
     Stream a header line and a listing's entry lines to a consumer, one
     chunk each time it asks (a pull producer, like the file body's): a
@@ -196,7 +197,7 @@ class ListingSender:
         """
         consumer.write(self._header + self._nextChunk())
         if self._offset >= len(self._listing.body):
-            _count("ok")
+            self._count(None)
             return succeed(self._listing.count)
         self._consumer = consumer
         self._done = done = Deferred()
@@ -222,19 +223,8 @@ class ListingSender:
         """The connection went away."""
         self._finish(Failure(ConnectionLost(f"connection lost after {self._offset} bytes of a listing")))
 
-    def _finish(self, failure: Failure | None) -> None:
-        done, self._done = self._done, None
-        if done is None:
-            return
-        assert self._consumer is not None
-        self._consumer.unregisterProducer()
-        _count("ok" if failure is None else "interrupted")
-        if failure is None:
-            done.callback(self._listing.count)
-        else:
-            done.errback(failure)
+    def _count(self, failure: Failure | None) -> None:
+        metrics.TRANSFERS.labels(command="LIST", result="ok" if failure is None else "interrupted").inc()
 
-
-
-def _count(result: str) -> None:
-    metrics.TRANSFERS.labels(command="LIST", result=result).inc()
+    def _result(self) -> int:
+        return self._listing.count

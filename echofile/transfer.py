@@ -45,6 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echofile import metrics
+from echofile.sending import OneSend
 from echofile.share import OpenedFile
 from echofile.twistedinternals import sendfileDescriptor, unsentBytes, writeTLSBatched
 
@@ -57,7 +58,7 @@ class TransferInterrupted(Exception):
 
 
 @implementer(IPullProducer)
-class BodySender:
+class BodySender(OneSend):
     """
     A pull producer: the transport asks for more each time its buffer has
     drained, so a slow client slows us down instead of growing the
@@ -242,15 +243,8 @@ class BodySender:
     def _fileEnded(self) -> None:
         self._finish(Failure(TransferInterrupted(f"file ended after {self.sent} of {self.size} bytes")))
 
-    def _finish(self, failure: Failure | None) -> None:
-        done, self._done = self._done, None
-        if done is None:
-            return
+    def _release(self) -> None:
         self._file.close()
-        assert self._consumer is not None
-        self._consumer.unregisterProducer()
-        self._count(failure)
-        if failure is None:
-            done.callback(self.size)
-        else:
-            done.errback(failure)
+
+    def _result(self) -> int:
+        return self.size
