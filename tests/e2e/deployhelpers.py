@@ -136,6 +136,37 @@ def terminate(proc: subprocess.Popen, timeout: float = 10) -> None:
             proc.wait()
 
 
+#: The global and defaults sections every test's haproxy.cfg starts with (TCP mode, log to stdout).
+HAPROXY_HEAD = """\
+global
+    log stdout format raw local0 info
+
+defaults
+    mode tcp
+    log global
+{extra}    timeout connect 5s
+    timeout client 10m
+    timeout server 10m
+"""
+
+
+def startHaproxy(config: str, directory: Path) -> tuple[subprocess.Popen, Path]:
+    """
+    Write C{config} to C{directory}/haproxy.cfg, have haproxy check it, and
+    run it in the foreground; returns the process and its log file.
+    """
+    haproxyPath = requireTool("haproxy")
+    path = directory / "haproxy.cfg"
+    path.write_text(config)
+    check = subprocess.run([haproxyPath, "-c", "-f", str(path)], capture_output=True, timeout=20)
+    assert check.returncode == 0, check.stdout + check.stderr
+    log = directory / "haproxy.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([haproxyPath, "-db", "-f", str(path)], stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
+    return proc, log
+
+
 def clientPath() -> str:
     import sys
 

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import pytest
 
-from deployhelpers import requireTool, startServer, terminate
+from deployhelpers import HAPROXY_HEAD, requireTool, startHaproxy, startServer, terminate
 from e2ehelpers import PASSWORD, Conn, Server, stop, waitFor
 from redishelpers import accepts, freePort, spawnRedis, stopRedis
 from support import populate
@@ -29,17 +29,7 @@ from support import populate
 CLIENT_HOST = "127.0.0.2"
 UNAVAILABLE = b"!Chat is unavailable, try again later."
 
-HAPROXY_CFG = """\
-global
-    log stdout format raw local0 info
-
-defaults
-    mode tcp
-    log global
-    timeout connect 5s
-    timeout client 10m
-    timeout server 10m
-
+HAPROXY_CFG = HAPROXY_HEAD.format(extra="") + """
 frontend echofile_files
     bind 127.0.0.1:{front}
     default_backend echofile_files
@@ -98,7 +88,6 @@ def instanceOf(server: Server) -> str:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    haproxyPath = requireTool("haproxy")
     requireTool("redis-cli")
     (tmp_path / "root").mkdir()
     root = populate(tmp_path / "root")
@@ -121,13 +110,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             server.waitLog(r"chat: connected to Redis")
             server.waitLog(r"counting failed logins on every instance through Redis")
         front = freePort()
-        config = logs / "haproxy.cfg"
-        config.write_text(HAPROXY_CFG.format(front=front, a=servers[0].files_port, b=servers[1].files_port))
-        haproxyLog = logs / "haproxy.log"
-        with open(haproxyLog, "wb") as out:
-            haproxy = subprocess.Popen(
-                [haproxyPath, "-db", "-f", str(config)], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            )
+        haproxy, _ = startHaproxy(HAPROXY_CFG.format(front=front, a=servers[0].files_port, b=servers[1].files_port), logs)
         for server in servers:  # both passed a health check: both are in the rotation
             server.waitLog(r"files: connection from 127\.0\.0\.1 \(a PROXY health check\)", timeout=15)
         cluster = Cluster(haproxy, front, servers, redisPort, redis, tmp_path)

@@ -20,24 +20,13 @@ from typing import Iterator
 
 import pytest
 
-from deployhelpers import freePort, requireTool, startServer, terminate
+from deployhelpers import HAPROXY_HEAD, freePort, startHaproxy, startServer, terminate
 from e2ehelpers import PASSWORD, Conn, Server, stop
 from support import populate
 
 CLIENT_HOST = "127.0.0.2"
 
-HAPROXY_CFG = """\
-global
-    log stdout format raw local0 info
-
-defaults
-    mode tcp
-    log global
-    option tcplog
-    timeout connect 5s
-    timeout client 10m
-    timeout server 10m
-
+HAPROXY_CFG = HAPROXY_HEAD.format(extra="    option tcplog\n") + """
 frontend echofile_files
     bind 127.0.0.1:{front}
     default_backend echofile_files
@@ -78,7 +67,6 @@ class Balanced:
 
 @pytest.fixture(scope="module")
 def balanced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Balanced]:
-    haproxyPath = requireTool("haproxy")
     root = populate(tmp_path_factory.mktemp("shared-root"))  # one --root for both instances
     logs = tmp_path_factory.mktemp("logs")
     servers: list[Server] = []
@@ -95,18 +83,10 @@ def balanced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Balanced]:
             server.echo_port = int(server.waitLog(r"EchoFactory \(PROXY\) starting on (\d+)")[0].group(1))
             servers.append(server)
         front, echoFront = freePort(), freePort()
-        config = logs / "haproxy.cfg"
-        config.write_text(HAPROXY_CFG.format(
+        haproxy, haproxyLog = startHaproxy(HAPROXY_CFG.format(
             front=front, a=servers[0].files_port, b=servers[1].files_port,
             echoFront=echoFront, echoA=servers[0].echo_port, echoB=servers[1].echo_port,
-        ))
-        check = subprocess.run([haproxyPath, "-c", "-f", str(config)], capture_output=True, timeout=20)
-        assert check.returncode == 0, check.stdout + check.stderr
-        haproxyLog = logs / "haproxy.log"
-        with open(haproxyLog, "wb") as out:
-            haproxy = subprocess.Popen(
-                [haproxyPath, "-db", "-f", str(config)], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            )
+        ), logs)
         # HAProxy binds its frontends before it runs checks: once both instances
         # passed one, it listens and both are in the rotation.  (No probe
         # connection: it would be a session of its own.)

@@ -13,7 +13,7 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from deployhelpers import freePort, requireTool, startServer as startDeployed, terminate
+from deployhelpers import HAPROXY_HEAD, freePort, startHaproxy, startServer as startDeployed, terminate
 from e2ehelpers import BIG_NAME, BIG_SIZE, Conn, Server, stop, waitExit, waitFor
 from support import PASSWORD, populate
 
@@ -88,17 +88,7 @@ def test_healthz_answers_503_through_a_real_drain(startServer) -> None:
     assert "All sessions closed" in server.logText()
 
 
-HAPROXY_HTTPCHK = """\
-global
-    log stdout format raw local0 info
-
-defaults
-    mode tcp
-    log global
-    timeout connect 5s
-    timeout client 10m
-    timeout server 10m
-
+HAPROXY_HTTPCHK = HAPROXY_HEAD.format(extra="") + """
 frontend echofile_files
     bind 127.0.0.1:{front}
     default_backend echofile_files
@@ -112,7 +102,6 @@ backend echofile_files
 
 def test_haproxy_takes_a_draining_instance_out_through_healthz(tmp_path) -> None:
     """The docs' HAProxy check (option httpchk GET /healthz on the metrics port) against a real drain."""
-    haproxyPath = requireTool("haproxy")
     root = tmp_path / "root"
     root.mkdir()
     populate(root)
@@ -126,12 +115,9 @@ def test_haproxy_takes_a_draining_instance_out_through_healthz(tmp_path) -> None
     haproxy = reader = None
     try:
         front = freePort()
-        config = tmp_path / "haproxy.cfg"
-        config.write_text(HAPROXY_HTTPCHK.format(front=front, files=server.files_port, metrics=statusPort(server)))
-        haproxyLog = tmp_path / "haproxy.log"
-        with open(haproxyLog, "wb") as out:
-            haproxy = subprocess.Popen([haproxyPath, "-db", "-f", str(config)], stdin=subprocess.DEVNULL,
-                                       stdout=out, stderr=subprocess.STDOUT)
+        haproxy, haproxyLog = startHaproxy(
+            HAPROXY_HTTPCHK.format(front=front, files=server.files_port, metrics=statusPort(server)), tmp_path,
+        )
 
         def connected() -> Conn | None:
             try:
