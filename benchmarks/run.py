@@ -275,9 +275,13 @@ def makeFile(path: Path, size: int) -> None:
             pass
 
 
-def benchFile(args, results: dict, logDir: Path) -> None:
-    sizes = [10 * MiB, 1 * GiB] if args.quick else [1 * MiB, 10 * MiB, 100 * MiB, 1 * GiB]
-    samples = results.setdefault("file", [])
+def _fileDownloads(args, samples: list, label: str, sizes: list[int], maxRepeats: int,
+                   makeServers, clientExtra: tuple[str, ...] = ()) -> None:
+    """
+    FILE of cached files of C{sizes} from each of C{makeServers(root,
+    password)}'s servers, interleaved, C{args.reps} times: MB/s and server
+    CPU per GiB into C{samples}.
+    """
     password = secrets.token_hex(8)
     root = tempfile.mkdtemp(prefix="echofile-bench-")
     try:
@@ -285,15 +289,15 @@ def benchFile(args, results: dict, logDir: Path) -> None:
         for size in sizes:
             names[size] = f"file-{size // MiB}MiB.bin"
             makeFile(Path(root) / names[size], size)
-        servers = [echofileServer(root, password, logDir), sendfileServer(root, logDir)]
+        servers = makeServers(root, password)
         try:
             for rep in range(args.reps):
                 for size in sizes:
-                    repeats = max(1, min(50, GiB // 2 // size)) if size < GiB else 1
+                    repeats = max(1, min(maxRepeats, GiB // 2 // size)) if size < GiB else 1
                     for server in rotated(servers, rep):
                         cpu0 = server.cpuSeconds()
                         r = client([PYTHON, str(HERE / "fileclient.py"), str(server.ports["files"]), password,
-                                    names[size], str(repeats)])
+                                    names[size], str(repeats), *clientExtra])
                         cpu = server.cpuSeconds() - cpu0
                         assert r["size"] == size, r
                         total = size * repeats
@@ -302,13 +306,20 @@ def benchFile(args, results: dict, logDir: Path) -> None:
                             "mbps": total / sum(r["seconds"]) / 1e6, "cpu_per_gib": cpu / (total / GiB),
                         }
                         samples.append(sample)
-                        progress(f"file {server.name:16} {size // MiB:5} MiB x {repeats:3}: "
+                        progress(f"{label} {server.name:16} {size // MiB:5} MiB x {repeats:3}: "
                                  f"{sample['mbps']:8.0f} MB/s, {sample['cpu_per_gib']:.3f} CPU-s/GiB")
         finally:
             for server in servers:
                 server.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def benchFile(args, results: dict, logDir: Path) -> None:
+    """FILE of a cached file over plain TCP: echofile (sendfile) against a blocking sendfile server."""
+    sizes = [10 * MiB, 1 * GiB] if args.quick else [1 * MiB, 10 * MiB, 100 * MiB, 1 * GiB]
+    _fileDownloads(args, results.setdefault("file", []), "file", sizes, 50,
+                   lambda root, password: [echofileServer(root, password, logDir), sendfileServer(root, logDir)])
 
 
 # -- tls ----------------------------------------------------------------------
@@ -317,38 +328,9 @@ def benchFile(args, results: dict, logDir: Path) -> None:
 def benchTls(args, results: dict, logDir: Path) -> None:
     """FILE of a cached file over TLS: echofile (ssl: endpoint) against a blocking Python ssl server."""
     sizes = [1 * GiB] if args.quick else [100 * MiB, 1 * GiB]
-    samples = results.setdefault("tls", [])
-    password = secrets.token_hex(8)
-    root = tempfile.mkdtemp(prefix="echofile-bench-")
-    try:
-        names = {}
-        for size in sizes:
-            names[size] = f"file-{size // MiB}MiB.bin"
-            makeFile(Path(root) / names[size], size)
-        servers = [echofileServer(root, password, logDir, tls=True), tlsServer(root, logDir)]
-        try:
-            for rep in range(args.reps):
-                for size in sizes:
-                    repeats = max(1, min(10, GiB // 2 // size)) if size < GiB else 1
-                    for server in rotated(servers, rep):
-                        cpu0 = server.cpuSeconds()
-                        r = client([PYTHON, str(HERE / "fileclient.py"), str(server.ports["files"]), password,
-                                    names[size], str(repeats), "tls"])
-                        cpu = server.cpuSeconds() - cpu0
-                        assert r["size"] == size, r
-                        total = size * repeats
-                        sample = {
-                            "server": server.name, "size": size, "rep": rep, "repeats": repeats,
-                            "mbps": total / sum(r["seconds"]) / 1e6, "cpu_per_gib": cpu / (total / GiB),
-                        }
-                        samples.append(sample)
-                        progress(f"tls {server.name:16} {size // MiB:5} MiB x {repeats:3}: "
-                                 f"{sample['mbps']:8.0f} MB/s, {sample['cpu_per_gib']:.3f} CPU-s/GiB")
-        finally:
-            for server in servers:
-                server.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    _fileDownloads(args, results.setdefault("tls", []), "tls", sizes, 10,
+                   lambda root, password: [echofileServer(root, password, logDir, tls=True), tlsServer(root, logDir)],
+                   clientExtra=("tls",))
 
 
 # -- metrics ------------------------------------------------------------------
