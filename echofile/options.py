@@ -101,7 +101,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["hash-jobs", None, 2, "HASH digests computed at once, server-wide; more wait in turn.", _positive(int, "hash-jobs")],
         ["hash-cache", None, 1024, "HASH digests remembered (per unchanged file).", _nonNegativeInt("hash-cache")],
         ["metrics", None, None, "Serve /metrics (Prometheus) and /healthz on this endpoint, e.g. tcp:9108:interface=127.0.0.1. Off by default."],
-        ["cluster", None, None, "Share chat with the other instances that use this Redis: redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]. Off by default."],
+        ["cluster", None, None, "Share chat with the other instances that use this Redis: redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB] (the password better in ECHOFILE_CLUSTER_PASSWORD). Off by default."],
     ]
 
     def __init__(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import txredisapi
@@ -24,6 +24,8 @@ from twisted.logger import Logger
 
 #: What C{--cluster} takes (for usage errors).
 URL_FORMS = "redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB][?ssl_ca_certs=PATH]"
+#: Where the broker's password comes from when the URL has none: the URL would show it in C{ps} and shell history.
+PASSWORD_ENVIRONMENT_VARIABLE = "ECHOFILE_CLUSTER_PASSWORD"
 CONNECT_TIMEOUT = 5
 REPLY_TIMEOUT = 5
 #: Seconds a connection that Redis refused (password, database) stays open before the next try.
@@ -48,10 +50,12 @@ class RedisAddress:
         return f"{'rediss' if self.tls else 'redis'}://{login}{self.host}:{self.port}/{self.db}"
 
 
-def parseRedisURL(url: str) -> RedisAddress:
+def parseRedisURL(url: str, environ: Mapping[str, str] = os.environ) -> RedisAddress:
     """
     A C{--cluster} URL, as redis URLs are written; ValueError for anything
-    else.  The errors never repeat the URL: it may hold a password.
+    else.  The errors never repeat the URL: it may hold a password.  A URL
+    without a password takes C{ECHOFILE_CLUSTER_PASSWORD} from C{environ}
+    when that is set (the URL's own password wins).
     """
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
@@ -67,8 +71,13 @@ def parseRedisURL(url: str) -> RedisAddress:
         raise ValueError("the database (after the /) must be a number")
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
+    if not password:
+        password = environ.get(PASSWORD_ENVIRONMENT_VARIABLE) or None
     if username is not None and not password:
-        raise ValueError("a user name needs a password: USER:PASSWORD@HOST (or :PASSWORD@HOST without a user)")
+        raise ValueError(
+            "a user name needs a password: USER:PASSWORD@HOST (or :PASSWORD@HOST without a user),"
+            f" or USER@HOST with the password in {PASSWORD_ENVIRONMENT_VARIABLE}"
+        )
     caCerts = None
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name != "ssl_ca_certs":

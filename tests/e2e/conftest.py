@@ -39,7 +39,7 @@ def startServer(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
     def start(*extra: str, root: Path | None = None, **launchOptions: Any) -> Server:
-        """C{extra}: echofile options; C{launchOptions}: those of L{launch} (password, twistdOptions, preexec_fn)."""
+        """C{extra}: echofile options; C{launchOptions}: those of L{launch} (password, twistdOptions, preexec_fn, env)."""
         if root is None:
             root = makeTree(tmp_path / f"tree{len(started)}")
         running = launch(root, tmp_path / "logs", *extra, **launchOptions)

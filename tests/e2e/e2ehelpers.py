@@ -22,7 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import pytest
 
@@ -205,6 +205,7 @@ def launch(
     twistdOptions: tuple[str, ...] = (),
     preexec_fn: Callable[[], None] | None = None,
     auth: str = f"memory:{ALICE[0]}:{ALICE[1]}",
+    env: Mapping[str, str] | None = None,
 ) -> Server:
     """
     Start the server on free loopback ports and wait until both services listen.
@@ -215,6 +216,7 @@ def launch(
     @param preexec_fn: run in the child before twistd starts (e.g. to lower
         a resource limit), as for L{subprocess.Popen}.
     @param auth: the extra account (C{--auth}).
+    @param env: more environment variables for the server.
     """
     args = twistdCommand(
         "--echo", "tcp:0:interface=127.0.0.1",
@@ -224,7 +226,7 @@ def launch(
         *extra,
         twistdOptions=twistdOptions,
     )
-    return start(args, logDir, root, kind=Server, password=password, cwd=cwd, preexec_fn=preexec_fn)
+    return start(args, logDir, root, kind=Server, password=password, env=env, cwd=cwd, preexec_fn=preexec_fn)
 
 
 def cpuSeconds(pid: int) -> float:

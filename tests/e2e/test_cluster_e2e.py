@@ -85,3 +85,20 @@ def test_a_password_in_the_url_is_used_and_never_logged(startServer, tmp_path: P
         assert len(re.findall("refused the connection", b.logText())) == 2  # chat and penalties, once each
     finally:
         stopRedis(process)
+
+
+def test_the_password_can_come_from_the_environment(startServer, tmp_path: Path) -> None:
+    """ECHOFILE_CLUSTER_PASSWORD: the URL (and so ps and the unit file) carries no password."""
+    secret = "pw-" + "Zq4w8" * 4
+    port = freePort()
+    process = spawnRedis(port, tmp_path, "--requirepass", secret)
+    try:
+        waitFor(lambda: accepts(port, process), 10, "redis-server to accept connections")
+        server = startServer("--cluster", f"redis://127.0.0.1:{port}/0", env={"ECHOFILE_CLUSTER_PASSWORD": secret})
+        server.waitLog(r"chat: connected to Redis at redis://\(password\)@127\.0\.0\.1:\d+/0")
+        with server.files() as conn:
+            conn.login()
+            assert conn.command("WHO") == b"#1 users online."
+        assert secret not in server.logText()
+    finally:
+        stopRedis(process)

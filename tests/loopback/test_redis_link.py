@@ -30,6 +30,17 @@ def test_password_and_user_in_the_url():
     assert parseRedisURL("redis://:@h").password is None  # an empty password is none
 
 
+def test_the_password_can_come_from_the_environment():
+    """ECHOFILE_CLUSTER_PASSWORD keeps the password out of the command line (ps, shell history, unit files)."""
+    environ = {"ECHOFILE_CLUSTER_PASSWORD": SECRET}
+    a = parseRedisURL("rediss://redis.local:6390/1", environ)
+    assert (a.username, a.password, str(a)) == (None, SECRET, "rediss://(password)@redis.local:6390/1")
+    a = parseRedisURL("redis://alice@redis.local", environ)  # a user with the password from the environment
+    assert (a.username, a.password) == ("alice", SECRET)
+    assert parseRedisURL(f"redis://:{QUOTED}@h", {"ECHOFILE_CLUSTER_PASSWORD": "other"}).password == SECRET  # URL wins
+    assert parseRedisURL("redis://h", {"ECHOFILE_CLUSTER_PASSWORD": ""}).password is None  # empty: none
+
+
 def test_the_address_never_shows_the_password():
     a = parseRedisURL(f"rediss://alice:{QUOTED}@h:1/3")
     for text in (str(a), repr(a)):
