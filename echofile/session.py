@@ -43,6 +43,10 @@ class State(enum.Enum):
     CLOSED = "closed"  #: the connection is gone
 
 
+#: A session's close line (docs/deploy.md, "Reading the log"), and with what it sent, if it sent a file.
+_CLOSED = "files: {peer} closed ({why}) after {duration:.3f}s"
+_CLOSED_WITH_FILES = _CLOSED + "; files sent: {files} ({bytes} bytes)"
+
 #: States in which the session runs no command and says nothing new.
 _ENDED = frozenset({State.ENDING, State.DROPPING, State.CLOSED})
 
@@ -170,9 +174,8 @@ class LineSession(HeldInput):
         assert self._admission is not None
         level = LogLevel.debug if isinstance(self._peerAddress, HealthCheck) else LogLevel.info
         self._log.emit(
-            level, "files: {peer} closed ({why}) after {duration:.3f}s; files sent: {files} ({bytes} bytes)",
-            peer=self._peer, why=why, duration=self._admission.elapsed(), files=self._filesSent,
-            bytes=self._bytesSent,
+            level, _CLOSED_WITH_FILES if self._filesSent else _CLOSED, peer=self._peer, why=why,
+            duration=self._admission.elapsed(), files=self._filesSent, bytes=self._bytesSent,
         )
 
     def _letGo(self) -> None:
