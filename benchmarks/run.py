@@ -8,6 +8,7 @@ echofile benchmarks: echo ping-pong, file download, 10,000 sessions.
     python benchmarks/run.py --only cluster       # SAY fan-out, --cluster against one instance (clusterbench.py)
     python benchmarks/run.py --only metrics       # echofile with --metrics (scraped every second) against without
     python benchmarks/run.py --only tls           # FILE over TLS against a blocking Python ssl server
+    python benchmarks/run.py --only logs          # twistd log lines and bytes per files session
 
 Every server (echofile under ``twistd``, and the reference servers in
 ``benchmarks/servers/``) is started here on 127.0.0.1, pinned to one core;
@@ -491,6 +492,68 @@ def benchScale(args, results: dict, logDir: Path) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+# -- logs ---------------------------------------------------------------------
+
+#: The session shapes of benchmarks/logsessions.py.
+LOG_SHAPES = ("file-quit", "greet-quit", "greet-eof")
+
+
+def _logSize(path: Path) -> tuple[int, int]:
+    """Lines and bytes of the twistd log so far (0, 0 before it exists)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0, 0
+    return data.count(b"\n"), len(data)
+
+
+def _settled(path: Path, quiet: float = 0.5, timeout: float = 20.0) -> tuple[int, int]:
+    """The log's size once it stopped growing for C{quiet} seconds (the last close lines are in)."""
+    last, since, deadline = _logSize(path), time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = _logSize(path)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last
+
+
+def benchLogs(args, results: dict, logDir: Path) -> None:
+    """
+    What the server writes to its twistd log per files session (lines, bytes),
+    and its CPU per session, for each shape of benchmarks/logsessions.py.
+    Counts, not timings: a shared machine does not change them.
+    """
+    count = 50 if args.quick else 200
+    samples = results.setdefault("logs", [])
+    password = secrets.token_hex(8)
+    root = tempfile.mkdtemp(prefix="echofile-bench-")
+    ownLogs = Path(tempfile.mkdtemp(prefix="logs-", dir=logDir))
+    log = ownLogs / "twistd.log"
+    try:
+        (Path(root) / "notes.txt").write_bytes(b"hello world\n")
+        with running(echofileServer(root, password, ownLogs)) as server:
+            client([PYTHON, str(HERE / "logsessions.py"), str(server.ports["files"]), password, "file-quit", "1"])
+            for shape in LOG_SHAPES:
+                lines0, bytes0 = _settled(log)
+                cpu0 = server.cpuSeconds()
+                client([PYTHON, str(HERE / "logsessions.py"), str(server.ports["files"]), password, shape, str(count)])
+                lines1, bytes1 = _settled(log)
+                cpu = server.cpuSeconds() - cpu0
+                sample = {
+                    "shape": shape, "sessions": count, "lines_per_session": (lines1 - lines0) / count,
+                    "bytes_per_session": (bytes1 - bytes0) / count, "cpu_us_per_session": cpu / count * 1e6,
+                }
+                samples.append(sample)
+                progress(f"logs {shape:10} {count} sessions: {sample['lines_per_session']:.2f} lines, "
+                         f"{sample['bytes_per_session']:.0f} bytes of log, "
+                         f"{sample['cpu_us_per_session']:.0f} server CPU-µs per session")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # -- report -------------------------------------------------------------------
 
 
@@ -590,6 +653,12 @@ def report(results: dict) -> str:
                   f"unscraped (its periodic calls, the reactor-lag probe among them), {sample['scraped_cpu_ms_per_s']:.2f} scraped every second "
                   f"({sample['cpu_ms_per_scrape']:.2f} ms per scrape): at most {1 - bound:.2%} of one core, so "
                   f"on / off >= {bound:.4f}x on a saturated server."]
+    if "logs" in results:
+        lines += ["", "## twistd log per files session", "",
+                  "| session | lines | bytes | server CPU µs |", "|---|---:|---:|---:|"]
+        for s in results["logs"]:
+            lines.append(f"| {s['shape']} | {s['lines_per_session']:.2f} | {s['bytes_per_session']:.0f} | "
+                         f"{s['cpu_us_per_session']:.0f} |")
     import hashbench
 
     lines += hashbench.report(results)
@@ -655,7 +724,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer configurations and shorter runs (< 2 minutes)")
     parser.add_argument("--only", default="echo,file,scale",
-                        help="comma-separated subset of echo,file,scale,hash,resume,cluster,metrics,tls")
+                        help="comma-separated subset of echo,file,scale,hash,resume,cluster,metrics,tls,logs")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per measurement (default 3)")
     parser.add_argument("--sessions", type=int, default=10_000, help="sessions for the scale benchmark")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder (git-ignored)")
@@ -677,7 +746,7 @@ def main() -> None:
         for part in args.only.split(","):
             {"echo": benchEcho, "file": benchFile, "scale": benchScale, "hash": hashbench.benchHash,
              "resume": hashbench.benchResume, "cluster": clusterbench.benchCluster, "metrics": benchMetrics,
-             "tls": benchTls}[part.strip()](args, results, logDir)
+             "tls": benchTls, "logs": benchLogs}[part.strip()](args, results, logDir)
     finally:
         results["meta"]["seconds"] = round(time.monotonic() - started, 1)
         (args.out / "results.json").write_text(json.dumps(results, indent=1))

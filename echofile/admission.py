@@ -28,6 +28,7 @@ from twisted.logger import Logger, LogLevel
 
 from echofile.addresses import LOOPBACK, Network, inNetworks, peerKey, socketKey, socketPeer
 from echofile import metrics
+from echofile.eventlog import peerText
 from echofile.limits import ConnectionLimiter, cancelPending
 from echofile.proxy import closeUnread, isProxyWrapper, whenPeerKnown
 from echofile.tls import awaitsHandshake
@@ -68,9 +69,13 @@ class Admission:
 
     @ivar key: the key whose slot the connection holds (its socket peer's,
         then the client's from the PROXY header), or None when it holds none.
+    @ivar peer: how the log names the connection's peer (L{peerText}): its
+        socket peer, then the client the PROXY header named, via the balancer.
     """
 
-    __slots__ = ("_policy", "_transport", "_onReady", "_onBusy", "_timer", "_started", "_handshaking", "_open", "key")
+    __slots__ = (
+        "_policy", "_transport", "_onReady", "_onBusy", "_timer", "_started", "_handshaking", "_open", "key", "peer",
+    )
 
     def __init__(
         self,
@@ -94,6 +99,7 @@ class Admission:
         self._handshaking = False
         self._open = False  # admitted as a session: counted in echofile_sessions_open
         self.key: str | None = None
+        self.peer = ""
 
     def begin(self) -> None:
         """From C{connectionMade}: take the slot, then wait for TLS and the PROXY header."""
@@ -102,16 +108,17 @@ class Admission:
         proxied = isProxyWrapper(transport)
         self._handshaking = awaitsHandshake(transport)
         key = socketKey(transport)
+        self.peer = peerText(key, getattr(socketPeer(transport), "port", None))
         if proxied and not policy.trusts(transport):
             # Costs the client a connect(): within the service's budget for refusals.
             policy.limiter.logRefusal(
                 "{service}: {peer} is not a trusted proxy (--trusted-proxy): closed without reading its PROXY header",
-                level=LogLevel.info, peer=key,
+                peer=self.peer,
             )
             self._refused("untrusted_proxy")
             closeUnread(transport)
             return
-        if not policy.limiter.admit(key):  # counted as refused by the limiter, by cap
+        if not policy.limiter.admit(key, self.peer):  # counted as refused by the limiter, by cap
             if proxied:  # nothing can be said before the header is in...
                 closeUnread(transport)
             elif self._handshaking:  # ... or before TLS is up (Twisted aborts a handshake in progress)
@@ -161,7 +168,16 @@ class Admission:
         metrics.CONNECTIONS_REFUSED.labels(service=self._policy.limiter.service, reason=reason).inc()
 
     def _waitForHeader(self) -> None:
-        whenPeerKnown(self._transport, lambda: self._refused("invalid_proxy_header")).addCallback(self._headerIn)
+        whenPeerKnown(self._transport, self._invalidHeader).addCallback(self._headerIn)
+
+    def _invalidHeader(self, why: str, header: str) -> None:
+        """A bad PROXY header (C{header}: its start, already loggable): one budgeted line, and counted."""
+        self._stopTimer()  # refused: no deadline (and no second line) for it
+        self._policy.limiter.logRefusal(
+            "{service}: invalid PROXY protocol header from {peer} ({why}): {header}, closing",
+            peer=self.peer, why=why, header=header,
+        )
+        self._refused("invalid_proxy_header")
 
     def _headerIn(self, peer: IAddress) -> None:
         old = self.key
@@ -169,8 +185,14 @@ class Admission:
             return
         self._stopTimer()
         # A health check, or a client without an IP address, stays the balancer.
-        key = peerKey(peer) if isinstance(peer, (IPv4Address, IPv6Address)) else old
-        if not self._policy.limiter.rekey(old, key):
+        if not isProxyWrapper(self._transport):  # over TLS only: the socket's own peer, named already
+            key = old
+        elif isinstance(peer, (IPv4Address, IPv6Address)):
+            key = peerKey(peer)
+            self.peer = peerText(key, peer.port, proxiedBy=self.peer)
+        else:
+            key = old
+        if not self._policy.limiter.rekey(old, key, self.peer):
             self.key = None
             self._onBusy()
             return
@@ -186,7 +208,8 @@ class Admission:
         else:
             message = "{service}: no PROXY protocol header from {peer} in {timeout}s (--login-timeout), closing"
             self._refused("proxy_header_timeout")
-        _log.info(message, service=policy.limiter.service, peer=socketKey(self._transport), timeout=policy.deadline)
+        # As cheap to cause as a refusal at accept (a connect() and silence): within the same budget.
+        policy.limiter.logRefusal(message, peer=self.peer, timeout=policy.deadline)
         self._transport.abortConnection()
 
     def _stopTimer(self) -> None:

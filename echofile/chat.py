@@ -220,7 +220,7 @@ class ChatService(Service):
             name = account
         self._names[session] = name
         self._sessions.setdefault(name, []).append(session)
-        self._log.debug("chat: {account} joined as {name}", account=account, name=name)
+        self._log.debug("chat: {account} joined as {name}", account=sanitize(account), name=sanitize(name))
         return name
 
     def leave(self, session: IChatListener) -> None:
@@ -228,7 +228,7 @@ class ChatService(Service):
         if name is None:
             return
         self._forget(name, session)
-        self._log.debug("chat: {name} left", name=name)
+        self._log.debug("chat: {name} left", name=sanitize(name))
 
     def _forget(self, name: str, session: IChatListener) -> None:
         sessions = self._sessions.get(name, [])

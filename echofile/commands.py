@@ -80,6 +80,7 @@ class CommandProtocol(LineSession):
                 return
             error = failure.value
             if error.closes:
+                self._because(error.reply.rstrip("."))
                 self.endSession(wire.error(error.reply))
             else:
                 self.reply(wire.error(error.reply))
@@ -95,4 +96,5 @@ class CommandProtocol(LineSession):
         self.reply(wire.HELP)
 
     def cmd_QUIT(self, argument: str) -> None:
+        self._because("QUIT")
         self.endSession(wire.BYE)

@@ -28,7 +28,6 @@ from zope.interface import implementer
 
 from echofile.addresses import LOOPBACK, Network
 from echofile.admission import Admission, AdmissionPolicy
-from echofile.eventlog import loggable
 from echofile.shutdown import SessionTracker
 from echofile.limits import ConnectionLimiter, GracefulClose, SessionTimer, cancelPending, closeWithin
 from echofile.twistedinternals import canSendDirectly, directSocket
@@ -79,7 +78,13 @@ class EchoProtocol(Protocol):
         self.transport.registerProducer(self.transport, True)
         self._socket = directSocket(self.transport)
         self._timer.start()
-        self._log.debug("echo: connection from {peer}", peer=loggable(key))
+        self._log.debug("echo: connection from {peer}", peer=self._peer)
+
+    @property
+    def _peer(self) -> str:
+        """The peer as the log names it (L{echofile.eventlog.peerText}, made by the admission)."""
+        admission = self._admission
+        return admission.peer if admission is not None else ""
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -112,7 +117,7 @@ class EchoProtocol(Protocol):
             self._close()
 
     def timeoutConnection(self) -> None:
-        self._log.info("echo: {peer} idle, closing", peer=loggable(self._peerKey))
+        self._log.info("echo: {peer} idle, closing", peer=self._peer)
         self._close()
 
     def _close(self) -> None:
@@ -144,7 +149,7 @@ class EchoProtocol(Protocol):
         if self._admission is not None:
             self._admission.end()
         if self._peerKey is not None:
-            self._log.debug("echo: connection from {peer} closed", peer=loggable(self._peerKey))
+            self._log.debug("echo: connection from {peer} closed", peer=self._peer)
             self._peerKey = None
 
 

@@ -7,6 +7,11 @@ Two rules (docs/security.md, "Logging"):
   address that a PROXY header supplied) is logged through L{loggable}, so no
   control or escape sequence reaches an operator's terminal or log
   pipeline raw;
+- a line about one connection names its peer in one form, L{peerText}'s
+  (``host:port``, ``[v6]:port``, ``uid:N``, and behind a balancer
+  ``client (via PROXY from balancer)``); a line about an address (a
+  lock-out, a budget's summary) names the address alone, as
+  L{echofile.addresses} keys it;
 - one session cannot flood the log: the info/warn events its client can
   repeat (transfers, failed logins, ...) go through a L{LogBudget}, which
   lets C{limit} of them through per C{window} seconds and then writes a
@@ -36,20 +41,41 @@ def loggable(value: object) -> str:
     return sanitize(value if isinstance(value, str) else str(value))
 
 
+def peerText(key: str, port: int | None = None, proxiedBy: str | None = None) -> str:
+    """
+    The one way a log line names a connection's peer (docs/deploy.md,
+    "Reading the log"): C{key} is the peer's key (L{echofile.addresses}: an
+    IP address in its canonical spelling, IPv4-mapped as IPv4, or ``uid:N``
+    on a UNIX socket), C{port} its port if it has one, and C{proxiedBy}
+    the L{peerText} of the balancer whose PROXY header named it.
+
+    ``127.0.0.1:40112``, ``[::1]:40112``, ``uid:1000``,
+    ``192.0.2.9:5000 (via PROXY from 127.0.0.1:40112)``.
+    """
+    if port is not None:
+        key = f"[{key}]:{port}" if ":" in key else f"{key}:{port}"
+    if proxiedBy is not None:
+        key = f"{key} (via PROXY from {proxiedBy})"
+    return sanitize(key)
+
+
 class LogBudget:
     """
-    The log budget of one session: at most C{limit} events per C{window}
+    The log budget of one client address: at most C{limit} events per C{window}
     seconds on C{clock}; what is over it is counted and reported in one line
     when the window has passed (at the next event) or the session ends
     (L{close}).
     """
 
-    __slots__ = ("_log", "_clock", "limit", "window", "_windowStart", "_count", "suppressed")
+    __slots__ = ("_log", "_clock", "address", "limit", "window", "_windowStart", "_count", "suppressed")
 
     def __init__(
         self, log: Logger, clock: IReactorTime, limit: int = SESSION_LOG_LIMIT, window: float = SESSION_LOG_WINDOW,
+        address: str = "",
     ) -> None:
+        """@param address: the key of the address whose budget this is (for the summary line)."""
         self._log = log
+        self.address = loggable(address)
         self._clock = clock
         self.limit = limit
         self.window = window
@@ -61,7 +87,7 @@ class LogBudget:
         """Log C{format} at C{level} (C{peer} and C{kwargs} already L{loggable}) if the budget allows."""
         now = self._clock.seconds()
         if now - self._windowStart >= self.window:
-            self.close(peer)
+            self.close()
             self._windowStart = now
             self._count = 0
         if self._count < self.limit:
@@ -70,12 +96,12 @@ class LogBudget:
         else:
             self.suppressed += 1
 
-    def close(self, peer: str) -> None:
-        """Report what was suppressed (the session ends, or a window passed)."""
+    def close(self) -> None:
+        """Report what was suppressed (a session ends, or a window passed), naming the address."""
         if self.suppressed:
             self._log.info(
                 "{count} further events from {peer} suppressed (at most {limit} per {window}s from one address)",
-                count=self.suppressed, peer=peer, limit=self.limit, window=self.window,
+                count=self.suppressed, peer=self.address, limit=self.limit, window=self.window,
             )
             self.suppressed = 0
 
@@ -104,9 +130,9 @@ class LogBudgets:
     def forKey(self, key: str) -> LogBudget:
         budget = self._budgets.pop(key, None)
         if budget is None:
-            budget = LogBudget(self._log, self._clock)
+            budget = LogBudget(self._log, self._clock, address=key)
         self._budgets[key] = budget  # most recently seen last
         while len(self._budgets) > self.maxAddresses:
             _, forgotten = self._budgets.popitem(last=False)
-            forgotten.close("an address not seen for a while")
+            forgotten.close()
         return budget

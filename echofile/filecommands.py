@@ -9,7 +9,10 @@ around them, and the holds that keep replies in command order.
 
 from __future__ import annotations
 
+import functools
+import os
 import re
+from typing import Any, Callable, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
@@ -20,13 +23,78 @@ from echofile.commands import COMMAND_LINE, CommandProtocol
 from echofile.eventlog import loggable
 from echofile.hashing import FileDigest, HashUnavailable
 from echofile.listing import Listing, ListingSender
-from echofile.share import IShare, NotAvailable, OpenedFile
+from echofile.names import NotAvailable
+from echofile.share import IShare, OpenedFile
 from echofile.text import sanitize
 from echofile.transfer import BodySender
 from echofile.wire import CommandError
 
 #: A RESUME offset: ASCII decimal digits only (int() would also take "+5", " 5", "1_0" and "٣").
 _OFFSET = re.compile(r"[0-9]{1,20}", re.ASCII)
+
+#: A refused command's log line, by whether the session is logged in and the command had an argument.
+_REFUSED = {
+    (False, False): "files: {peer} {command} refused: {why}",
+    (False, True): "files: {peer} {command} {argument} refused: {why}",
+    (True, False): "files: {peer} ({user}) {command} refused: {why}",
+    (True, True): "files: {peer} ({user}) {command} {argument} refused: {why}",
+}
+
+
+class Refusal(CommandError):
+    """
+    A tree command refused: the reply, and why for the log, which may say
+    more than the client learns (the reply is the same for every name that
+    cannot be served, on purpose: L{NotAvailable}).
+    """
+
+    def __init__(self, reply: str, why: str) -> None:
+        super().__init__(reply)
+        self.why = why
+
+
+def _whyRefused(error: CommandError) -> str:
+    why = getattr(error, "why", None)
+    if why is not None:
+        return why
+    return "not logged in" if error.reply == wire.NOT_LOGGED_IN else error.reply.rstrip(".")
+
+
+def _whyUnavailable(error: BaseException) -> str:
+    """What the operator may learn of why a name was not served (the errno, never the client's name)."""
+    cause = error.__cause__
+    if isinstance(cause, OSError) and cause.errno is not None:
+        return os.strerror(cause.errno).lower()
+    if error.args == ("not a regular file",):
+        return "not a regular file"
+    return "not served (outside the root, hidden or unclean, or the server's own file)"
+
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _refusalLogged(command: str) -> Callable[[_Command], _Command]:
+    """
+    Log a refusal of C{command} (raised now, or failing its Deferred) once,
+    with why, through the address's log budget; the reply is still the one
+    error mapping's (L{CommandProtocol._commandFailed}).
+    """
+
+    def decorate(method: _Command) -> _Command:
+        @functools.wraps(method)
+        def run(self: "FileCommands", argument: str) -> Any:
+            try:
+                result = method(self, argument)
+            except CommandError as e:
+                self._logRefusal(command, argument, e)
+                raise
+            if isinstance(result, Deferred):
+                result.addErrback(self._refusedLater, command, argument)
+            return result
+
+        return run  # type: ignore[return-value]
+
+    return decorate
 
 
 class FileCommands(CommandProtocol):
@@ -41,29 +109,46 @@ class FileCommands(CommandProtocol):
             hashing, self._hashing = self._hashing, None
             hashing.cancel()
 
+    def _logRefusal(self, command: str, argument: str, error: CommandError) -> None:
+        """One info line per refused tree command, within the address's log budget."""
+        avatar = self.avatar
+        self._event(
+            LogLevel.info, _REFUSED[avatar is not None, bool(argument)], command=command,
+            argument=loggable(argument), why=_whyRefused(error), user=loggable(avatar.user) if avatar else None,
+        )
+
+    def _refusedLater(self, failure: Failure, command: str, argument: str) -> Failure:
+        if failure.check(CommandError):
+            self._logRefusal(command, argument, failure.value)
+        return failure
+
     def _open(self, share: IShare, name: str) -> OpenedFile:
         try:
             return share.open(name)
-        except NotAvailable:
-            raise CommandError(wire.NOT_OPENED.format(name=sanitize(name))) from None
+        except NotAvailable as e:
+            raise Refusal(wire.NOT_OPENED.format(name=sanitize(name)), _whyUnavailable(e)) from None
 
+    @_refusalLogged("FILE")
     def cmd_FILE(self, name: str) -> Deferred[None]:
         share = self._requireLogin()
         if not name:
-            raise CommandError(wire.USAGE.format(synopsis="FILE <name>"))
+            raise Refusal(wire.USAGE.format(synopsis="FILE <name>"), "usage")
         opened = self._open(share, name)
         return self._sendBody(share, opened, name, wire.SENDING.format(name=sanitize(name), size=opened.size))
 
+    @_refusalLogged("RESUME")
     def cmd_RESUME(self, argument: str) -> Deferred[None]:
         share = self._requireLogin()
         match = COMMAND_LINE.match(argument)
         if match is None or not match.group(2) or not _OFFSET.fullmatch(match.group(1)):
-            raise CommandError(wire.USAGE.format(synopsis="RESUME <offset> <name>"))
+            raise Refusal(wire.USAGE.format(synopsis="RESUME <offset> <name>"), "usage")
         offset, name = int(match.group(1)), match.group(2)
         opened = self._open(share, name)
         if offset > opened.size:
             opened.close()
-            raise CommandError(wire.OFFSET_PAST_END.format(offset=offset, name=sanitize(name), size=opened.size))
+            raise Refusal(
+                wire.OFFSET_PAST_END.format(offset=offset, name=sanitize(name), size=opened.size), "offset past the end",
+            )
         header = wire.SENDING_FROM.format(name=sanitize(name), offset=offset, size=opened.size - offset)
         return self._sendBody(share, opened, name, header, offset, "RESUME")
 
@@ -83,8 +168,10 @@ class FileCommands(CommandProtocol):
             self.transport.write(b"\r\n")
             self.reply(wire.SENT.format(name=shown))
             self._replyComplete()
+            self._filesSent += 1
+            self._bytesSent += size
             self._event(
-                LogLevel.info, "files: sent {file} ({size} bytes) to {user}@{peer} in {duration:.3f}s",
+                LogLevel.info, "files: {peer} ({user}) sent {file} ({size} bytes) in {duration:.3f}s",
                 file=loggable(opened.path), size=size, offset=offset, user=loggable(share.user),
                 duration=self._clock.seconds() - started,
             )
@@ -96,13 +183,14 @@ class FileCommands(CommandProtocol):
         d.addCallbacks(sent, failed)
         return d
 
+    @_refusalLogged("HASH")
     def cmd_HASH(self, name: str) -> None:
         share = self._requireLogin()
         if not name:
-            raise CommandError(wire.USAGE.format(synopsis="HASH <name>"))
+            raise Refusal(wire.USAGE.format(synopsis="HASH <name>"), "usage")
         opened = self._open(share, name)
         path = opened.path
-        cannotOpen = CommandError(wire.NOT_OPENED.format(name=sanitize(name)))
+        cannotOpen = Refusal(wire.NOT_OPENED.format(name=sanitize(name)), "could not be read")
         try:
             d = self.factory.hashes.digest(opened)
         except HashUnavailable:
@@ -116,7 +204,7 @@ class FileCommands(CommandProtocol):
             self._hashing = None
             self._timer.touch()  # waiting for the digest was no idleness of the client
             self._event(
-                LogLevel.info, "files: SHA-256 of {file} ({size} bytes) for {user}@{peer}",
+                LogLevel.info, "files: {peer} ({user}) SHA-256 of {file} ({size} bytes)",
                 file=loggable(path), size=digest.size, user=loggable(share.user),
             )
             if not self._ending:
@@ -125,19 +213,21 @@ class FileCommands(CommandProtocol):
         def unavailable(failure: Failure) -> None:
             self._hashing = None
             failure.trap(HashUnavailable)
+            self._logRefusal("HASH", name, cannotOpen)  # after cmd_HASH returned: not seen by its decorator
             raise cannotOpen
 
         d.addCallbacks(answer, unavailable)
         d.addErrback(self._commandFailed)
         d.addBoth(lambda _: self._release("hash"))
 
+    @_refusalLogged("LIST")
     def cmd_LIST(self, name: str) -> Deferred[None]:
         share = self._requireLogin()
         shown = sanitize(name) if name else "/"
 
         def notOpened(failure: Failure) -> None:
             failure.trap(NotAvailable)
-            raise CommandError(wire.FOLDER_NOT_OPENED.format(name=shown))
+            raise Refusal(wire.FOLDER_NOT_OPENED.format(name=shown), _whyUnavailable(failure.value))
 
         # Read off the reactor thread (and shared with other sessions listing the
         # same folder); the session reads no further command until it is sent.

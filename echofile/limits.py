@@ -70,19 +70,23 @@ class ConnectionLimiter:
         self._refusalsLogged = 0
         self._refusalsSuppressed = 0
 
-    def admit(self, key: str) -> bool:
-        """Take a slot for C{key}; False (and nothing taken) when a cap is reached."""
+    def admit(self, key: str, peer: str | None = None) -> bool:
+        """
+        Take a slot for C{key}; False (and nothing taken) when a cap is reached.
+
+        @param peer: how the log names the connection (L{echofile.eventlog.peerText}); default: C{key}.
+        """
         if self.total >= self.maxTotal:
             self.logRefusal(
                 "{service}: refused {peer}: {total} connections open (--max-connections)",
-                peer=loggable(key), total=self.total,
+                peer=loggable(key) if peer is None else peer, total=self.total,
             )
             metrics.CONNECTIONS_REFUSED.labels(service=self.service, reason="total_cap").inc()
             return False
         if self._perAddress[key] >= self.maxPerAddress:
             self.logRefusal(
-                "{service}: refused {peer}: {count} connections from it open (--max-per-ip)",
-                peer=loggable(key), count=self._perAddress[key],
+                "{service}: refused {peer}: {count} connections from its address open (--max-per-ip)",
+                peer=loggable(key) if peer is None else peer, count=self._perAddress[key],
             )
             metrics.CONNECTIONS_REFUSED.labels(service=self.service, reason="per_address_cap").inc()
             return False
@@ -90,11 +94,12 @@ class ConnectionLimiter:
         self._perAddress[key] += 1
         return True
 
-    def logRefusal(self, format: str, level: LogLevel = LogLevel.warn, **kwargs: object) -> None:
+    def logRefusal(self, format: str, level: LogLevel = LogLevel.info, **kwargs: object) -> None:
         """
-        Log a connection refused at accept (C{format} gets C{service} and
-        C{kwargs}, already loggable) if the window's budget allows, else
-        count it: over a cap here, from an untrusted proxy in admission.
+        Log a connection refused before its session began (C{format} gets
+        C{service} and C{kwargs}, already loggable) if the window's budget
+        allows, else count it: over a cap here; from an untrusted proxy,
+        with a bad PROXY header, or not ready by the deadline in admission.
         """
         now = self._clock.seconds()
         start = self._refusalWindowStart
@@ -119,16 +124,16 @@ class ConnectionLimiter:
         if self._perAddress[key] <= 0:
             del self._perAddress[key]
 
-    def rekey(self, old: str, new: str) -> bool:
+    def rekey(self, old: str, new: str, peer: str | None = None) -> bool:
         """
         Move a slot taken for C{old} to C{new}: the PROXY header named the
         client behind the balancer.  False, and the slot given back, when
-        C{new} is at its per-address cap.
+        C{new} is at its per-address cap (C{peer}: as for L{admit}).
         """
         if old == new:
             return True
         self.release(old)
-        return self.admit(new)
+        return self.admit(new, peer)
 
     def countFor(self, key: str) -> int:
         return self._perAddress.get(key, 0)

@@ -159,7 +159,7 @@ class LoginCommands(CommandProtocol):
         """
         if not failure.check(UnauthorizedLogin):
             self._log.failure(
-                "files: checking the password of {user} from {peer} failed", failure, peer=self._peerKey, user=user,
+                "files: checking the password of {user} from {peer} failed", failure, peer=self._peer, user=loggable(user),
             )
         error = self._login.failed(self._peerKey)
         self._event(

@@ -41,7 +41,8 @@ from twisted.internet.address import UNIXAddress
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from echofile.addresses import HealthCheck, isValidClient, peerKey, socketKey
+from echofile.addresses import HealthCheck, isValidClient, peerKey, socketKey, socketPeer
+from echofile.eventlog import peerText
 from echofile.text import sanitize
 from echofile.twistedinternals import interceptData, isProxyWrapper, parsedHeader, restoreData
 
@@ -68,14 +69,16 @@ def _loggable(seen: bytes) -> str:
     return f"{len(seen)} bytes that are not a PROXY protocol header, not shown"
 
 
-def whenPeerKnown(transport: ITransport, refused: Callable[[], None] | None = None) -> Deferred[IAddress]:
+def whenPeerKnown(transport: ITransport, refused: Callable[[str, str], None] | None = None) -> Deferred[IAddress]:
     """
     A Deferred that fires with the peer address once it is known: now for
     an ordinary transport, after a valid PROXY header for a C{haproxy:} one.
 
     Call it from C{connectionMade} and start the session in its callback.
-    C{refused} is called if a bad header closes the connection (then the
-    Deferred never fires).  Data the wrapper passes on before the callback ran is delivered to the
+    C{refused} is called with why and the header's start (loggable) if a
+    bad header closes the connection (then the Deferred never fires); it
+    logs the refusal (L{echofile.admission} within the service's refusal
+    budget); without it the refusal is logged here.  Data the wrapper passes on before the callback ran is delivered to the
     protocol right after it.
     """
     if not isProxyWrapper(transport):
@@ -114,7 +117,7 @@ class _HeaderWait:
     watches the wrapper's C{dataReceived} for the moment the header is done.
     """
 
-    def __init__(self, wrapper: Any, refused: Callable[[], None] | None = None) -> None:
+    def __init__(self, wrapper: Any, refused: Callable[[str, str], None] | None = None) -> None:
         self._wrapper = wrapper
         self._onRefused = refused
         self._protocol = wrapper.wrappedProtocol
@@ -162,13 +165,16 @@ class _HeaderWait:
         """A bad header: log what it was (made printable) and close; the session never starts."""
         self._held = []
         self._waiting = False  # from now on everything the wrapper passes on is dropped
-        _log.info(
-            "invalid PROXY protocol header from {balancer} ({why}): {header}, closing",
-            balancer=socketKey(self._wrapper), why=why, header=_loggable(self._seen),
-        )
-        self._wrapper.loseConnection()
+        header = _loggable(self._seen)
         if self._onRefused is not None:
-            self._onRefused()
+            self._onRefused(why, header)
+        else:
+            _log.info(
+                "invalid PROXY protocol header from {peer} ({why}): {header}, closing",
+                peer=peerText(socketKey(self._wrapper), getattr(socketPeer(self._wrapper), "port", None)),
+                why=why, header=header,
+            )
+        self._wrapper.loseConnection()
 
     def _closing(self) -> bool:
         return bool(self._wrapper.disconnecting or getattr(self._wrapper.transport, "disconnecting", False))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IHandshakeListener
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -20,7 +21,7 @@ from zope.interface import implementer
 
 from echofile import wire
 from echofile.admission import Admission
-from echofile.eventlog import LogBudget, loggable
+from echofile.eventlog import LogBudget
 from echofile.holds import HeldInput
 from echofile.limits import GracefulClose, SessionTimer, cancelPending, closeWithin
 from echofile.proxy import HealthCheck
@@ -42,6 +43,10 @@ class State(enum.Enum):
     CLOSED = "closed"  #: the connection is gone
 
 
+#: A session's close line (docs/deploy.md, "Reading the log"), and with what it sent, if it sent a file.
+_CLOSED = "files: {peer} closed ({why}) after {duration:.3f}s"
+_CLOSED_WITH_FILES = _CLOSED + "; files sent: {files} ({bytes} bytes)"
+
 #: States in which the session runs no command and says nothing new.
 _ENDED = frozenset({State.ENDING, State.DROPPING, State.CLOSED})
 
@@ -55,6 +60,11 @@ class LineSession(HeldInput):
 
     delimiter = b"\n"
     _log = Logger()
+    #: Why the session ended, for its close line (the first reason given wins).
+    _endedBecause: str | None = None
+    #: Bodies sent whole (FILE, RESUME) and their bytes, for the close line.
+    _filesSent = 0
+    _bytesSent = 0
 
     def __init__(self, factory: "FilesFactory") -> None:
         super().__init__()
@@ -123,8 +133,8 @@ class LineSession(HeldInput):
         self._peerAddress = peer
         self._peerKey = key
         self._state = State.ENDING if self._state is State.DROPPING else State.OPEN
-        if isinstance(peer, HealthCheck):
-            self._log.debug("files: connection from {peer} (a PROXY health check)", peer=self._peer)  # every few seconds
+        if isinstance(peer, HealthCheck):  # every few seconds: at debug (twist's default level drops it)
+            self._log.debug("files: connection from {peer} (a PROXY health check)", peer=self._peer)
         else:
             self._log.info("files: connection from {peer}", peer=self._peer)
         self._registerAsProducer()
@@ -147,17 +157,35 @@ class LineSession(HeldInput):
         self._letGo()
         self.factory.sessions.discard(self)
         if self._logBudget is not None:
-            self._logBudget.close(self._peer)
+            self._logBudget.close()
         if greeted:
-            self._log.info("files: connection from {peer} closed", peer=self._peer)
+            self._logClosed(reason)
+
+    def _because(self, why: str) -> None:
+        """Note why the session ends (for its close line), unless a reason was given already."""
+        if self._endedBecause is None:
+            self._endedBecause = why
+
+    def _logClosed(self, reason: Failure | None) -> None:
+        """The session's one close line: how it ended, how long it lasted, what it sent."""
+        why = self._endedBecause
+        if why is None:  # nothing on our side ended it: the client did
+            why = "client closed" if reason is None or reason.check(ConnectionDone) else "connection lost"
+        assert self._admission is not None
+        level = LogLevel.debug if isinstance(self._peerAddress, HealthCheck) else LogLevel.info
+        self._log.emit(
+            level, _CLOSED_WITH_FILES if self._filesSent else _CLOSED, peer=self._peer, why=why,
+            duration=self._admission.elapsed(), files=self._filesSent, bytes=self._bytesSent,
+        )
 
     def _letGo(self) -> None:
         """The session is over: give back what it holds (a subclass's job)."""
 
     @property
     def _peer(self) -> str:
-        """The peer as it may be logged (a PROXY header can make it any text)."""
-        return loggable(self._peerKey)
+        """The peer as the log names it (L{echofile.eventlog.peerText}, made by the admission)."""
+        admission = self._admission
+        return admission.peer if admission is not None else ""
 
     def _event(self, level: LogLevel, format: str, **kwargs: Any) -> None:
         """
@@ -172,18 +200,19 @@ class LineSession(HeldInput):
     def timeoutConnection(self) -> None:
         if self._transfer is not None:
             # Nothing may be said inside a body; a stalled reader is cut off.
-            self._log.info("files: {peer} stalled during a transfer, aborting", peer=self._peer)
+            self._because("stalled during a transfer, aborted")
             self.abort()
             return
-        self._log.info("files: {peer} idle, closing", peer=self._peer)
+        self._because("idle timeout")
         self.endSession(wire.IDLE_TIMEOUT)
 
     def _loginTimedOut(self) -> None:
-        self._log.info("files: {peer} did not log in in time, closing", peer=self._peer)
+        self._because("login timeout")
         self.endSession(wire.LOGIN_TIMEOUT)
 
     def shutdown(self) -> None:
         """The server is stopping: say so now, or right after the body being sent."""
+        self._because("server shutdown")
         if self._state is State.WAITING:
             # Still in the TLS handshake or waiting for the PROXY header: nothing can be said.
             self._end()
@@ -195,6 +224,7 @@ class LineSession(HeldInput):
 
     def abort(self) -> None:
         """Cut the connection now (a body in flight stays incomplete, without its trailer)."""
+        self._because("aborted")
         self._end()
         self.transport.abortConnection()
 
@@ -217,6 +247,7 @@ class LineSession(HeldInput):
 
     def _cutShort(self) -> None:
         """A body could not be finished: close without another word."""
+        self._because("transfer cut short")
         self._end()
         self._closing = closeWithin(self.transport, self._clock, inputEnded=self._inputEnded)
 
@@ -259,7 +290,7 @@ class LineSession(HeldInput):
     def _closeIfInputDone(self) -> None:
         # Inside LineReceiver's loop, lines may still wait: dataReceived asks again after it.
         if self._inputEnded and not self._holds and not self._ending and not insideLineLoop(self):
-            self._log.info("files: {peer} finished sending, closing", peer=self._peer)
+            self._because("client finished sending")
             self.endSession(None)
 
     def dataReceived(self, data: bytes) -> None:
@@ -272,7 +303,7 @@ class LineSession(HeldInput):
             self._limitHeldInput()
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self._log.info("files: {peer} sent an over-long line, closing", peer=self._peer)
+        self._because("line too long")
         self.endSession(wire.LINE_TOO_LONG)
 
     def lineReceived(self, line: bytes) -> None:

@@ -13,6 +13,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from echofile.addresses import normalizeKey
+from echofile.eventlog import peerText
 from echofile.limits import cancelPending
 
 #: Source ports whose datagrams are never answered: echo (7) and the other
@@ -107,7 +109,7 @@ class EchoDatagramProtocol(DatagramProtocol):
         try:
             self.transport.write(datagram, addr)
         except (OSError, MessageLengthError) as e:  # one bad peer must not stop the service
-            self._log.debug("udp echo: cannot answer {peer}: {error}", peer=addr, error=e)
+            self._log.debug("udp echo: cannot answer {peer}: {error}", peer=peerText(normalizeKey(host), port), error=e)
 
     def _drop(self, reason: str) -> None:
         """Count, and make sure a report comes, without a log line per datagram."""

@@ -59,7 +59,7 @@ def makeFilesFactory(
     **kwargs,
 ) -> FilesFactory:
     clock = clock or Clock()
-    limiter = ConnectionLimiter(kwargs.pop("maxConnections", 1000), kwargs.pop("maxPerAddress", 50), "files")
+    limiter = ConnectionLimiter(kwargs.pop("maxConnections", 1000), kwargs.pop("maxPerAddress", 50), "files", clock=clock)
     chat = kwargs.pop("chat", None) or ChatService()
     tree = makeTree(root, clock, kwargs.pop("runInThread", None), kwargs.pop("dotfiles", False))
     kwargs.setdefault("hashes", FileHasher(FakeThreads(synchronous=True)))

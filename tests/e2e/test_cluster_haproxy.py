@@ -5,7 +5,7 @@ redis://...`` instances on ``haproxy:tcp:`` endpoints behind a real HAProxy
 
 Clients connect to the balancer from 127.0.0.2 (lock-out tests from
 127.0.0.3); which instance each landed on is read from the instances' logs
-(``files: connection from 127.0.0.2``).  Every wait is for an event, bounded.
+(``files: connection from 127.0.0.2:PORT (via PROXY from ...)``).  Every wait is for an event, bounded.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class Cluster:
 
     @staticmethod
     def landed(server: Server, host: str) -> int:
-        return len(re.findall(rf"files: connection from {re.escape(host)}\n", server.logText()))
+        return len(re.findall(rf"files: connection from {re.escape(host)}:\d+ \(via PROXY from [^)\n]+\)\n", server.logText()))
 
     def redisCli(self, *args: str) -> str:
         return subprocess.run(
@@ -112,7 +112,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         front = freePort()
         haproxy, _ = startHaproxy(HAPROXY_CFG.format(front=front, a=servers[0].files_port, b=servers[1].files_port), logs)
         for server in servers:  # both passed a health check: both are in the rotation
-            server.waitLog(r"files: connection from 127\.0\.0\.1 \(a PROXY health check\)", timeout=15)
+            server.waitLog(r"files: connection from 127\.0\.0\.1:\d+ \(a PROXY health check\)", timeout=15)
         cluster = Cluster(haproxy, front, servers, redisPort, redis, tmp_path)
         yield cluster
         redis = cluster.redis

@@ -13,6 +13,7 @@ Connections and addresses against the real ``twistd -n echofile`` (issue 10):
 from __future__ import annotations
 
 import os
+import re
 import resource
 import select
 import shutil
@@ -123,7 +124,7 @@ def test_connections_that_never_get_ready_are_capped(startServer, certificate: C
         print(f"\n{kind}: {PENDING} connections from 127.0.0.1 never ready: the server holds {held} "
               f"(--max-per-ip {MAX_PER_IP}), closed {len(closed) + resetAtConnect}")
         assert held == MAX_PER_IP and len(closed) + resetAtConnect == PENDING - MAX_PER_IP
-        server.waitLog(r"files: refused 127\.0\.0\.1: 20 connections from it open \(--max-per-ip\)")
+        server.waitLog(r"files: refused 127\.0\.0\.1:\d+: 20 connections from its address open \(--max-per-ip\)")
 
         # Another address gets in while they wait.
         with legitimateClient(kind, "127.0.0.2", port, certificate) as conn:
@@ -145,7 +146,7 @@ def test_connections_that_never_get_ready_are_capped(startServer, certificate: C
         conn.login()
         assert conn.command("QUIT") == b"#Bye."
     if kind == "proxy":
-        server.waitLog(r"files: connection from 192\.0\.2\.9\n", count=2)
+        server.waitLog(r"files: connection from 192\.0\.2\.9:5000 \(via PROXY from 127\.0\.0\.\d:\d+\)\n", count=2)
 
 
 def test_a_missing_header_is_cut_off_at_the_login_deadline(startServer) -> None:
@@ -153,7 +154,7 @@ def test_a_missing_header_is_cut_off_at_the_login_deadline(startServer) -> None:
     port = int(server.waitLog(r"FilesFactory \(PROXY\) starting on (\d+)")[0].group(1))
     with asConn(connectFrom("127.0.0.1", port)) as conn:
         assert conn.rest() == b""  # closed by the server, with nothing said
-    server.waitLog(r"files: no PROXY protocol header from 127\.0\.0\.1 in 1\.5s \(--login-timeout\), closing")
+    server.waitLog(r"files: no PROXY protocol header from 127\.0\.0\.1:\d+ in 1\.5s \(--login-timeout\), closing")
 
 
 # -- IPv4 clients on a dual-stack listener ------------------------------------------------------
@@ -190,10 +191,10 @@ def test_ipv4_client_on_a_dual_stack_listener_is_its_ipv4_address(root: Path, tm
         with asConn(connectFrom("127.0.0.1", echoPort)) as echo:
             echo.send(b"PROXY TCP4 192.0.2.9 127.0.0.1 5000 8007\r\nping")
             assert echo.exact(4) == b"ping"  # a trusted (loopback) balancer
-        server.waitLog(r"files: 127\.0\.0\.1 logged in as guest")
+        server.waitLog(r"files: 127\.0\.0\.1:\d+ logged in as guest")
         text = server.logText()
         assert "locked out" not in text
-        assert "files: connection from 127.0.0.1\n" in text
+        assert re.search(r"files: connection from 127\.0\.0\.1:\d+\n", text)
         assert "::ffff" not in text
     finally:
         stop(server)

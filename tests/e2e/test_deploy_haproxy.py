@@ -93,7 +93,7 @@ def balanced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Balanced]:
         for server in servers:
             if haproxy.poll() is not None:
                 pytest.fail(f"haproxy exited ({haproxy.returncode}):\n{haproxyLog.read_text(errors='replace')}")
-            server.waitLog(r"files: connection from 127\.0\.0\.1 \(a PROXY health check\)", timeout=15)
+            server.waitLog(r"files: connection from 127\.0\.0\.1:\d+ \(a PROXY health check\)", timeout=15)
         yield Balanced(haproxy, haproxyLog, front, echoFront, servers)
     finally:
         if haproxy is not None:
@@ -115,18 +115,20 @@ def test_sessions_on_both_instances_with_the_client_address(balanced: Balanced):
             conn.close()
     for server in balanced.servers:
         # Round-robin: two sessions each, logged with the client's address (not the balancer's).
-        server.waitLog(rf"files: connection from {re.escape(CLIENT_HOST)}\n", count=2)
-        server.waitLog(rf"files: {re.escape(CLIENT_HOST)} logged in as guest", count=2)
-        server.waitLog(rf"files: sent \S*notes\.txt \(12 bytes\) to guest@{re.escape(CLIENT_HOST)}", count=2)
+        peer = rf"{re.escape(CLIENT_HOST)}:\d+ \(via PROXY from 127\.0\.0\.1:\d+\)"
+        server.waitLog(rf"files: connection from {peer}\n", count=2)
+        server.waitLog(rf"files: {peer} logged in as guest", count=2)
+        server.waitLog(rf"files: {peer} \(guest\) sent \S*notes\.txt \(12 bytes\)", count=2)
         text = server.logText()
-        assert "files: connection from 127.0.0.1\n" not in text  # the balancer itself never appears as a client
+        # the balancer itself never appears as a client
+        assert not re.search(r"files: connection from 127\.0\.0\.1:\d+\n", text)
 
 
 def test_health_checks_count_as_the_balancer(balanced: Balanced):
     """HAProxy's checks (PROXY v2 LOCAL) are greeted and logged as checks from the balancer, and counted as it."""
     for server in balanced.servers:
-        server.waitLog(r"files: connection from 127\.0\.0\.1 \(a PROXY health check\)\n", count=2)
-        server.waitLog(r"files: connection from 127\.0\.0\.1 closed\n", count=2)
+        server.waitLog(r"files: connection from 127\.0\.0\.1:\d+ \(a PROXY health check\)\n", count=2)
+        server.waitLog(r"files: 127\.0\.0\.1:\d+ closed \([^)]+\) after [0-9.]+s\n", count=2)
         assert "refused" not in server.logText()
     # HAProxy saw both servers healthy (no DOWN transition in its log).
     assert " is DOWN" not in balanced.log.read_text(errors="replace")
@@ -172,6 +174,6 @@ def test_a_forged_header_from_an_untrusted_peer_is_refused(balanced: Balanced):
                 pass
             assert conn.rest() == b""
     server.waitLog(
-        rf"files: {re.escape(CLIENT_HOST)} is not a trusted proxy \(--trusted-proxy\): closed without reading", count=2,
+        rf"files: {re.escape(CLIENT_HOST)}:\d+ is not a trusted proxy \(--trusted-proxy\): closed without reading", count=2,
     )
     assert "198.51.100" not in server.logText()

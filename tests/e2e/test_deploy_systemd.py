@@ -41,7 +41,7 @@ def test_session_through_inherited_sockets(tmp_path: Path):
             assert conn.line() == b"#File notes.txt sent successfully."
             assert conn.command("QUIT") == b"#Bye."
         server.waitLog(rf"FilesFactory starting on {filesPort}")
-        server.waitLog(r"files: sent \S*notes\.txt \(12 bytes\) to guest@127\.0\.0\.1")
+        server.waitLog(r"files: 127\.0\.0\.1:\d+ \(guest\) sent \S*notes\.txt \(12 bytes\)")
         with Conn(echoPort) as conn:
             conn.send(b"\x00\xffecho\r\n")
             assert conn.exact(8) == b"\x00\xffecho\r\n"

@@ -88,7 +88,7 @@ def test_openssl_s_client_whole_session(tlsServer: Server, certificate: Certific
     )
     assert result.stdout == expected
     # Over TLS the login draws no clear-text warning.
-    tlsServer.waitLog(r"files: 127\.0\.0\.1 logged in as guest")
+    tlsServer.waitLog(r"files: 127\.0\.0\.1:\d+ logged in as guest")
     assert "clear text" not in tlsServer.logText()
 
 
@@ -158,7 +158,7 @@ def test_client_gets_a_multi_megabyte_file_byte_exact(tlsServer: Server, certifi
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert result.stdout.decode().splitlines() == [f"{BIG_NAME} has been saved.", "notes.txt has been saved."]
     assert (tmp_path / BIG_NAME).read_bytes() == (root / BIG_NAME).read_bytes()
-    tlsServer.waitLog(rf"files: sent \S*{re.escape(BIG_NAME)} \({BIG_SIZE} bytes\) to guest@127\.0\.0\.1")
+    tlsServer.waitLog(rf"files: 127\.0\.0\.1:\d+ \(guest\) sent \S*{re.escape(BIG_NAME)} \({BIG_SIZE} bytes\)")
 
 
 def test_client_refuses_an_untrusted_certificate(tlsServer: Server, tmp_path: Path):
@@ -204,7 +204,7 @@ def test_stalled_handshake_times_out(tlsServer: Server, sent: bytes):
             pass  # aborted: RST
         elapsed = time.monotonic() - started
     assert LOGIN - 0.5 <= elapsed < LOGIN + 5, elapsed
-    tlsServer.waitLog(r"TLS handshake with 127\.0\.0\.1 not done in 3\.0s \(--login-timeout\), closing")
+    tlsServer.waitLog(r"TLS handshake with 127\.0\.0\.1:\d+ not done in 3\.0s \(--login-timeout\), closing")
 
 
 def test_tls_directory_endpoint(certificate: Certificate, root: Path, tmp_path: Path):

@@ -32,4 +32,4 @@ def test_verified_resume(startServer: Callable[..., Server]) -> None:
         assert c.command("RESUME +1 big.bin") == b"!Usage: RESUME <offset> <name>"
         assert c.command("HASH ../outside") == b"!File ../outside could not be opened."
         assert c.command("QUIT") == b"#Bye."
-    server.waitLog(r"files: SHA-256 of \S*big\.bin \(3145733 bytes\) for guest@127\.0\.0\.1", count=2)
+    server.waitLog(r"files: 127\.0\.0\.1:\d+ \(guest\) SHA-256 of \S*big\.bin \(3145733 bytes\)", count=2)

@@ -233,7 +233,7 @@ def test_megabyte_line_without_newline(server: Server) -> None:
         writer = sendAll(c, b"B" * MB)
         assert c.rest() == b"!Line too long.\r\n"
         writer.join(10)
-    server.waitLog(r"sent an over-long line")
+    server.waitLog(r"files: 127\.0\.0\.1:\d+ closed \(line too long\)")
 
 
 def test_long_line_after_login(server: Server) -> None:
@@ -420,7 +420,7 @@ def test_file_truncated_during_transfer(server: Server) -> None:
     # never the whole announced size, and never the success trailer.
     assert len(head) + len(rest) < size
     assert not c.reset
-    server.waitLog(r"transfer to 127\.0\.0\.1 cut short")
+    server.waitLog(r"transfer to 127\.0\.0\.1:\d+ cut short")
     waitFor(lambda: not fdsTo(server.pid, path), 5, "the server to close the truncated file")
 
 
@@ -525,7 +525,7 @@ def test_rst_in_the_middle_of_transfers_leaks_nothing(startServer) -> None:
     big = server.root / BIG_NAME
     with server.files() as c:  # warm up, so lazy one-off descriptors are counted in the baseline
         c.login()
-    server.waitLog(r"files: connection from 127\.0\.0\.1 closed")
+    server.waitLog(r"files: 127\.0\.0\.1:\d+ closed \(")
     before = server.fds()
     for _ in range(5):
         c = server.files(rcvbuf=32 * 1024)
@@ -538,7 +538,7 @@ def test_rst_in_the_middle_of_transfers_leaks_nothing(startServer) -> None:
         sendAll(e, b"z" * (4 * MB))
         e.exact(64 * 1024)
         e.abort()
-    server.waitLog(r"files: connection from 127\.0\.0\.1 closed", count=6)
+    server.waitLog(r"files: 127\.0\.0\.1:\d+ closed \(", count=6)
 
     def settled() -> bool:
         return server.fds().keys() == before.keys()
@@ -677,7 +677,8 @@ def test_idle_timeout(startServer) -> None:
         assert partial.rest() == b"!Idle timeout.\r\n"
         assert echo.rest() == b""
         assert busy.command("HELP") == HELP
-    server.waitLog(r"idle, closing", count=3)
+    server.waitLog(r"files: 127\.0\.0\.1:\d+ closed \(idle timeout\)", count=2)
+    server.waitLog(r"echo: 127\.0\.0\.1:\d+ idle, closing")
 
 
 def test_three_failed_auths_close_the_connection(startServer) -> None:

@@ -182,7 +182,7 @@ def test_telnet_session(plainServer: Server) -> None:
     for line in ("file notes.txt", "!You are not logged in.", "auth guess", "!Bad password.",
                  "#You are logged in.", "#Bye."):
         assert line + "\n" in shown
-    plainServer.waitLog(r"files: connection from 127\.0\.0\.1 closed")
+    plainServer.waitLog(r"files: 127\.0\.0\.1:\d+ closed \(")
     assert "Traceback" not in plainServer.logText()
 
 

@@ -8,8 +8,10 @@ import subprocess
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
+from twisted.internet.protocol import Protocol
+from twisted.logger import formatEvent
 from twisted.web.client import Agent, readBody
 
 from echofile import metrics
@@ -77,3 +79,45 @@ def test_metrics_exposition_moves_and_is_valid(statusPort):
     checked = subprocess.run([promtool, "check", "metrics"], input=after, capture_output=True)
     # promtool exits 0 for a valid exposition; lint remarks (e.g. on the default process metrics) go to stdout.
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+class _RawRequest(Protocol):
+    """Sends one request as given (bytes an HTTP client library would refuse) and keeps the answer."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.received = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.done.callback(self.received)
+
+
+@pytest_twisted.inlineCallbacks
+def test_health_checks_and_hostile_paths_write_no_log_line(statusPort, logged):
+    """
+    A balancer's HEAD /healthz every few seconds writes nothing (Twisted
+    would log "Using GET to fake a HEAD request" for each), and a request
+    path full of escape sequences never reaches the log at all.
+    """
+    url, _ = statusPort
+    response = yield Agent(reactor).request(b"HEAD", (url + "/healthz").encode("ascii"))
+    yield readBody(response)
+    assert response.code == 200
+    assert response.headers.getRawHeaders(b"content-length") == [b"3"]  # as GET's "ok\n"
+    port = int(url.rsplit(":", 1)[1])
+    for method in (b"GET", b"HEAD"):
+        for path in (b"/\x1b[2J\x1b]0;owned\x07", b"/healthz/\x1b[2J\x1b]0;owned\x07", b"/metrics/\x9b2J"):
+            raw = _RawRequest(method + b" " + path + b" HTTP/1.0\r\nHost: x\r\n\r\n")
+            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
+            answer = yield raw.done
+            assert answer.startswith(b"HTTP/1."), (method, path, answer)
+    server = ("twisted.web.server", "twisted.web.http", "twisted.web.resource", "echofile")  # not the client side
+    texts = [formatEvent(e) for e in logged if e.get("log_namespace", "").startswith(server)]
+    assert texts == []

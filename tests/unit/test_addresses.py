@@ -155,7 +155,7 @@ def test_mapped_client_is_keyed_and_exempted_as_ipv4(served, logged):
     other.makeConnection(otherTransport)
     assert replies(otherTransport) == [b"!Server busy, try again later."]
     texts = [formatEvent(e) for e in logged]
-    assert "files: connection from 127.0.0.1" in texts
+    assert "files: connection from 127.0.0.1:4000" in texts
     assert not any("::ffff" in text for text in texts)
 
 

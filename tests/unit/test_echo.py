@@ -60,6 +60,19 @@ def test_idle_timeout_then_abort():
     assert transport.disconnected
 
 
+def test_echo_lines_name_the_peer_with_its_port(logged):
+    from twisted.logger import formatEvent
+
+    clock = Clock()
+    protocol, transport = connect(makeFactory(clock, idle=5), port=4321)
+    clock.advance(5)
+    protocol.connectionLost(None)
+    assert [formatEvent(e) for e in logged if e.get("log_format", "").startswith("echo:")] == [
+        "echo: connection from 127.0.0.1:4321", "echo: 127.0.0.1:4321 idle, closing",
+        "echo: connection from 127.0.0.1:4321 closed",
+    ]
+
+
 def refused(connection) -> bool:
     protocol, transport = connection
     return transport.disconnecting and transport.value() == b"" and transport.producer is None
@@ -100,6 +113,25 @@ def test_udp_write_error_is_not_fatal():
     protocol = EchoDatagramProtocol()
     protocol.transport = Failing()
     protocol.datagramReceived(b"x", ("127.0.0.1", 5555))
+
+
+def test_udp_write_error_names_the_source_in_the_one_peer_format(logged):
+    """host:port, IPv6 in brackets, IPv4-mapped as IPv4 (docs/deploy.md, "Reading the log")."""
+    from twisted.logger import formatEvent
+
+    class Failing:
+        def write(self, data, addr):
+            raise OSError(111, "refused")
+
+    protocol = EchoDatagramProtocol()
+    protocol.transport = Failing()
+    for source in (("127.0.0.1", 5555), ("::1", 5556, 0, 0), ("::ffff:192.0.2.7", 5557, 0, 0)):
+        protocol.datagramReceived(b"x", source)
+    assert [formatEvent(e) for e in logged if "cannot answer" in e.get("log_format", "")] == [
+        "udp echo: cannot answer 127.0.0.1:5555: [Errno 111] refused",
+        "udp echo: cannot answer [::1]:5556: [Errno 111] refused",
+        "udp echo: cannot answer 192.0.2.7:5557: [Errno 111] refused",
+    ]
 
 
 class FakeUDPTransport:

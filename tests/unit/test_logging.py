@@ -1,17 +1,25 @@
 """
-What reaches the log (docs/security.md, "Logging"): no raw control
-character from a client in any event's text, per-command events not at
-info, and a bounded number of info/warn events per session.
+What reaches the log (docs/security.md, "Logging"; docs/deploy.md,
+"Reading the log"): no raw control character from a client in any event's
+text, one peer format, refused tree commands once each within the
+address's budget, and two lines per session (connect, close with its reason).
 """
 
 from __future__ import annotations
 
+import re
+
+import pytest
+from twisted.internet.address import IPv6Address
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
 from echofile.eventlog import SESSION_LOG_LIMIT, SESSION_LOG_WINDOW
 from echofile.text import UNSAFE
-from support import PASSWORD, connect, drainTransfer, makeFilesFactory, replies
+from support import PASSWORD, connect, connectHalfClosing, drainTransfer, makeFilesFactory, replies
 
 #: ESC + CSI sequence, the 8-bit CSI (C1), a bidi override, a line separator, BEL.
 NASTY = "x\x1b[31mred\x1b]0;title\x07\x9b2J\u202egnp.\u2028end"
@@ -44,14 +52,17 @@ def test_client_supplied_names_never_reach_the_log_raw(served, logged):
     protocol.dataReceived(b"QUIT\r\n")
     protocol.connectionLost(None)
     formatted = texts(logged)
-    assert any(text.startswith("files: sent ") for text in formatted)  # the FILE was logged
+    assert any(re.match(r"files: \S+ \(\S+\) sent \S*notes\.txt ", text) for text in formatted)  # the FILE was logged
+    assert any(re.match(r"files: \S+ \(\S+\) FILE missing\S* refused: ", text) for text in formatted)  # so its refusal
+    assert any(re.match(r"files: \S+ \(\S+\) LIST \S+ refused: ", text) for text in formatted)
     assert any("connection from" in text for text in formatted)
+    assert any(re.match(r"files: \S+ closed \(QUIT\) after ", text) for text in formatted)
     for text in formatted:
         assert UNSAFE.search(text) is None, repr(text)
 
 
 def test_pipelined_commands_log_at_most_the_budget(served, logged):
-    """100 pipelined FILEs (transfers log at info) and failing commands: at most the budget, then one line."""
+    """100 pipelined FILEs (transfers log at info) and refused ones: at most the budget, then one line."""
     clock = Clock()
     protocol, transport = connect(makeFilesFactory(served, clock))
     protocol.dataReceived(b"AUTH " + PASSWORD.encode() + b"\r\n")
@@ -61,10 +72,12 @@ def test_pipelined_commands_log_at_most_the_budget(served, logged):
     assert replies(transport)[-1] == b"!Directory nope could not be opened."
     info = infoEvents(logged)
     assert len(info) == SESSION_LOG_LIMIT, texts(info)[-3:]
+    assert "files: 127.0.0.1:40000 (guest) FILE nope refused: no such file or directory" in texts(info)
     protocol.connectionLost(None)
     info = infoEvents(logged)
     assert len(info) == SESSION_LOG_LIMIT + 2  # the summary line, then "closed"
-    assert formatEvent(info[-2]).startswith(f"{100 - SESSION_LOG_LIMIT} further events from 127.0.0.1 suppressed")
+    # Each round: a FILE sent, a FILE and a LIST refused (BOGUS is no tree command: not logged).
+    assert formatEvent(info[-2]).startswith(f"{3 * 100 - SESSION_LOG_LIMIT} further events from 127.0.0.1 suppressed")
 
 
 def test_budget_refills_after_the_window(served, logged):
@@ -81,15 +94,60 @@ def test_budget_refills_after_the_window(served, logged):
     pump(protocol, transport)
     formatted = texts(infoEvents(logged))
     assert len(formatted) == 2 and formatted[0].startswith("5 further events from 127.0.0.1 suppressed")
-    assert formatted[1].startswith("files: sent ")
+    assert formatted[1].startswith("files: 127.0.0.1:40000 (guest) sent ")
 
 
-def test_failing_commands_are_not_logged_at_info(served, logged):
+def test_refused_tree_commands_are_logged_once_each_then_budgeted(served, logged):
+    """
+    Issue 15: a refused FILE/RESUME/HASH/LIST is one info line with why;
+    other failing lines (no command, a refused USER, bad UTF-8) are not
+    logged; a loop of them stays within the address's budget.
+    """
     clock = Clock()
     protocol, transport = connect(makeFilesFactory(served, clock))
     logged.clear()
-    protocol.dataReceived(b"BOGUS\r\nFILE x\r\nUSER bad name\r\n\xff\xfe\r\n" * 50)
-    assert infoEvents(logged) == []
+    protocol.dataReceived(b"BOGUS\r\nFILE x\r\nUSER bad name\r\n\xff\xfe\r\n")
+    assert texts(infoEvents(logged)) == ["files: 127.0.0.1:40000 FILE x refused: not logged in"]
+    protocol.dataReceived(b"USER guest\r\nAUTH " + PASSWORD.encode() + b"\r\n")
+    logged.clear()
+    refusals = {
+        b"FILE missing.txt": "files: 127.0.0.1:40000 (guest) FILE missing.txt refused: no such file or directory",
+        b"FILE": "files: 127.0.0.1:40000 (guest) FILE refused: usage",
+        b"FILE docs": "files: 127.0.0.1:40000 (guest) FILE docs refused: not a regular file",
+        b"FILE ../x": "files: 127.0.0.1:40000 (guest) FILE ../x refused: "
+                      "not served (outside the root, hidden or unclean, or the server's own file)",
+        b"RESUME 99 notes.txt": "files: 127.0.0.1:40000 (guest) RESUME 99 notes.txt refused: offset past the end",
+        b"RESUME x": "files: 127.0.0.1:40000 (guest) RESUME x refused: usage",
+        b"HASH missing.txt": "files: 127.0.0.1:40000 (guest) HASH missing.txt refused: no such file or directory",
+        b"LIST nope": "files: 127.0.0.1:40000 (guest) LIST nope refused: no such file or directory",
+    }
+    for line, expected in refusals.items():
+        logged.clear()
+        protocol.dataReceived(line + b"\r\n")
+        assert replies(transport)[-1].startswith(b"!"), line
+        assert texts(infoEvents(logged)) == [expected]  # once, at info
+    logged.clear()
+    protocol.dataReceived(b"FILE missing.txt\r\nBOGUS\r\n" * 100)
+    assert len(infoEvents(logged)) == SESSION_LOG_LIMIT - len(refusals) - 1  # what is left of this window's budget
+    protocol.dataReceived(b"QUIT\r\n")
+    protocol.connectionLost(None)
+    formatted = texts(infoEvents(logged))
+    assert formatted[-2].startswith(f"{100 - (SESSION_LOG_LIMIT - len(refusals) - 1)} further events from 127.0.0.1 ")
+    assert formatted[-1].startswith("files: 127.0.0.1:40000 closed (QUIT) after ")
+
+
+def test_refused_commands_across_reconnects_stay_within_the_budget(served, logged):
+    """A client looping connect, refused FILEs, QUIT does not get a fresh budget per connection."""
+    clock = Clock()
+    factory = makeFilesFactory(served, clock)
+    for port in range(40000, 40010):
+        protocol, transport = connect(factory, port=port)
+        protocol.dataReceived(b"FILE x\r\n" * 10 + b"QUIT\r\n")
+        protocol.connectionLost(None)
+    refused = [e for e in logged if "refused" in e.get("log_format", "")]
+    assert len(refused) == SESSION_LOG_LIMIT
+    summaries = [e for e in logged if "suppressed" in e.get("log_format", "")]
+    assert sum(e["count"] for e in summaries) == 10 * 10 - SESSION_LOG_LIMIT
 
 
 def test_reconnecting_does_not_renew_the_log_budget(served):
@@ -122,3 +180,124 @@ def test_log_budgets_are_bounded_in_number():
     assert budgets.forKey("192.0.2.1") is first  # shared, and now the most recently seen
     budgets.forKey("192.0.2.3")
     assert len(budgets) == 2 and budgets.forKey("192.0.2.1") is first  # .2 was forgotten, not .1
+
+
+# -- the peer format ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (("127.0.0.1", 40112), "127.0.0.1:40112"),
+        (("::1", 4711), "[::1]:4711"),
+        (("2001:db8::7", 1), "[2001:db8::7]:1"),
+        (("uid:1000",), "uid:1000"),
+        (("192.0.2.9", 5000, "127.0.0.1:40112"), "192.0.2.9:5000 (via PROXY from 127.0.0.1:40112)"),
+        (("\x1b[2Jx", 1), "?[2Jx:1"),
+    ],
+)
+def test_peer_text(args, text):
+    from echofile.eventlog import peerText
+
+    assert peerText(*args) == text
+
+
+def test_ipv4_mapped_peer_is_logged_as_ipv4(served, logged):
+    """A dual-stack listener's IPv4 client: 127.0.0.1:4000, not [::ffff:127.0.0.1]:4000."""
+    factory = makeFilesFactory(served, Clock())
+    peer = IPv6Address("TCP", "::ffff:127.0.0.1", 4000)
+    protocol = factory.buildProtocol(peer)
+    protocol.makeConnection(StringTransport(peerAddress=peer))
+    assert texts(logged) == ["files: connection from 127.0.0.1:4000"]
+
+
+def test_ipv6_peer_is_logged_in_brackets(served, logged):
+    factory = makeFilesFactory(served, Clock())
+    peer = IPv6Address("TCP", "::1", 4711)
+    protocol = factory.buildProtocol(peer)
+    protocol.makeConnection(StringTransport(peerAddress=peer))
+    assert texts(logged) == ["files: connection from [::1]:4711"]
+
+
+# -- two lines per session: the connect line and one close line with its reason -----------------
+
+
+def _quit(protocol, transport, clock):
+    protocol.dataReceived(b"QUIT\r\n")
+
+
+def _halfClose(protocol, transport, clock):
+    protocol.readConnectionLost()
+
+
+def _idle(protocol, transport, clock):
+    protocol.dataReceived(b"AUTH " + PASSWORD.encode() + b"\r\n")
+    clock.advance(301)
+
+
+def _loginTimeout(protocol, transport, clock):
+    clock.advance(61)
+
+
+def _longLine(protocol, transport, clock):
+    protocol.dataReceived(b"x" * 5000)
+
+
+def _shutdown(protocol, transport, clock):
+    protocol.shutdown()
+
+
+def _threeFailures(protocol, transport, clock):
+    for _ in range(3):
+        protocol.dataReceived(b"AUTH wrong\r\n")
+        clock.advance(1.5)
+
+
+@pytest.mark.parametrize(
+    "end, why",
+    [
+        (_quit, "QUIT"), (_halfClose, "client finished sending"), (_idle, "idle timeout"),
+        (_loginTimeout, "login timeout"), (_longLine, "line too long"), (_shutdown, "server shutdown"),
+        (_threeFailures, "Too many failed attempts"), (None, "client closed"),
+    ],
+    ids=["quit", "half-close", "idle", "login-timeout", "long-line", "shutdown", "three-failures", "client-closed"],
+)
+def test_a_session_writes_a_connect_and_one_close_line(served, logged, end, why):
+    clock = Clock()
+    factory = makeFilesFactory(served, clock, idleTimeout=300, loginTimeout=60)
+    protocol, transport = connectHalfClosing(factory)
+    if end is not None:
+        end(protocol, transport, clock)
+    clock.advance(2)
+    protocol.connectionLost(None)
+    lifecycle = [t for t in texts(infoEvents(logged)) if "logged in" not in t and "failed to log in" not in t]
+    assert lifecycle[0] == "files: connection from 127.0.0.1:40000"
+    assert re.fullmatch(
+        rf"files: 127\.0\.0\.1:40000 closed \({re.escape(why)}\) after [0-9.]+s", lifecycle[1],
+    ), lifecycle
+    assert len(lifecycle) == 2, lifecycle
+
+
+def test_close_line_after_a_reset_and_with_transfers(served, logged):
+    clock = Clock()
+    protocol, transport = connect(makeFilesFactory(served, clock))
+    protocol.dataReceived(b"AUTH " + PASSWORD.encode() + b"\r\nFILE notes.txt\r\nFILE binary.bin\r\n")
+    pump(protocol, transport)
+    clock.advance(2.5)
+    protocol.connectionLost(Failure(ConnectionLost()))
+    assert texts(infoEvents(logged))[-1] == (
+        "files: 127.0.0.1:40000 closed (connection lost) after 2.500s; files sent: 2 (1036 bytes)"
+    )
+
+
+def test_stalled_transfer_is_one_close_line(served, logged):
+    """A reader that stops reading inside a body is cut off: the close line says so, no line of its own."""
+    clock = Clock()
+    protocol, transport = connect(makeFilesFactory(served, clock, idleTimeout=30))
+    protocol.dataReceived(b"AUTH " + PASSWORD.encode() + b"\r\nFILE binary.bin\r\n")
+    clock.advance(31)  # the client never read the body
+    assert transport.disconnected
+    protocol.connectionLost(Failure(ConnectionLost()))
+    formatted = texts(infoEvents(logged))
+    assert formatted[-1].startswith("files: 127.0.0.1:40000 closed (stalled during a transfer, aborted) after ")
+    assert not any("stalled" in t for t in formatted[:-1])

@@ -128,13 +128,16 @@ def test_ipv6_client_from_v2_header(served, clock):
 
 
 def test_logs_name_the_client_not_the_balancer(served, clock, logged):
+    """The client from the header first, marked as such, with the balancer it came through (docs/deploy.md)."""
     factory = makeFilesFactory(served, clock)
     wrapper, transport = behindProxy(factory)
     wrapper.dataReceived(v2() + b"AUTH " + PASSWORD.encode() + b"\n")
     texts = [formatEvent(e) for e in logged]
-    assert f"files: connection from {CLIENT}" in texts
-    assert f"files: {CLIENT} logged in as guest" in texts
-    assert not any(BALANCER.host in text for text in texts)
+    peer = f"{CLIENT}:51000 (via PROXY from {BALANCER.host}:{BALANCER.port})"
+    assert f"files: connection from {peer}" in texts
+    assert f"files: {peer} logged in as guest" in texts
+    # The balancer is never named as if it were the client: only after "via PROXY from".
+    assert not any(BALANCER.host in text.replace(f"(via PROXY from {BALANCER.host}:", "") for text in texts)
 
 
 def test_per_address_limit_uses_the_header_address(served, clock):
@@ -169,11 +172,13 @@ def test_health_checks_count_as_the_balancer(served, clock, logged, header):
     third, thirdTransport = behindProxy(factory, IPv4Address("TCP", BALANCER.host, 41003))  # over the balancer's cap
     assert thirdTransport.disconnecting and thirdTransport.value() == b""
     third.connectionLost(Failure(ConnectionDone()))
-    checks = [e for e in logged if formatEvent(e) == f"files: connection from {BALANCER.host} (a PROXY health check)"]
+    checks = [e for e in logged if formatEvent(e) == f"files: connection from {BALANCER.host}:41001 (a PROXY health check)"]
     assert checks and {e["log_level"] for e in checks} == {LogLevel.debug}  # one every few seconds: not at info
     for wrapper in sessions:
         wrapper.connectionLost(Failure(ConnectionDone()))
     assert factory.limiter.total == 0
+    closes = [e for e in logged if formatEvent(e).startswith(f"files: {BALANCER.host}:41001 closed (client closed)")]
+    assert len(closes) == 1 and closes[0]["log_level"] == LogLevel.debug  # its close line too
 
 
 def test_health_check_key():
@@ -192,7 +197,7 @@ def test_missing_header_times_out_at_the_login_deadline(served, clock, logged):
     assert transport.disconnecting  # aborted
     assert transport.value() == b""
     assert any(
-        "files: no PROXY protocol header from 10.0.0.2 in 20.0s (--login-timeout), closing" == formatEvent(e)
+        "files: no PROXY protocol header from 10.0.0.2:41000 in 20.0s (--login-timeout), closing" == formatEvent(e)
         for e in logged
     )
     wrapper.connectionLost(Failure(ConnectionDone()))
@@ -335,7 +340,7 @@ def test_untrusted_peer_is_closed_without_a_greeting(served, clock, logged, earl
     assert factory.limiter.countFor("198.51.100.66") == 0
     events = untrustedEvents(logged)
     assert [formatEvent(e) for e in events] == [
-        "files: 192.0.2.66 is not a trusted proxy (--trusted-proxy): closed without reading its PROXY header"
+        "files: 192.0.2.66:5000 is not a trusted proxy (--trusted-proxy): closed without reading its PROXY header"
     ]
     assert events[0]["log_level"] == LogLevel.info
     assert not any("198.51.100.66" in formatEvent(e) for e in logged)
@@ -420,7 +425,7 @@ def test_junk_headers_close_the_connection(served, clock, logged, header):
     assert transport.disconnecting
     assert transport.value() == b""
     texts = [formatEvent(e) for e in logged]
-    refused = [t for t in texts if t.startswith("invalid PROXY protocol header from 10.0.0.2")]
+    refused = [t for t in texts if t.startswith("files: invalid PROXY protocol header from 10.0.0.2:41000 ")]
     assert len(refused) == 1, texts
     assert not any("\x1b" in t or "\x07" in t for t in texts)
     assert not any("connection from" in t for t in texts)
@@ -470,7 +475,7 @@ def test_the_balancer_is_named_by_its_socket_not_by_the_parsed_header(served, cl
         wrapper.dataReceived(b"PROXY TCP4 evil.example 10.0.0.1 1 8008\r\n")
     assert transport.disconnecting and transport.value() == b""
     texts = [formatEvent(e) for e in logged]
-    assert any(t.startswith("invalid PROXY protocol header from 10.0.0.2 ") for t in texts), texts
+    assert any(t.startswith("files: invalid PROXY protocol header from 10.0.0.2:41000 ") for t in texts), texts
     assert not any("from evil.example" in t for t in texts)
 
 

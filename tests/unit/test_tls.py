@@ -64,7 +64,7 @@ def test_warning_for_plain_tcp_from_another_host(served, logged):
     protocol, transport = connect(makeFilesFactory(served, Clock()), host="192.0.2.1")
     logIn(protocol, transport)
     assert warnings(logged) == [
-        "files: guest logged in from 192.0.2.1 over plain TCP: the password crossed the network in clear text; "
+        "files: guest logged in from 192.0.2.1:40000 over plain TCP: the password crossed the network in clear text; "
         "serve --files on a TLS endpoint (ssl:/tls:, see docs/deploy.md)"
     ]
 
@@ -122,6 +122,16 @@ def tlsSession(served, clock: Clock, factory=None, port: int = 40000, host: str 
     return factory, protocol, transport
 
 
+def test_tls_peer_is_logged_as_itself_not_as_proxied(served, logged):
+    """Over TLS the session starts after the handshake, through the same wait as a PROXY header: no "via PROXY"."""
+    clock = Clock()
+    factory, protocol, transport = tlsSession(served, clock)
+    protocol.handshakeCompleted()
+    assert [formatEvent(e) for e in logged if "connection from" in e.get("log_format", "")] == [
+        "files: connection from 192.0.2.1:40000"
+    ]
+
+
 def test_greeting_waits_for_the_handshake(served):
     """Written before the handshake, the greeting would make Twisted's TLS pause the session, which stops reading."""
     clock = Clock()
@@ -144,7 +154,7 @@ def test_stalled_handshake_is_aborted_at_the_login_deadline(served, logged):
     clock.advance(0.1)
     assert transport.disconnecting
     assert transport.value() == b""
-    assert "files: TLS handshake with 192.0.2.1 not done in 20.0s (--login-timeout), closing" in [
+    assert "files: TLS handshake with 192.0.2.1:40000 not done in 20.0s (--login-timeout), closing" in [
         formatEvent(e) for e in logged
     ]
     protocol.connectionLost(Failure(ConnectionDone()))
@@ -232,7 +242,7 @@ def test_echo_handshakes_are_counted_and_bounded(logged):
     clock.advance(20)
     assert stalledTransport.disconnecting and stalledTransport.value() == b""
     assert not doneTransport.disconnecting
-    assert "echo: TLS handshake with 192.0.2.1 not done in 20.0s (--login-timeout), closing" in [
+    assert "echo: TLS handshake with 192.0.2.1:2 not done in 20.0s (--login-timeout), closing" in [
         formatEvent(e) for e in logged
     ]
     for protocol, _ in sessions:
