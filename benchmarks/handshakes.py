@@ -19,6 +19,10 @@ round trips after the connect.  What each server does per connection:
   memory BIO, a files session and its greeting, three log lines (connect,
   half-close, close) into twistd's log file.  Session cache on (what
   echofile.tls.resumeSessions turns on): TLS 1.3 stateful tickets.
+- ``twisted-tls-greeter`` (full run only; benchmarks/servers/twisted_tls_greeter.py):
+  the same Twisted TLS layer and options, a protocol that writes the
+  greeting on handshakeCompleted and does nothing else.  echofile minus it
+  is what the files session adds; it minus s_server is Twisted's TLS layer.
 - ``openssl s_server -rev -no_ticket`` (Debian's openssl binary): one
   blocking connection at a time, its default session cache, ``-no_ticket``
   so that its TLS 1.3 tickets are stateful too, as echofile's are; it prints
@@ -53,6 +57,13 @@ def sServer(logDir) -> bench.Server:
     return bench.startServer("openssl-s_server", argv, {"files": port}, log=None)
 
 
+def greeter(logDir) -> bench.Server:
+    port = bench.freePort()
+    return bench.startServer("twisted-tls-greeter",
+                             [bench.PYTHON, str(bench.SERVERS / "twisted_tls_greeter.py"), str(port), bench.testPem()],
+                             {"files": port}, log=logDir / "twisted_tls_greeter.out")
+
+
 def benchHandshakes(args, results: dict, logDir) -> None:
     configs = QUICK_CONFIGS if args.quick else FULL_CONFIGS
     warmup, duration = (0.3, 1.2) if args.quick else (0.5, 3.0)
@@ -60,11 +71,13 @@ def benchHandshakes(args, results: dict, logDir) -> None:
     root = tempfile.mkdtemp(prefix="echofile-bench-")
     try:
         servers = [bench.echofileServer(root, "unused", logDir, tls=True), sServer(logDir)]
+        if not args.quick:
+            servers.append(greeter(logDir))
         try:
             for rep in range(args.reps):
                 for conns, resume in configs:
                     for server in bench.rotated(servers, rep):
-                        mode = "greeting" if server.name.startswith("echofile") else "rev"
+                        mode = "rev" if server.name == "openssl-s_server" else "greeting"
                         cpu0 = server.cpuSeconds()
                         r = bench.client([bench.PYTHON, str(bench.HERE / "handshakeclient.py"),
                                           str(server.ports["files"]), mode, str(conns), str(warmup), str(duration),
@@ -102,13 +115,11 @@ def _medians(samples: list[dict]) -> dict[tuple, dict[str, float]]:
 def printRatios(results: dict) -> None:
     meds = _medians(results.get("handshakes", []))
     for (conns, resume, name), m in sorted(meds.items()):
-        if not name.startswith("echofile"):
-            continue
         ref = meds.get((conns, resume, "openssl-s_server"))
-        if ref:
-            bench.progress(f"handshakes ratio echofile / s_server, {conns} in flight, "
+        if name != "openssl-s_server" and ref:
+            bench.progress(f"handshakes ratio {name} / s_server, {conns} in flight, "
                            f"{'resumed' if resume else 'full'}: {m['hps'] / ref['hps']:.2f}x handshakes/s, "
-                           f"{ref['server_cpu_us'] / m['server_cpu_us']:.2f}x CPU (s_server's / echofile's)")
+                           f"{ref['server_cpu_us'] / m['server_cpu_us']:.2f}x CPU (s_server's / its)")
 
 
 def report(results: dict) -> list[str]:
