@@ -16,8 +16,8 @@ round trips after the connect.  What each server does per connection:
 - echofile (``twistd``, epoll reactor, Twisted's test RSA-2048 certificate as
   in run.py's echofileServer): accept, admission (caps, limiter), a
   TLSMemoryBIOProtocol and its OpenSSL Connection, the handshake through the
-  memory BIO, a files session and its greeting, three log lines (connect,
-  half-close, close) into twistd's log file.  Session cache on (what
+  memory BIO, a files session and its greeting, two info lines (connection
+  from, closed) into twistd's log file.  Session cache on (what
   echofile.tls.resumeSessions turns on): TLS 1.3 stateful tickets.
 - ``twisted-tls-greeter`` (full run only; benchmarks/servers/twisted_tls_greeter.py):
   the same Twisted TLS layer and options, a protocol that writes the
