@@ -31,6 +31,7 @@ from echofile.redispenalties import RedisPenalties
 from echofile.service import FilesService
 from echofile.share import Tree
 from echofile.status import AfterDrain, makeStatusSite
+from echofile.tls import resumeSessions
 from twisted import __version__ as twistedVersion
 
 __all__ = ["DEFAULT_ECHO", "DEFAULT_FILES", "Options", "makeService", "parseUDPAddress"]
@@ -150,4 +151,6 @@ def _ownFiles(config: Mapping[str, Any]) -> list[str | None]:
 
 
 def _listen(description: str, factory: Any, reactor: Any) -> IService:
-    return strports.service(description, factory, reactor=reactor)
+    service = strports.service(description, factory, reactor=reactor)
+    resumeSessions(service.endpoint)  # an ssl: endpoint: reconnecting clients skip the full handshake
+    return service

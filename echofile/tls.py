@@ -1,8 +1,9 @@
 """
 Sessions over TLS.
 
-The services get TLS from Twisted's own endpoints (``ssl:``, ``tls:``);
-nothing here sets TLS up.  This module answers two questions for the file
+The services get TLS from Twisted's own endpoints (``ssl:``, ``tls:``).
+The one thing changed in what they set up is session resumption
+(L{resumeSessions}).  This module also answers two questions for the file
 session:
 
 - B{must it wait before it speaks?}  Over TLS, until the handshake is done
@@ -22,6 +23,36 @@ from twisted.internet.interfaces import IAddress, ISSLTransport, ITransport
 
 from echofile.addresses import parseIP
 from echofile.proxy import isProxyWrapper
+from echofile.twistedinternals import serverTLSOptions
+
+try:
+    from OpenSSL.SSL import SESS_CACHE_SERVER
+except ImportError:  # pragma: no cover - no pyOpenSSL, so no TLS endpoints either
+    SESS_CACHE_SERVER = None
+
+
+def resumeSessions(endpoint: object) -> bool:
+    """
+    Let clients of an C{ssl:} endpoint (also under C{haproxy:}) resume their
+    TLS sessions: True if it is one, and resumption is now on.
+
+    Twisted's C{CertificateOptions} turn OpenSSL's session cache off and
+    send no stateless tickets unless told, and its C{ssl:} parser cannot
+    tell them: every reconnect paid a full handshake (a private-key
+    operation on the server).  This turns the server-side cache on in the
+    endpoint's one shared context: TLS 1.2 clients resume by session ID,
+    TLS 1.3 clients with the (stateful, single-use) tickets the server then
+    issues.  Sessions stay in this process's memory (OpenSSL's default
+    bounds: 20,480 sessions, 2 hours) and never reach a disk or another
+    instance.  Stateless tickets stay off, as Twisted has them: their key
+    would live as long as the process.
+    """
+    options = serverTLSOptions(endpoint)
+    getContext = getattr(options, "getContext", None)
+    if getContext is None or SESS_CACHE_SERVER is None:
+        return False
+    getContext().set_session_cache_mode(SESS_CACHE_SERVER)  # the context every connection is made from
+    return True
 
 
 def isLoopback(address: IAddress) -> bool:

@@ -5,7 +5,8 @@ The server relies on a few things Twisted does not promise: the write
 buffer of a TCP transport (for echo's direct send and sendfile's "is the
 buffer empty?"), LineReceiver's input buffer and loop flag, the PROXY
 protocol wrapper's parsed header and C{dataReceived}, and the TLS
-protocol's connection and state flags (for a file body's batched writes).  Each is reached only
+protocol's connection and state flags (for a file body's batched writes), and the
+TLS options inside an C{ssl:} endpoint (to turn session resumption on).  Each is reached only
 through a function here, and tests/unit/test_twistedinternals.py pins the
 behaviour each one relies on: a Twisted upgrade that changes one breaks
 that test, not the server.  Where the attributes are missing, the callers
@@ -18,6 +19,7 @@ import socket
 from typing import Any, Callable
 
 from twisted.internet import tcp
+from twisted.internet.endpoints import SSL4ServerEndpoint, _WrapperServerEndpoint
 from twisted.protocols.basic import LineReceiver
 
 try:
@@ -163,3 +165,21 @@ def writeTLSBatched(transport: Any, data: bytes) -> None:
         transport.transport.write(records)
     if sent < len(data):
         transport.write(data[sent:])
+
+
+def serverTLSOptions(endpoint: object) -> Any | None:
+    """
+    The C{CertificateOptions} an C{ssl:} server endpoint will listen with
+    (also under C{haproxy:}), or None for any other endpoint.
+
+    Twisted's C{ssl:} parser builds them with its defaults and keeps them
+    in the endpoint's C{_sslContextFactory}; the PROXY wrapper endpoint
+    keeps the endpoint it wraps in C{_wrappedEndpoint}.
+    """
+    for _ in range(4):  # haproxy:ssl: is one wrapper; never a cycle
+        if isinstance(endpoint, SSL4ServerEndpoint):
+            return endpoint._sslContextFactory
+        if not isinstance(endpoint, _WrapperServerEndpoint):
+            return None
+        endpoint = endpoint._wrappedEndpoint
+    return None

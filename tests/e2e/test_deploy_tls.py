@@ -139,6 +139,25 @@ def test_tls_1_2_and_1_3_accepted(tlsServer: Server):
         assert "#Server Ready." in text
 
 
+@pytest.mark.parametrize("version, name", [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")])
+def test_a_second_connection_resumes_the_session(tlsServer: Server, tmp_path: Path, version: str, name: str):
+    """
+    A real client saves its session (TLS 1.2: the session ID; 1.3: a ticket
+    the server sent after the handshake, read before QUIT's answer) and
+    offers it on the next connection: the server resumes it, no full
+    handshake.  With Twisted's ssl: defaults both said "New".
+    """
+    saved = tmp_path / "session.pem"
+    first = sClient(tlsServer.files_port, version, "-ign_eof", "-sess_out", str(saved), data=b"QUIT\r\n")
+    text = first.stdout.decode(errors="replace")
+    assert f"New, {name}, Cipher is" in text and "#Bye." in text, text
+    assert saved.stat().st_size > 0
+    second = sClient(tlsServer.files_port, version, "-ign_eof", "-sess_in", str(saved), data=b"QUIT\r\n")
+    text = second.stdout.decode(errors="replace")
+    assert f"Reused, {name}, Cipher is" in text, text
+    assert "#Server Ready." in text and "#Bye." in text
+
+
 def tlsEndpoint(server: Server, certificate: Certificate | None) -> str:
     description = f"tls:host=127.0.0.1:port={server.files_port}"
     if certificate is not None:

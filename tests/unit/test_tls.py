@@ -20,7 +20,7 @@ from zope.interface import directlyProvides
 
 from echofile.echo import EchoFactory
 from echofile.limits import ConnectionLimiter
-from echofile.tls import awaitsHandshake, cleartextOverNetwork, isLoopback
+from echofile.tls import awaitsHandshake, cleartextOverNetwork, isLoopback, resumeSessions
 from support import PASSWORD, connect, makeFilesFactory, replies
 
 
@@ -248,3 +248,51 @@ def test_echo_handshakes_are_counted_and_bounded(logged):
     for protocol, _ in sessions:
         protocol.connectionLost(Failure(ConnectionDone()))
     assert factory.limiter.total == 0
+
+
+def _serverPem() -> str:
+    import os
+    import twisted.test
+
+    return os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+
+
+@pytest.mark.parametrize("prefix", ["ssl:", "haproxy:ssl:"])
+def test_ssl_endpoints_get_a_server_session_cache(prefix):
+    """Twisted's ssl: defaults have OpenSSL's session cache off: every reconnect was a full handshake."""
+    from OpenSSL.SSL import SESS_CACHE_OFF, SESS_CACHE_SERVER
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    from echofile.twistedinternals import serverTLSOptions
+
+    endpoint = serverFromString(MemoryReactor(), f"{prefix}0:privateKey={_serverPem()}")
+    context = serverTLSOptions(endpoint).getContext()
+    assert context.get_session_cache_mode() == SESS_CACHE_OFF  # what Twisted does
+    assert resumeSessions(endpoint) is True
+    assert context.get_session_cache_mode() == SESS_CACHE_SERVER
+
+
+def test_other_endpoints_are_left_alone():
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    assert resumeSessions(serverFromString(MemoryReactor(), "tcp:0")) is False
+    assert resumeSessions(serverFromString(MemoryReactor(), "haproxy:tcp:0")) is False
+
+
+def test_make_service_turns_resumption_on_for_its_ssl_endpoints(tmp_path):
+    """Through twistd's path (makeService): each ssl: listener's context caches sessions."""
+    from OpenSSL.SSL import SESS_CACHE_SERVER
+    from twisted.internet.testing import MemoryReactorClock
+
+    from echofile.tap import Options, makeService
+    from echofile.twistedinternals import serverTLSOptions
+
+    config = Options()
+    config.parseOptions(["--root", str(tmp_path), "--files", f"ssl:0:privateKey={_serverPem()}",
+                         "--echo", f"ssl:0:privateKey={_serverPem()}"])
+    top = makeService(config, reactor=MemoryReactorClock(), environ={"ECHOFILE_PASSWORD": "x"})
+    modes = [serverTLSOptions(child.endpoint).getContext().get_session_cache_mode()
+             for child in top if hasattr(child, "endpoint")]
+    assert modes == [SESS_CACHE_SERVER, SESS_CACHE_SERVER]

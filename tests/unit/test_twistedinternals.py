@@ -125,3 +125,35 @@ def test_tls_transport_has_the_state_the_batched_write_reads() -> None:
     for name in ("_tlsConnection", "_handshakeDone", "_lostTLSConnection", "_appSendBuffer", "_aggregator"):
         assert hasattr(tls, name), name
     assert tls._handshakeDone is False and tls._appSendBuffer == []
+
+
+def test_ssl_endpoint_keeps_its_certificate_options() -> None:
+    """ssl: (also under haproxy:) keeps the options it listens with; serverTLSOptions finds them, nothing else."""
+    from twisted.internet import ssl
+    from twisted.internet.endpoints import serverFromString
+    from twisted.test import __file__ as testPackage
+    import os
+
+    pem = os.path.join(os.path.dirname(testPackage), "server.pem")
+    reactor = MemoryReactor()
+    plain = serverFromString(reactor, f"ssl:0:privateKey={pem}")
+    options = internals.serverTLSOptions(plain)
+    assert isinstance(options, ssl.CertificateOptions)
+    assert options is plain._sslContextFactory
+    wrapped = internals.serverTLSOptions(serverFromString(reactor, f"haproxy:ssl:0:privateKey={pem}"))
+    assert isinstance(wrapped, ssl.CertificateOptions)
+    assert internals.serverTLSOptions(serverFromString(reactor, "tcp:0")) is None
+    assert internals.serverTLSOptions(serverFromString(reactor, "haproxy:tcp:0")) is None
+
+
+def test_every_server_connection_is_made_from_the_one_cached_context() -> None:
+    """What resumeSessions changes on getContext() reaches each connection (and its session cache is shared)."""
+    from twisted.internet import ssl
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    options = ssl.CertificateOptions()
+    factory = TLSMemoryBIOFactory(options, False, Factory.forProtocol(Protocol))
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    first = options.serverConnectionForTLS(protocol).get_context()
+    second = options.serverConnectionForTLS(protocol).get_context()
+    assert first is options.getContext() and second is first
