@@ -102,6 +102,11 @@ class BodySender(OneSend):
     #: 29 bytes each) still fit one 128 KiB send of a Twisted socket; a full 128 KiB chunk
     #: left 176 bytes over, a second send and a second reactor round per chunk.
     TLS_CHUNK_SIZE = 127 * 1024
+    #: At most this many bytes of TLS chunks in a row straight to the socket: under TLS nothing
+    #: pauses the sender while the socket takes them all (Twisted's cooperator pulls it for up to
+    #: 10 ms), so after this much one chunk goes through the transport's buffer, and the reactor
+    #: serves the other connections before the next (about 1 ms, as a SENDFILE_CHUNK does).
+    TLS_BURST = 1024 * 1024
     #: At most this many bytes per C{sendfile} call, so that one fast transfer does not keep
     #: the reactor from other sessions for long.
     SENDFILE_CHUNK = 8 * 1024 * 1024
@@ -131,6 +136,8 @@ class BodySender(OneSend):
         self._chunkSize = self.CHUNK_SIZE
         #: Chunks go through L{writeTLSBatched}, which copies what it keeps: they can share a buffer.
         self._overTLS = False
+        #: TLS bytes sent straight to the socket since the last chunk that was queued (L{TLS_BURST}).
+        self._burst = 0
 
     @property
     def sent(self) -> int:
@@ -208,7 +215,10 @@ class BodySender(OneSend):
             return
         self._remaining -= len(chunk)
         assert self._consumer is not None
-        writeTLSBatched(self._consumer, chunk)
+        if writeTLSBatched(self._consumer, chunk, direct=self._burst < self.TLS_BURST):
+            self._burst += len(chunk)
+        else:
+            self._burst = 0  # queued in the transport: the reactor turns before the next chunk
         self._progressed(len(chunk))
 
     def _sendSome(self) -> None:

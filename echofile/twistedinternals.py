@@ -168,10 +168,16 @@ class _Records:
 _records = _Records()
 
 
-def writeTLSBatched(transport: Any, data: bytes | bytearray | memoryview) -> None:
+def writeTLSBatched(transport: Any, data: bytes | bytearray | memoryview, direct: bool = True) -> bool:
     """
     Write C{data} to a TLS transport: encrypt it in one C{SSL_write}, then
     send the records to the socket at once.
+
+    @param direct: may the records go straight to the socket?  With False
+        they go to the socket transport's buffer, which pauses the producer
+        until the reactor has sent them: a turn of the reactor for the
+        other connections.
+    @return: did every record reach the socket (nothing left buffered)?
 
     C{TLSMemoryBIOProtocol.write} loops in Python per 16 KiB record (pyOpenSSL
     asks OpenSSL for partial writes: one record per C{send}), copies each out
@@ -193,7 +199,7 @@ def writeTLSBatched(transport: Any, data: bytes | bytearray | memoryview) -> Non
     """
     if not _batchable(transport):
         transport.write(bytes(data))
-        return
+        return False
     aggregator = getattr(transport, "_aggregator", None)
     if aggregator is not None:
         aggregator.flush()  # the header line may wait there: it goes first
@@ -209,15 +215,19 @@ def writeTLSBatched(transport: Any, data: bytes | bytearray | memoryview) -> Non
     finally:
         if partial:
             _lib.SSL_set_mode(ssl, _PARTIAL_WRITE)
-    _sendRecords(transport.transport, _records.fill(connection._from_ssl))
+    allSent = _sendRecords(transport.transport, _records.fill(connection._from_ssl), direct)
     if not taken:
         transport.write(bytes(data))
+    return allSent and taken
 
 
-def _sendRecords(tcp: Any, records: memoryview) -> None:
-    """Send C{records} straight to C{tcp}'s socket if nothing is queued before them; buffer a copy of the rest."""
+def _sendRecords(tcp: Any, records: memoryview, direct: bool) -> bool:
+    """
+    Send C{records} straight to C{tcp}'s socket if nothing is queued before
+    them; buffer a copy of the rest.  Did the socket take them all?
+    """
     sent = 0
-    sock = directSocket(tcp)
+    sock = directSocket(tcp) if direct else None
     if records and sock is not None and tcp.connected and canSendDirectly(tcp):
         try:
             sent = sock.send(records)
@@ -225,3 +235,5 @@ def _sendRecords(tcp: Any, records: memoryview) -> None:
             sent = 0  # a full socket, or a dying connection that the transport's own write will report
     if sent < len(records):
         tcp.write(bytes(records[sent:]))
+        return False
+    return True

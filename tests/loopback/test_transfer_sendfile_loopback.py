@@ -312,9 +312,9 @@ def test_tls_keeps_backpressure(tmp_path, monkeypatch):
     chunks = []
     real = transfer.writeTLSBatched
 
-    def counting(consumer, data):
+    def counting(consumer, data, **options):
         chunks.append(len(data))
-        return real(consumer, data)
+        return real(consumer, data, **options)
 
     monkeypatch.setattr(transfer, "writeTLSBatched", counting)
     stalledAt = []
@@ -360,11 +360,12 @@ def test_tls_connection_lost_between_two_chunks_interrupts(bigFile, monkeypatch)
     writes = []
     real = transfer.writeTLSBatched
 
-    def thenAbort(consumer, data):
+    def thenAbort(consumer, data, **options):
         writes.append(len(data))
-        real(consumer, data)
+        allSent = real(consumer, data, **options)
         if len(writes) == 3:
             consumer.abortConnection()
+        return allSent
 
     monkeypatch.setattr(transfer, "writeTLSBatched", thenAbort)
     opened = openFile(path)
@@ -405,3 +406,25 @@ def test_tls_body_with_each_protocol_version(bigFile, version):
                                                  clientOptions=options)
     assert protocols == [version.replace("_", ".")]
     assert (client.count, client.hash.hexdigest()) == expected(content)
+
+
+@pytest_twisted.inlineCallbacks
+def test_tls_direct_sends_come_in_bounded_bursts(bigFile, monkeypatch):
+    # Nothing pauses a TLS pull producer while the socket takes every chunk: after TLS_BURST bytes
+    # straight to the socket, one chunk must go through the transport's buffer (a reactor turn).
+    path, content = bigFile
+    calls = []
+    real = transfer.writeTLSBatched
+
+    def recording(consumer, data, direct=True):
+        allSent = real(consumer, data, direct=direct)
+        calls.append((len(data), direct, allSent))
+        return allSent
+
+    monkeypatch.setattr(transfer, "writeTLSBatched", recording)
+    sender, outcome, client = yield transferOnce(openFile(path), tls=True)
+    assert (client.count, client.hash.hexdigest()) == expected(content)
+    burst = 0
+    for size, direct, allSent in calls:
+        assert direct == (burst < BodySender.TLS_BURST)
+        burst = burst + size if allSent else 0

@@ -327,3 +327,13 @@ def test_tls_writes_dropped_once_aborted(tlsPair) -> None:
     assert not internals.tlsWritesDropped(StringTransport())
     tlsPair.tls.abortConnection()
     assert internals.tlsWritesDropped(tlsPair.tls)
+
+
+def test_tls_batched_write_can_be_told_to_queue(tlsPair) -> None:
+    """direct=False: the records wait in the socket transport (which pauses a producer) even with room in the socket."""
+    chunk = os.urandom(127 * 1024)
+    assert internals.writeTLSBatched(tlsPair.tls, chunk) is True
+    assert internals.writeTLSBatched(tlsPair.tls, chunk, direct=False) is False
+    assert internals.unsentBytes(tlsPair.tcp) > len(chunk)
+    tlsPair.pump()
+    assert tlsPair.plain == chunk * 2
