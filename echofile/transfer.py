@@ -19,9 +19,10 @@ Two ways to move the bytes, chosen per transfer:
 - B{chunks}: everywhere else (TLS, wrapped transports, test transports,
   platforms without ``os.sendfile``) and when ``sendfile`` fails before the
   first byte: one chunk read per request of the transport, written to it.
-  Over TLS the chunk is encrypted in one loop and its records reach the
-  socket in one write (L{writeTLSBatched}), not one write per 16 KiB
-  record as C{TLSMemoryBIOProtocol.write} does.
+  Over TLS the chunk is read into one shared buffer, encrypted in one
+  C{SSL_write} and its records sent straight to the socket when nothing is
+  queued before them (L{writeTLSBatched}), not one write per 16 KiB record
+  as C{TLSMemoryBIOProtocol.write} does.
 
 Either way nothing is buffered in user space beyond one chunk, so a client
 that does not read slows the transfer instead of growing the server.
@@ -47,10 +48,27 @@ from zope.interface import implementer
 from echofile import metrics
 from echofile.sending import OneSend
 from echofile.share import OpenedFile
-from echofile.twistedinternals import sendfileDescriptor, unsentBytes, writeTLSBatched
+from echofile.twistedinternals import sendfileDescriptor, tlsWritesDropped, unsentBytes, writeTLSBatched
 
 #: ``os.sendfile`` where the platform has it; None elsewhere (and in tests of the fallback).
 _sendfile: Callable[[int, int, int, int], int] | None = getattr(os, "sendfile", None)
+
+
+_plain = memoryview(bytearray())
+
+
+def _tlsPlain(size: int) -> memoryview:
+    """
+    The first C{size} bytes of the one buffer TLS chunks are read into.
+
+    Only the reactor thread reads into it, and each chunk is encrypted
+    before the next is read (L{writeTLSBatched} keeps nothing of it), so
+    every TLS transfer shares it instead of allocating 127 KiB per chunk.
+    """
+    global _plain
+    if len(_plain) < size:
+        _plain = memoryview(bytearray(size))
+    return _plain[:size]
 
 
 class TransferInterrupted(Exception):
@@ -84,6 +102,11 @@ class BodySender(OneSend):
     #: 29 bytes each) still fit one 128 KiB send of a Twisted socket; a full 128 KiB chunk
     #: left 176 bytes over, a second send and a second reactor round per chunk.
     TLS_CHUNK_SIZE = 127 * 1024
+    #: At most this many bytes of TLS chunks in a row straight to the socket: under TLS nothing
+    #: pauses the sender while the socket takes them all (Twisted's cooperator pulls it for up to
+    #: 10 ms), so after this much one chunk goes through the transport's buffer, and the reactor
+    #: serves the other connections before the next (about 1 ms, as a SENDFILE_CHUNK does).
+    TLS_BURST = 1024 * 1024
     #: At most this many bytes per C{sendfile} call, so that one fast transfer does not keep
     #: the reactor from other sessions for long.
     SENDFILE_CHUNK = 8 * 1024 * 1024
@@ -111,6 +134,10 @@ class BodySender(OneSend):
         self._started = 0.0
         self._bytesSent = metrics.BYTES_SENT.labels(path="chunked")
         self._chunkSize = self.CHUNK_SIZE
+        #: Chunks go through L{writeTLSBatched}, which copies what it keeps: they can share a buffer.
+        self._overTLS = False
+        #: TLS bytes sent straight to the socket since the last chunk that was queued (L{TLS_BURST}).
+        self._burst = 0
 
     @property
     def sent(self) -> int:
@@ -145,6 +172,7 @@ class BodySender(OneSend):
         self._bytesSent = metrics.BYTES_SENT.labels(path=self._path(consumer))
         if self._path(consumer) == "tls":
             self._chunkSize = self.TLS_CHUNK_SIZE
+            self._overTLS = True
         if self.mode == "sendfile" and getattr(getattr(consumer, "socket", None), "family", None) in (AF_INET, AF_INET6):
             # The trailer is a separate small write after the body: with
             # Nagle it would wait for the peer's delayed ACK (40 ms a file).
@@ -167,8 +195,18 @@ class BodySender(OneSend):
     # -- the two modes -------------------------------------------------------------
 
     def _writeChunk(self) -> None:
+        if tlsWritesDropped(self._consumer):
+            # Aborted between two chunks: stop now, not after pushing the rest of the file into the void.
+            self._finish(Failure(TransferInterrupted(f"connection lost after {self.sent} bytes")))
+            return
+        want = min(self._chunkSize, self._remaining)
         try:
-            chunk = os.read(self._file.fd, min(self._chunkSize, self._remaining))
+            if self._overTLS:
+                # Into the shared buffer: writeTLSBatched encrypts it at once and keeps none of it.
+                chunk: bytes | memoryview = _tlsPlain(want)
+                chunk = chunk[:os.readv(self._file.fd, [chunk])]
+            else:
+                chunk = os.read(self._file.fd, want)
         except OSError as e:
             self._finish(Failure(TransferInterrupted(f"read failed after {self.sent} bytes: {e}")))
             return
@@ -177,7 +215,10 @@ class BodySender(OneSend):
             return
         self._remaining -= len(chunk)
         assert self._consumer is not None
-        writeTLSBatched(self._consumer, chunk)
+        if writeTLSBatched(self._consumer, chunk, direct=self._burst < self.TLS_BURST):
+            self._burst += len(chunk)
+        else:
+            self._burst = 0  # queued in the transport: the reactor turns before the next chunk
         self._progressed(len(chunk))
 
     def _sendSome(self) -> None:

@@ -42,7 +42,7 @@ class SendOnConnect(Protocol):
     def connectionMade(self) -> None:
         factory = self.factory
         self.transport.write(HEADER)
-        factory.sender = BodySender(factory.opened)
+        factory.sender = BodySender(factory.opened, offset=getattr(factory, "offset", 0))
         d = factory.sender.beginSending(self.transport)
         d.addCallbacks(self._sent, self._failed)
 
@@ -64,15 +64,18 @@ def openFds() -> int:
 
 
 @inlineCallbacks
-def transferOnce(opened: OpenedFile, tls: bool = False, callCount=None):
+def transferOnce(opened: OpenedFile, tls: bool = False, callCount=None, offset: int = 0, client=None,
+                 clientOptions=None):
     """
     Serve one body to one client; return (sender, outcome, collector) after both sides closed.
 
     With C{callCount} (how many sendfile calls so far), the client stops reading first, and the
-    server must stall without spinning until it reads again.
+    server must stall without spinning until it reads again.  C{offset}: the body starts there
+    (RESUME); C{client}: the receiving protocol (a L{Collector}); C{clientOptions}: its TLS options.
     """
     factory = Factory.forProtocol(SendOnConnect)
     factory.opened = opened
+    factory.offset = offset
     factory.outcome = Deferred()
     factory.serverClosed = Deferred()
     if tls:
@@ -81,11 +84,12 @@ def transferOnce(opened: OpenedFile, tls: bool = False, callCount=None):
         ).listen(factory)
         from twisted.internet import ssl
 
-        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, ssl.CertificateOptions())
+        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port,
+                                      clientOptions or ssl.CertificateOptions())
     else:
         port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
-    client = Collector(keep=False)
+    client = client if client is not None else Collector(keep=False)
     try:
         yield connectProtocol(endpoint, client)
         if callCount is not None:
@@ -234,35 +238,57 @@ def test_tls_uses_chunks(bigFile, countCalls):
 
 @pytest.fixture
 def socketWrites(monkeypatch):
-    """Sizes of the server's writes to its TCP transport (under TLS: the records, as batched)."""
+    """
+    Sizes of the server's big writes to its TCP transport, of its big socket sends (direct or
+    the transport's own) and of its big C{SSL_write}s, in a dict (the handshake and the client's
+    writes are smaller).
+    """
+    import socket
+
+    from OpenSSL import SSL
     from twisted.internet import abstract
 
-    sizes = []
-    real = abstract.FileDescriptor.write
+    sizes = {"write": [], "send": [], "ssl": []}
+    realWrite, realSend, realSSL = abstract.FileDescriptor.write, socket.socket.send, SSL.Connection.send
 
-    def counting(self, data):
-        if len(data) >= 8192:  # the body's records; the handshake and the client's writes are smaller
-            sizes.append(len(data))
-        return real(self, data)
+    def write(self, data):
+        if len(data) >= 8192:
+            sizes["write"].append(len(data))
+        return realWrite(self, data)
 
-    monkeypatch.setattr(abstract.FileDescriptor, "write", counting)
+    def send(self, data, *flags):
+        sent = realSend(self, data, *flags)
+        if len(data) >= 8192:
+            sizes["send"].append(sent)
+        return sent
+
+    def sslSend(self, data, flags=0):
+        if len(data) >= 8192:
+            sizes["ssl"].append(len(data))
+        return realSSL(self, data, flags)
+
+    monkeypatch.setattr(abstract.FileDescriptor, "write", write)
+    monkeypatch.setattr(socket.socket, "send", send)
+    monkeypatch.setattr(SSL.Connection, "send", sslSend)
     return sizes
 
 
 @pytest_twisted.inlineCallbacks
 def test_tls_body_is_written_a_chunk_at_a_time(bigFile, socketWrites):
-    # Twisted's TLS write hands each 16 KiB record to the socket transport separately (768
-    # writes for 12 MiB); the batched write gives it a chunk's records at once, and they fit one
-    # send of the socket transport (a full 128 KiB chunk's records did not: a second send each).
+    # Twisted's TLS write encrypts one 16 KiB record per SSL_write and hands each to the socket
+    # transport separately (768 writes for 12 MiB); the batched write encrypts a chunk in one
+    # SSL_write and sends its records straight to the socket, copying into the transport only
+    # what the socket did not take (at most one chunk's records, which fit one send of it).
     from twisted.internet.abstract import FileDescriptor
 
     path, content = bigFile
     sender, outcome, client = yield transferOnce(openFile(path), tls=True)
     assert (client.count, client.hash.hexdigest()) == expected(content)
     chunks = -(-len(content) // BodySender.TLS_CHUNK_SIZE)
-    assert len(socketWrites) <= chunks + 2
-    assert sum(socketWrites) >= len(content)
-    assert max(socketWrites) <= FileDescriptor.SEND_LIMIT
+    assert len(socketWrites["ssl"]) == chunks
+    assert len(socketWrites["write"]) <= chunks + 2
+    assert sum(socketWrites["send"]) >= len(content)
+    assert max(socketWrites["write"], default=0) <= FileDescriptor.SEND_LIMIT
 
 
 @pytest_twisted.inlineCallbacks
@@ -286,9 +312,9 @@ def test_tls_keeps_backpressure(tmp_path, monkeypatch):
     chunks = []
     real = transfer.writeTLSBatched
 
-    def counting(consumer, data):
+    def counting(consumer, data, **options):
         chunks.append(len(data))
-        return real(consumer, data)
+        return real(consumer, data, **options)
 
     monkeypatch.setattr(transfer, "writeTLSBatched", counting)
     stalledAt = []
@@ -301,3 +327,104 @@ def test_tls_keeps_backpressure(tmp_path, monkeypatch):
     assert outcome == len(content)
     assert (client.count, client.hash.hexdigest()) == expected(content)
     assert stalledAt and stalledAt[0] < len(content) // 2
+
+
+class ClosesAfter(Collector):
+    """A client that drops the connection once it has C{limit} bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(keep=False)
+        self.limit = limit
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self.count >= self.limit and self.transport.connected:
+            self.transport.abortConnection()
+
+
+@pytest_twisted.inlineCallbacks
+def test_tls_client_closing_mid_body_interrupts(bigFile):
+    path, content = bigFile
+    opened = openFile(path)
+    sender, outcome, client = yield transferOnce(opened, tls=True, client=ClosesAfter(2 * 1024 * 1024))
+    assert outcome.check(TransferInterrupted)
+    assert 0 < sender.sent < len(content)
+    assert opened.fd == -1
+
+
+@pytest_twisted.inlineCallbacks
+def test_tls_connection_lost_between_two_chunks_interrupts(bigFile, monkeypatch):
+    # The server drops the connection right after its third chunk: the sender must stop there,
+    # release the file and never write the fourth.
+    path, content = bigFile
+    writes = []
+    real = transfer.writeTLSBatched
+
+    def thenAbort(consumer, data, **options):
+        writes.append(len(data))
+        allSent = real(consumer, data, **options)
+        if len(writes) == 3:
+            consumer.abortConnection()
+        return allSent
+
+    monkeypatch.setattr(transfer, "writeTLSBatched", thenAbort)
+    opened = openFile(path)
+    sender, outcome, client = yield transferOnce(opened, tls=True)
+    assert outcome.check(TransferInterrupted)
+    assert len(writes) == 3 and sender.sent == 3 * BodySender.TLS_CHUNK_SIZE
+    assert client.count <= len(HEADER) + sender.sent
+    assert opened.fd == -1
+
+
+@pytest_twisted.inlineCallbacks
+def test_tls_resume_from_an_offset(bigFile):
+    path, content = bigFile
+    offset = 5 * 1024 * 1024 + 17  # not on a chunk boundary
+    opened = openFile(path)
+    sender, outcome, client = yield transferOnce(opened, tls=True, offset=offset)
+    assert outcome == len(content) - offset
+    assert (client.count, client.hash.hexdigest()) == expected(content[offset:])
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+@pytest_twisted.inlineCallbacks
+def test_tls_body_with_each_protocol_version(bigFile, version):
+    from twisted.internet import ssl
+
+    level = getattr(ssl.TLSVersion, version)
+    options = ssl.CertificateOptions(raiseMinimumTo=level, lowerMaximumSecurityTo=level)
+    path, content = bigFile
+    protocols = []
+
+    class Checking(Collector):
+        def dataReceived(self, data: bytes) -> None:
+            if not protocols:
+                protocols.append(self.transport.getHandle().get_protocol_version_name())
+            super().dataReceived(data)
+
+    sender, outcome, client = yield transferOnce(openFile(path), tls=True, client=Checking(keep=False),
+                                                 clientOptions=options)
+    assert protocols == [version.replace("_", ".")]
+    assert (client.count, client.hash.hexdigest()) == expected(content)
+
+
+@pytest_twisted.inlineCallbacks
+def test_tls_direct_sends_come_in_bounded_bursts(bigFile, monkeypatch):
+    # Nothing pauses a TLS pull producer while the socket takes every chunk: after TLS_BURST bytes
+    # straight to the socket, one chunk must go through the transport's buffer (a reactor turn).
+    path, content = bigFile
+    calls = []
+    real = transfer.writeTLSBatched
+
+    def recording(consumer, data, direct=True):
+        allSent = real(consumer, data, direct=direct)
+        calls.append((len(data), direct, allSent))
+        return allSent
+
+    monkeypatch.setattr(transfer, "writeTLSBatched", recording)
+    sender, outcome, client = yield transferOnce(openFile(path), tls=True)
+    assert (client.count, client.hash.hexdigest()) == expected(content)
+    burst = 0
+    for size, direct, allSent in calls:
+        assert direct == (burst < BodySender.TLS_BURST)
+        burst = burst + size if allSent else 0

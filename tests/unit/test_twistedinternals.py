@@ -5,13 +5,14 @@ relies on: if a Twisted upgrade changes one, this module fails, not the server.
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 
@@ -112,6 +113,10 @@ def test_tls_batched_write_takes_the_public_path_elsewhere() -> None:
     transport = StringTransport()
     internals.writeTLSBatched(transport, b"x" * 100_000)
     assert transport.value() == b"x" * 100_000
+    reused = bytearray(b"y" * 1000)
+    internals.writeTLSBatched(transport, memoryview(reused))
+    reused[:] = bytes(1000)  # the caller's buffer, reused: the transport must have its own copy
+    assert transport.value() == b"x" * 100_000 + b"y" * 1000
 
 
 def test_tls_transport_has_the_state_the_batched_write_reads() -> None:
@@ -157,3 +162,208 @@ def test_every_server_connection_is_made_from_the_one_cached_context() -> None:
     first = options.serverConnectionForTLS(protocol).get_context()
     second = options.serverConnectionForTLS(protocol).get_context()
     assert first is options.getContext() and second is first
+# -- writeTLSBatched on a real socket: a server TLS transport over a socket pair, driven by hand ------------
+
+
+class _TLSPair:
+    """
+    A server C{TLSMemoryBIOProtocol} over a tcp.Connection on one end of a
+    socket pair (a reactor that never runs: its writes are flushed by
+    calling C{doWrite}), and a pyOpenSSL client with memory BIOs on the
+    other end.
+    """
+
+    def __init__(self, maxVersion=None) -> None:
+        import os
+
+        import twisted.test
+        from OpenSSL import SSL
+        from twisted.internet import ssl
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+        with open(pem, "rb") as f:
+            cert = ssl.PrivateCertificate.loadPEM(f.read())
+        options = cert.options()
+        factory = TLSMemoryBIOFactory(options, False, Factory.forProtocol(Protocol))
+        self.tls = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        self.ours, self.theirs = socket.socketpair()
+        self.ours.setblocking(False)
+        self.theirs.setblocking(False)
+        self.tcp = tcp.Connection(self.ours, self.tls, MemoryReactorClock())
+        self.tcp.connected = 1
+        self.tls.makeConnection(self.tcp)
+        context = SSL.Context(SSL.TLS_METHOD)
+        if maxVersion is not None:
+            context.set_max_proto_version(maxVersion)
+        self.client = SSL.Connection(context, None)
+        self.client.set_connect_state()
+        self.plain = bytearray()
+        for _ in range(10):
+            self._clientStep()
+            self.pump()
+            if self.tls._handshakeDone and self.client.get_peer_finished() is not None:
+                break
+        self._clientStep()
+        self.pump()
+        assert self.tls._handshakeDone
+
+    def _clientStep(self) -> None:
+        from OpenSSL import SSL
+
+        try:
+            self.client.do_handshake()
+        except SSL.WantReadError:
+            pass
+        try:
+            out = self.client.bio_read(1 << 20)
+        except SSL.WantReadError:
+            return
+        self.tls.dataReceived(out)
+
+    def flush(self) -> None:
+        """Let the server's socket transport send what it buffered (what the reactor would do)."""
+        while internals.unsentBytes(self.tcp):
+            before = internals.unsentBytes(self.tcp)
+            self.tcp.doWrite()
+            if internals.unsentBytes(self.tcp) == before:
+                self.read()
+
+    def read(self) -> None:
+        """Everything the socket holds, into the client (its plaintext into C{plain})."""
+        from OpenSSL import SSL
+
+        while True:
+            try:
+                data = self.theirs.recv(1 << 20)
+            except BlockingIOError:
+                break
+            self.client.bio_write(data)
+        while True:
+            try:
+                self.plain += self.client.recv(1 << 20)
+            except (SSL.WantReadError, SSL.ZeroReturnError):
+                break
+
+    def pump(self) -> None:
+        self.flush()
+        self.read()
+
+    def close(self) -> None:
+        self.ours.close()
+        self.theirs.close()
+
+
+@pytest.fixture
+def tlsPair():
+    pair = _TLSPair()
+    yield pair
+    pair.close()
+
+
+def test_tls_connection_has_what_the_batched_write_uses(tlsPair) -> None:
+    """pyOpenSSL's connection, its SSL and write BIO, and the partial-write mode it sets, as writeTLSBatched reads them."""
+    from OpenSSL.SSL import _ffi, _lib
+
+    connection = tlsPair.tls._tlsConnection
+    assert _lib.SSL_clear_mode(connection._ssl, 0) & internals._PARTIAL_WRITE  # pyOpenSSL turns it on
+    assert _lib.BIO_get_mem_data(connection._from_ssl, _ffi.NULL) == 0  # drained by the handshake
+    connection.send(b"x" * 40_000)
+    assert 16_384 < _lib.BIO_get_mem_data(connection._from_ssl, _ffi.NULL) < 17_000  # one record: partial writes
+    assert len(internals._records.fill(connection._from_ssl)) > 16_384
+    assert _lib.BIO_get_mem_data(connection._from_ssl, _ffi.NULL) == 0
+
+
+def test_tls_batched_write_sends_a_chunk_straight_to_the_socket(tlsPair) -> None:
+    sends = []
+    connection = tlsPair.tls._tlsConnection
+    real = connection.send
+    connection.send = lambda data: sends.append(len(data)) or real(data)
+    chunk = bytearray(os.urandom(127 * 1024))
+    original = bytes(chunk)
+    internals.writeTLSBatched(tlsPair.tls, memoryview(chunk))
+    assert sends == [len(chunk)]  # one SSL_write for the whole chunk, not one per 16 KiB record
+    assert internals.unsentBytes(tlsPair.tcp) == 0  # sent, not left in the transport for the next reactor turn
+    chunk[:] = bytes(len(chunk))  # the caller reuses its buffer
+    tlsPair.read()
+    assert tlsPair.plain == original
+    from OpenSSL.SSL import _lib
+
+    assert _lib.SSL_clear_mode(connection._ssl, 0) & internals._PARTIAL_WRITE  # restored for Twisted's own writes
+
+
+def test_tls_batched_write_queues_behind_a_full_socket_in_order(tlsPair) -> None:
+    """The peer stops reading: what the socket refuses is copied into the transport, later chunks queue behind it."""
+    expected = bytearray()
+    chunk = bytearray(64 * 1024)
+    for i in range(400):
+        chunk[:] = os.urandom(len(chunk))  # the same buffer every time, as BodySender does
+        internals.writeTLSBatched(tlsPair.tls, chunk)
+        expected += chunk
+        if internals.unsentBytes(tlsPair.tcp) > 0 and i > 2:
+            queued = internals.unsentBytes(tlsPair.tcp)
+            chunk[:] = os.urandom(len(chunk))
+            internals.writeTLSBatched(tlsPair.tls, chunk)  # must not jump the queue
+            expected += chunk
+            assert internals.unsentBytes(tlsPair.tcp) > queued
+            break
+    else:
+        pytest.fail("the socket never filled")
+    tlsPair.pump()
+    assert tlsPair.plain == expected
+
+
+def test_tls_batched_write_takes_twisteds_write_after_a_failed_send(tlsPair) -> None:
+    from OpenSSL.SSL import Error, _lib
+
+    connection = tlsPair.tls._tlsConnection
+    real = connection.send
+    failures = []
+
+    def failOnce(data):
+        if not failures:
+            failures.append(len(data))
+            raise Error([])
+        return real(data)
+
+    connection.send = failOnce
+    chunk = bytearray(os.urandom(100_000))
+    original = bytes(chunk)
+    internals.writeTLSBatched(tlsPair.tls, chunk)
+    chunk[:] = bytes(len(chunk))
+    assert failures == [100_000]
+    assert _lib.SSL_clear_mode(connection._ssl, 0) & internals._PARTIAL_WRITE
+    tlsPair.pump()
+    assert tlsPair.plain == original
+
+
+def test_tls_batched_write_with_a_tls12_peer() -> None:
+    from OpenSSL import SSL
+
+    pair = _TLSPair(maxVersion=SSL.TLS1_2_VERSION)
+    try:
+        assert pair.client.get_protocol_version_name() == "TLSv1.2"
+        chunk = os.urandom(127 * 1024)
+        internals.writeTLSBatched(pair.tls, chunk)
+        assert internals.unsentBytes(pair.tcp) == 0
+        pair.read()
+        assert pair.plain == chunk
+    finally:
+        pair.close()
+
+
+def test_tls_writes_dropped_once_aborted(tlsPair) -> None:
+    assert not internals.tlsWritesDropped(tlsPair.tls)
+    assert not internals.tlsWritesDropped(StringTransport())
+    tlsPair.tls.abortConnection()
+    assert internals.tlsWritesDropped(tlsPair.tls)
+
+
+def test_tls_batched_write_can_be_told_to_queue(tlsPair) -> None:
+    """direct=False: the records wait in the socket transport (which pauses a producer) even with room in the socket."""
+    chunk = os.urandom(127 * 1024)
+    assert internals.writeTLSBatched(tlsPair.tls, chunk) is True
+    assert internals.writeTLSBatched(tlsPair.tls, chunk, direct=False) is False
+    assert internals.unsentBytes(tlsPair.tcp) > len(chunk)
+    tlsPair.pump()
+    assert tlsPair.plain == chunk * 2
