@@ -8,6 +8,7 @@ echofile benchmarks: echo ping-pong, file download, 10,000 sessions.
     python benchmarks/run.py --only cluster       # SAY fan-out, --cluster against one instance (clusterbench.py)
     python benchmarks/run.py --only metrics       # echofile with --metrics (scraped every second) against without
     python benchmarks/run.py --only tls           # FILE over TLS against a blocking Python ssl server
+    python benchmarks/run.py --only fanout        # SAY fan-out against ngircd's channel PRIVMSG (fanoutbench.py)
 
 Every server (echofile under ``twistd``, and the reference servers in
 ``benchmarks/servers/``) is started here on 127.0.0.1, pinned to one core;
@@ -558,6 +559,9 @@ def report(results: dict) -> str:
     import clusterbench
 
     lines += clusterbench.report(results)
+    import fanoutbench
+
+    lines += fanoutbench.report(results)
     return "\n".join(lines) + "\n"
 
 
@@ -617,12 +621,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer configurations and shorter runs (< 2 minutes)")
     parser.add_argument("--only", default="echo,file,scale",
-                        help="comma-separated subset of echo,file,scale,hash,resume,cluster,metrics,tls")
+                        help="comma-separated subset of echo,file,scale,hash,resume,cluster,metrics,tls,fanout")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per measurement (default 3)")
     parser.add_argument("--sessions", type=int, default=10_000, help="sessions for the scale benchmark")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder (git-ignored)")
     args = parser.parse_args()
     import clusterbench
+    import fanoutbench
     import hashbench
     args.out.mkdir(parents=True, exist_ok=True)
     logDir = Path(tempfile.mkdtemp(prefix="echofile-bench-logs-"))
@@ -639,7 +644,7 @@ def main() -> None:
         for part in args.only.split(","):
             {"echo": benchEcho, "file": benchFile, "scale": benchScale, "hash": hashbench.benchHash,
              "resume": hashbench.benchResume, "cluster": clusterbench.benchCluster, "metrics": benchMetrics,
-             "tls": benchTls}[part.strip()](args, results, logDir)
+             "tls": benchTls, "fanout": fanoutbench.benchFanout}[part.strip()](args, results, logDir)
     finally:
         results["meta"]["seconds"] = round(time.monotonic() - started, 1)
         (args.out / "results.json").write_text(json.dumps(results, indent=1))
