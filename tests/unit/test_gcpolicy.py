@@ -1,0 +1,31 @@
+"""The start-up heap is frozen once the service has started (echofile.gcpolicy)."""
+
+from __future__ import annotations
+
+import gc
+
+from twisted.internet.testing import MemoryReactorClock
+
+from echofile.tap import Options, makeService
+
+
+def test_the_startup_heap_is_frozen_when_the_service_starts(served):
+    """
+    What exists once the service has started (what twistd runs: makeService, then startService) goes to the
+    permanent generation, so full collections skip it; what sessions make later does not.
+    """
+    gc.unfreeze()
+    options = Options()
+    options.parseOptions(["--root", str(served), "--echo", "tcp:7", "--files", "tcp:8"])
+    service = makeService(options, reactor=MemoryReactorClock(), environ={"ECHOFILE_PASSWORD": "pw"})
+    made = [object.__new__(type("MadeAtStartUp", (), {}))]
+    try:
+        service.startService()
+        frozen = gc.get_freeze_count()
+        assert frozen > 0 and not any(o is made for o in gc.get_objects())  # frozen: no generation lists it
+        later = [object.__new__(type("MadeLater", (), {}))]
+        assert any(o is later for o in gc.get_objects())
+        assert gc.get_freeze_count() == frozen
+    finally:
+        service.stopService()
+        gc.unfreeze()
