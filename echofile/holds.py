@@ -11,7 +11,7 @@ without bound.
 Chat events that arrive while a body is being sent or while the client
 is not reading wait in a bounded queue and follow the next complete reply.
 The others go straight into the socket of a plain TCP transport whose
-buffer is empty (L{HeldInput._writeEvent}): a SAY to thousands of sessions
+buffer is empty (L{HeldInput.deliverEvent}): a SAY to thousands of sessions
 is then one send per receiver, not Twisted's buffer, two epoll_ctl calls
 and a reactor turn each.
 """
@@ -56,7 +56,7 @@ class HeldInput(LineReceiver):
     # -- flow control ----------------------------------------------------------
 
     def _sendEventsDirectly(self) -> None:
-        """Once the session is greeted: find the socket L{_writeEvent} may use (None for TLS, PROXY, tests)."""
+        """Once the session is greeted: find the socket L{deliverEvent} may use (None for TLS, PROXY, tests)."""
         self._socket = directSocket(self.transport)
 
     def _registerAsProducer(self) -> None:
@@ -135,23 +135,24 @@ class HeldInput(LineReceiver):
         self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
 
     def deliverEvent(self, line: str, data: bytes | None = None) -> None:
-        """A chat event: now if the client can take it, else after the body or once it reads."""
+        """
+        A chat event: now if the client can take it, else after the body or once it reads.
+
+        "Now" is straight into the socket when nothing waits in the
+        transport's buffer (as echo does, see echofile.echo): one send per
+        receiver, run once per receiver of every SAY, so kept inline.  What
+        the socket does not take, and everything while something is buffered
+        or a close is pending, goes through C{transport.write}: the order is
+        kept, and a full buffer still pauses the session (L{pauseProducing}),
+        so a client that does not read is bounded as before.
+        """
         if self._ending:
             return
         if self._transfer is not None or "output" in self._holds or self._events:
             self._events.push(line)
-        else:
-            self._writeEvent(data if data is not None else line.encode("utf-8") + b"\r\n")
-
-    def _writeEvent(self, data: bytes) -> None:
-        """
-        Straight into the socket when nothing waits in the transport's buffer
-        (as echo does, see echofile.echo); what the socket does not take, and
-        everything while something is buffered or a close is pending, goes
-        through C{transport.write}: the order is kept, and a full buffer
-        still pauses the session (L{pauseProducing}), so a client that does
-        not read is bounded as before.
-        """
+            return
+        if data is None:
+            data = line.encode("utf-8") + b"\r\n"
         sock = self._socket
         if sock is not None and canSendDirectly(self.transport):
             try:
