@@ -95,17 +95,19 @@ def drive(loadgen: Path, server: run.Server, proto: str, secret: str, receivers:
             ready = json.loads(proc.stdout.readline() or "null")
             if not ready or ready.get("ready") != count:
                 raise RuntimeError(f"fanoutload ({proto}) failed before {count} receivers were ready")
-            cpu0 = server.cpuSeconds()
+            t0 = server.ps.cpu_times()
             proc.stdin.write("\n")
             proc.stdin.flush()
             line = proc.stdout.readline()
             if not line:
                 raise RuntimeError(f"fanoutload ({proto}) failed at {count} receivers")
             r = json.loads(line)
-            cpu = server.cpuSeconds() - cpu0
-            r.update(setup_s=ready["setup_s"], server_cpu_s=cpu,
-                     cpu_us_per_line=cpu / ((rounds + 5) * count) * 1e6,  # the 5 warm-up rounds are in the window too
-                     client_busy=r["client_cpu_s"] / r["rounds_s"])
+            t1 = server.ps.cpu_times()
+            lines = (rounds + 5) * count  # the 5 warm-up rounds are in the window too
+            user, system = t1.user - t0.user, t1.system - t0.system
+            r.update(setup_s=ready["setup_s"], server_cpu_s=user + system,
+                     cpu_us_per_line=(user + system) / lines * 1e6, user_us_per_line=user / lines * 1e6,
+                     sys_us_per_line=system / lines * 1e6, client_busy=r["client_cpu_s"] / r["rounds_s"])
             out.append(r)
         proc.wait(60)
     finally:
@@ -147,7 +149,7 @@ def report(results: dict) -> list[str]:
         return []
     ss = results["fanout"]
     lines = ["", "## Chat fan-out: echofile SAY against ngircd channel PRIVMSG (until the last receiver has it)", "",
-             "| receivers | server | p50 | p99 | p99 / p50 | server CPU-µs per line | load generator busy | "
+             "| receivers | server | p50 | p99 | p99 / p50 | server CPU-µs per line (user + sys) | load generator busy | "
              "ngircd p50 / echofile p50 |",
              "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for (count,), of in sorted(run.group(ss, "receivers").items()):
@@ -156,7 +158,8 @@ def report(results: dict) -> list[str]:
             p99 = median([s["p99_us"] for s in xs])
             ratio = p50.get("ngircd", float("nan")) / p50.get("echofile", float("nan"))
             lines.append(f"| {count:,} | {name} | {p50[name] / 1e3:.2f} ms | {p99 / 1e3:.2f} ms | {p99 / p50[name]:.2f} | "
-                         f"{median([s['cpu_us_per_line'] for s in xs]):.2f} | "
+                         f"{median([s['cpu_us_per_line'] for s in xs]):.2f} "
+                         f"({median([s['user_us_per_line'] for s in xs]):.2f} + {median([s['sys_us_per_line'] for s in xs]):.2f}) | "
                          f"{median([s['client_busy'] for s in xs]):.0%} | {ratio:.2f}x |")
     return lines
 

@@ -187,7 +187,8 @@ static void lineReceived(conn_t *c, char *line, size_t len) {
 
 static void readable(conn_t *c) {
     for (;;) {
-        ssize_t n = recv(c->fd, c->buf + c->have, sizeof c->buf - 1 - c->have, 0);
+        size_t room = sizeof c->buf - 1 - c->have;
+        ssize_t n = recv(c->fd, c->buf + c->have, room, 0);
         if (n == 0) die("server closed the connection", c, NULL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) return;
@@ -207,6 +208,7 @@ static void readable(conn_t *c) {
         c->have = (size_t)(end - start);
         if (c->have == sizeof c->buf - 1) die("line too long", c, NULL);
         memmove(c->buf, start, c->have);
+        if ((size_t)n < room) return;  /* drained (epoll is level-triggered: more is reported again), no EAGAIN recv */
     }
 }
 
