@@ -65,8 +65,10 @@ class FilesService(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        # Last thing at start-up: what exists now lives as long as the process (echofile.gcpolicy).
-        freezeStartupHeap()
+        # Once the reactor runs (its signal handlers are in: a full collection here, before them, would
+        # widen the window in which SIGTERM kills twistd without a clean shutdown), what exists then lives
+        # as long as the process (echofile.gcpolicy).
+        self.reactor.callWhenRunning(freezeStartupHeap)
 
     def makeEchoFactory(
         self, idleTimeout: float | None, readyTimeout: float | None, trustedProxies: Iterable[Network] = LOOPBACK,
