@@ -11,6 +11,7 @@ echofile benchmarks: echo ping-pong, file download, 10,000 sessions.
     python benchmarks/run.py --only logs          # twistd log lines and bytes per files session
     python benchmarks/run.py --only handshakes    # TLS handshakes/s against openssl s_server (handshakes.py)
     python benchmarks/run.py --only downloads     # 1,000 concurrent 10 MiB downloads against pyftpdlib (downloads.py)
+    python benchmarks/run.py --only fanout        # SAY fan-out against ngircd's channel PRIVMSG (fanoutbench.py)
 
 Every server (echofile under ``twistd``, and the reference servers in
 ``benchmarks/servers/``) is started here on 127.0.0.1, pinned to one core;
@@ -683,6 +684,9 @@ def report(results: dict) -> str:
     import downloads
 
     lines += downloads.report(results)
+    import fanoutbench
+
+    lines += fanoutbench.report(results)
     return "\n".join(lines) + "\n"
 
 
@@ -742,7 +746,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer configurations and shorter runs (< 2 minutes)")
     parser.add_argument("--only", default="echo,file,scale",
-                        help="comma-separated subset of echo,file,scale,hash,resume,cluster,metrics,tls,logs,handshakes,downloads")
+                        help="comma-separated subset of echo,file,scale,hash,resume,cluster,metrics,tls,logs,handshakes,downloads,fanout")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per measurement (default 3)")
     parser.add_argument("--sessions", type=int, default=10_000, help="sessions for the scale benchmark")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder (git-ignored)")
@@ -750,6 +754,7 @@ def main() -> None:
     import clusterbench
     import downloads
     import handshakes
+    import fanoutbench
     import hashbench
     args.out.mkdir(parents=True, exist_ok=True)
     logDir = Path(tempfile.mkdtemp(prefix="echofile-bench-logs-"))
@@ -767,7 +772,7 @@ def main() -> None:
             {"echo": benchEcho, "file": benchFile, "scale": benchScale, "hash": hashbench.benchHash,
              "resume": hashbench.benchResume, "cluster": clusterbench.benchCluster, "metrics": benchMetrics,
              "tls": benchTls, "logs": benchLogs, "handshakes": handshakes.benchHandshakes,
-             "downloads": downloads.benchDownloads}[part.strip()](args, results, logDir)
+             "downloads": downloads.benchDownloads, "fanout": fanoutbench.benchFanout}[part.strip()](args, results, logDir)
     finally:
         results["meta"]["seconds"] = round(time.monotonic() - started, 1)
         (args.out / "results.json").write_text(json.dumps(results, indent=1))

@@ -34,8 +34,14 @@ GUEST_PREFIX = "~"
 class IChatListener(Interface):
     """A logged-in session, as the chat service sees it."""
 
-    def deliverEvent(line: str) -> None:
-        """Show C{line} (a complete ``*`` event line, without CR LF) when the session can."""
+    def deliverEvent(line: str, data: bytes | None = None) -> None:
+        """
+        Show C{line} (a complete ``*`` event line, without CR LF) when the session can.
+
+        @param data: C{line} as it goes on the wire (UTF-8, CR LF), when the
+            caller encoded it once for every receiver (L{deliver}); None: the
+            session encodes it itself.
+        """
 
 
 class EventQueue:
@@ -289,11 +295,15 @@ def deliver(line: str, sessions: Iterable[IChatListener], log: Logger) -> None:
     """
     Hand C{line} to each session (counted in C{echofile_chat_events_delivered_total};
     a session's full queue counts what it drops); one that fails is logged, the others still get it.
+
+    The line is encoded once here, not once per receiver: a SAY to thousands
+    of sessions is one loop of sends (docs/performance.md, "Chat fan-out").
     """
+    data = line.encode("utf-8") + b"\r\n"
     delivered = 0
     for session in sessions:
         try:
-            session.deliverEvent(line)
+            session.deliverEvent(line, data)
         except Exception:
             log.failure("chat: delivery to {session} failed", session=session)
         else:

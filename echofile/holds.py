@@ -10,6 +10,10 @@ without bound.
 
 Chat events that arrive while a body is being sent or while the client
 is not reading wait in a bounded queue and follow the next complete reply.
+The others go straight into the socket of a plain TCP transport whose
+buffer is empty (L{HeldInput.deliverEvent}): a SAY to thousands of sessions
+is then one send per receiver, not Twisted's buffer, two epoll_ctl calls
+and a reactor turn each.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from twisted.protocols.basic import LineReceiver
 from echofile.chat import EventQueue
 from echofile.listing import ListingSender
 from echofile.transfer import BodySender
-from echofile.twistedinternals import unframedInput
+from echofile.twistedinternals import canSendDirectly, directSocket, unframedInput
 
 #: Input read ahead (not run) while a HASH waits, before the transport stops reading.
 HELD_INPUT = 64 * 1024
@@ -43,11 +47,17 @@ class HeldInput(LineReceiver):
         self._producing = False  # are we the transport's registered producer?
         self._transfer: BodySender | ListingSender | None = None  # a body or listing being sent
         self._events = EventQueue()
+        #: The socket chat events may be sent to directly (a plain TCP transport), else None.
+        self._socket = None
 
     def _closeIfInputDone(self) -> None:
         raise NotImplementedError
 
     # -- flow control ----------------------------------------------------------
+
+    def _sendEventsDirectly(self) -> None:
+        """Once the session is greeted: find the socket L{deliverEvent} may use (None for TLS, PROXY, tests)."""
+        self._socket = directSocket(self.transport)
 
     def _registerAsProducer(self) -> None:
         self.transport.registerProducer(self, True)
@@ -124,14 +134,35 @@ class HeldInput(LineReceiver):
         """A header and the lines it announces (LIST, WHO), in one write: no event can come between."""
         self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
 
-    def deliverEvent(self, line: str) -> None:
-        """A chat event: now if the client can take it, else after the body or once it reads."""
+    def deliverEvent(self, line: str, data: bytes | None = None) -> None:
+        """
+        A chat event: now if the client can take it, else after the body or once it reads.
+
+        "Now" is straight into the socket when nothing waits in the
+        transport's buffer (as echo does, see echofile.echo): one send per
+        receiver, run once per receiver of every SAY, so kept inline.  What
+        the socket does not take, and everything while something is buffered
+        or a close is pending, goes through C{transport.write}: the order is
+        kept, and a full buffer still pauses the session (L{pauseProducing}),
+        so a client that does not read is bounded as before.
+        """
         if self._ending:
             return
         if self._transfer is not None or "output" in self._holds or self._events:
             self._events.push(line)
-        else:
-            self.reply(line)
+            return
+        if data is None:
+            data = line.encode("utf-8") + b"\r\n"
+        sock = self._socket
+        if sock is not None and canSendDirectly(self.transport):
+            try:
+                sent = sock.send(data)
+            except OSError:  # EAGAIN, or an error the transport finds and reports itself
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self.transport.write(data)
 
     def _flushEvents(self) -> None:
         if self._transfer is None and not self._ending and self._events:

@@ -19,6 +19,7 @@ from echofile.auth import makePortal
 from echofile.chat import IChat
 from echofile.echo import EchoFactory
 from echofile.files import FilesFactory
+from echofile.gcpolicy import freezeStartupHeap
 from echofile.hashing import FileHasher
 from echofile.limits import ConnectionLimiter
 from echofile.lockout import LoginPenalties
@@ -61,6 +62,13 @@ class FilesService(MultiService):
         self.echo: EchoFactory | None = None
         self.files: FilesFactory | None = None
         self.shutdown: GracefulShutdown | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        # Once the reactor runs (its signal handlers are in: a full collection here, before them, would
+        # widen the window in which SIGTERM kills twistd without a clean shutdown), what exists then lives
+        # as long as the process (echofile.gcpolicy).
+        self.reactor.callWhenRunning(freezeStartupHeap)
 
     def makeEchoFactory(
         self, idleTimeout: float | None, readyTimeout: float | None, trustedProxies: Iterable[Network] = LOOPBACK,

@@ -138,6 +138,7 @@ class LineSession(HeldInput):
         else:
             self._log.info("files: connection from {peer}", peer=self._peer)
         self._registerAsProducer()
+        self._sendEventsDirectly()
         self._timer.start()
         if self.factory.loginTimeout is not None:
             # One deadline from the connection's start: the TLS handshake and the
@@ -150,6 +151,7 @@ class LineSession(HeldInput):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         greeted = self._greeted
         self._state = State.CLOSED
+        self._socket = None
         if self._admission is not None:
             self._admission.end()
         self._timer.stop()
