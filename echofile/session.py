@@ -128,13 +128,14 @@ class LineSession(HeldInput):
         else:
             self._log.info("files: connection from {peer}", peer=self._peer)
         self._registerAsProducer()
-        self._timer.start()
-        if self.factory.loginTimeout is not None:
+        if self.factory.loginTimeout is None:
+            self._timer.start()
+        else:
             # One deadline from the connection's start: the TLS handshake and the
             # PROXY header wait were part of it.
             assert self._admission is not None
             remaining = max(0.0, self.factory.loginTimeout - self._admission.elapsed())
-            self._timer.setDeadline(remaining, self._loginTimedOut)
+            self._timer.start(remaining, self._loginTimedOut)
         self.reply(wire.GREETING)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
