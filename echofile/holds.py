@@ -24,6 +24,9 @@ from echofile.twistedinternals import unframedInput
 #: Input read ahead (not run) while a HASH waits, before the transport stops reading.
 HELD_INPUT = 64 * 1024
 
+#: No hold: one shared empty frozenset (an empty set object is 216 bytes, per idle session).
+_NO_HOLDS: frozenset[str] = frozenset()
+
 
 class HeldInput(LineReceiver):
     """
@@ -36,13 +39,20 @@ class HeldInput(LineReceiver):
     _inputEnded: bool
 
     def __init__(self) -> None:
-        # Why input is held ("command", "output", "hash"); a frozenset until the
-        # first hold, which most sessions reach, but idle ones never do.
-        self._holds: set[str] | frozenset[str] = frozenset()
+        # Why input is held ("command", "output", "hash"); the shared empty
+        # frozenset until the first hold, which most sessions reach, but idle ones never do.
+        self._holds: set[str] | frozenset[str] = _NO_HOLDS
         self._readingPaused = False  # did a hold pause the transport?
         self._producing = False  # are we the transport's registered producer?
         self._transfer: BodySender | ListingSender | None = None  # a body or listing being sent
-        self._events = EventQueue()
+        self._queue: EventQueue | None = None  # made by the first event that has to wait
+
+    @property
+    def _events(self) -> EventQueue:
+        """The chat events waiting for this session (made on first use: most sessions never queue one)."""
+        if self._queue is None:
+            self._queue = EventQueue()
+        return self._queue
 
     def _closeIfInputDone(self) -> None:
         raise NotImplementedError
@@ -128,12 +138,12 @@ class HeldInput(LineReceiver):
         """A chat event: now if the client can take it, else after the body or once it reads."""
         if self._ending:
             return
-        if self._transfer is not None or "output" in self._holds or self._events:
+        if self._transfer is not None or "output" in self._holds or self._queue:
             self._events.push(line)
         else:
             self.reply(line)
 
     def _flushEvents(self) -> None:
-        if self._transfer is None and not self._ending and self._events:
-            for line in self._events.drain():
+        if self._transfer is None and not self._ending and self._queue:
+            for line in self._queue.drain():
                 self.reply(line)

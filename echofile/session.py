@@ -65,7 +65,7 @@ class LineSession(HeldInput):
         self._peerAddress: IAddress | None = None
         self._admission: Admission | None = None
         self.MAX_LENGTH = factory.maxLine + 1  # room for the CR of CR LF
-        self._telnet = TelnetCommandFilter()
+        self._telnet: TelnetCommandFilter | None = None  # made by the first bytes received
         self._closing: GracefulClose | None = None
         self._timer = SessionTimer(self._clock, factory.idleTimeout, self.timeoutConnection)
         self._shutdownAfterTransfer = False
@@ -266,7 +266,10 @@ class LineSession(HeldInput):
     def dataReceived(self, data: bytes) -> None:
         if self._ending:
             return  # closing: what the client still sends is read and dropped
-        super().dataReceived(self._telnet.feed(data))
+        telnet = self._telnet
+        if telnet is None:
+            telnet = self._telnet = TelnetCommandFilter()
+        super().dataReceived(telnet.feed(data))
         if self._inputEnded:
             self._closeIfInputDone()
         else:

@@ -51,3 +51,54 @@ def test_start_with_a_deadline_fires_both_from_one_call():
     assert fired == ["deadline"]
     clock.advance(240)
     assert fired == ["deadline", "idle"]
+
+
+def test_an_ipv4_socket_peer_is_its_key_without_a_parse(monkeypatch):
+    """
+    An IPv4 peer of a TCP socket is spelt by the kernel (dotted decimal,
+    canonical): its key needs no ipaddress parse on every accept.  What a
+    PROXY header or an IPv6 socket says is still normalised.
+    """
+    import socket
+
+    from echofile import addresses
+    from support import SocketTransportShell
+
+    parsed: list[str] = []
+    real = addresses.parseIP
+    monkeypatch.setattr(addresses, "parseIP", lambda text: parsed.append(text) or real(text))
+    a, b = socket.socketpair()
+    with a, b:
+        assert addresses.socketKey(SocketTransportShell(a)) == "127.0.0.1"
+    assert parsed == []
+    from twisted.internet.address import IPv6Address
+
+    assert addresses.peerKey(IPv6Address("TCP", "::ffff:10.0.0.1", 1)) == "10.0.0.1"
+    assert parsed == ["::ffff:10.0.0.1"]
+
+
+def test_an_idle_greeted_session_holds_only_what_it_needs(served):
+    """
+    What most sessions never use is made on first use (the chat event queue,
+    the login policy, the telnet filter), no hold is an empty set of its own,
+    and the admission lets go of its callbacks once the session started:
+    the idle files session's memory (issue 16: at most 3 KB).
+    """
+    from echofile.holds import _NO_HOLDS
+
+    protocol, transport = connect(makeFilesFactory(served, Clock()))
+    assert replies(transport) == [b"#Server Ready."]
+    assert protocol._queue is None and protocol._loginPolicy is None and protocol._telnet is None
+    assert protocol._holds is _NO_HOLDS
+    admission = protocol._admission
+    assert admission._onReady is None and admission._onBusy is None
+    protocol.dataReceived(b"USER guest\r\n")  # each is made when it is needed
+    assert protocol._telnet is not None and protocol._loginPolicy is not None
+    protocol.deliverEvent("* bob says hi")  # the client reads: no queue needed
+    assert replies(transport) == [b"#User guest accepted, send AUTH.", b"* bob says hi"]
+    assert protocol._queue is None
+    protocol.pauseProducing()  # the client stopped reading: the event waits
+    protocol.deliverEvent("* bob says bye")
+    assert replies(transport) == [] and len(protocol._queue) == 1
+    protocol.resumeProducing()
+    assert replies(transport) == [b"* bob says bye"]
