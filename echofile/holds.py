@@ -14,12 +14,14 @@ is not reading wait in a bounded queue and follow the next complete reply.
 
 from __future__ import annotations
 
+import socket
+
 from twisted.protocols.basic import LineReceiver
 
 from echofile.chat import EventQueue
 from echofile.listing import ListingSender
 from echofile.transfer import BodySender
-from echofile.twistedinternals import unframedInput
+from echofile.twistedinternals import canSendDirectly, directSocket, unframedInput
 
 #: Input read ahead (not run) while a HASH waits, before the transport stops reading.
 HELD_INPUT = 64 * 1024
@@ -46,6 +48,7 @@ class HeldInput(LineReceiver):
         self._producing = False  # are we the transport's registered producer?
         self._transfer: BodySender | ListingSender | None = None  # a body or listing being sent
         self._queue: EventQueue | None = None  # made by the first event that has to wait
+        self._socket: socket.socket | None = None  # a plain TCP transport's socket, for direct sends (L{_send})
 
     @property
     def _events(self) -> EventQueue:
@@ -62,6 +65,13 @@ class HeldInput(LineReceiver):
     def _registerAsProducer(self) -> None:
         self.transport.registerProducer(self, True)
         self._producing = True
+
+    def _sendDirectly(self) -> None:
+        """From now on, replies may go straight to the socket (plain TCP only; see L{_send})."""
+        self._socket = directSocket(self.transport)
+
+    def _stopSendingDirectly(self) -> None:
+        self._socket = None
 
     def _unregisterAsProducer(self) -> None:
         if self._producing:
@@ -128,11 +138,31 @@ class HeldInput(LineReceiver):
     # -- output ----------------------------------------------------------------
 
     def reply(self, line: str) -> None:
-        self.transport.write(line.encode("utf-8") + b"\r\n")
+        self._send(line.encode("utf-8") + b"\r\n")
 
     def _replyLines(self, lines: list[str]) -> None:
         """A header and the lines it announces (LIST, WHO), in one write: no event can come between."""
-        self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
+        self._send("".join(line + "\r\n" for line in lines).encode("utf-8"))
+
+    def _send(self, data: bytes) -> None:
+        """
+        Write C{data}: on plain TCP with nothing buffered, straight to the
+        socket, as echo does; C{transport.write} would buffer it, ask the
+        reactor for writability (an C{epoll_ctl}), send it one reactor turn
+        later and stop asking (another) for every greeting and reply.  What
+        the socket does not take, or an error, goes through the transport,
+        which keeps the order and reports the error its own way.
+        """
+        sock = self._socket
+        if sock is not None and canSendDirectly(self.transport):
+            try:
+                sent = sock.send(data)
+            except OSError:  # EAGAIN, or an error the transport will find and report itself
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self.transport.write(data)
 
     def deliverEvent(self, line: str) -> None:
         """A chat event: now if the client can take it, else after the body or once it reads."""

@@ -128,6 +128,7 @@ class LineSession(HeldInput):
         else:
             self._log.info("files: connection from {peer}", peer=self._peer)
         self._registerAsProducer()
+        self._sendDirectly()
         if self.factory.loginTimeout is None:
             self._timer.start()
         else:
@@ -141,6 +142,7 @@ class LineSession(HeldInput):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         greeted = self._greeted
         self._state = State.CLOSED
+        self._stopSendingDirectly()
         if self._admission is not None:
             self._admission.end()
         self._timer.stop()

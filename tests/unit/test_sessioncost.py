@@ -102,3 +102,28 @@ def test_an_idle_greeted_session_holds_only_what_it_needs(served):
     assert replies(transport) == [] and len(protocol._queue) == 1
     protocol.resumeProducing()
     assert replies(transport) == [b"* bob says bye"]
+
+
+def test_the_greeting_goes_straight_to_an_idle_socket(served):
+    """
+    On plain TCP with nothing buffered, the greeting (and any reply) is sent
+    at once: through C{transport.write} it cost an C{epoll_ctl} to ask for
+    writability, a reactor turn, and another C{epoll_ctl} per session.
+    """
+    import socket
+
+    from support import SocketTransportShell
+
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        shell = SocketTransportShell(a)
+        factory = makeFilesFactory(served, Clock())
+        protocol = factory.buildProtocol(shell.getPeer())
+        b.settimeout(10)  # only a guard: the bytes are in the socket already, or the test failed
+        protocol.makeConnection(shell)
+        assert shell.writing == 0 and shell.dataBuffer == b"" and shell._tempDataLen == 0
+        assert b.recv(100) == b"#Server Ready.\r\n"
+        protocol.dataReceived(b"HELP\r\n")
+        assert shell.writing == 0
+        assert b.recv(4096).startswith(b"#")
