@@ -125,3 +125,14 @@ def test_tls_transport_has_the_state_the_batched_write_reads() -> None:
     for name in ("_tlsConnection", "_handshakeDone", "_lostTLSConnection", "_appSendBuffer", "_aggregator"):
         assert hasattr(tls, name), name
     assert tls._handshakeDone is False and tls._appSendBuffer == []
+
+
+def test_log_publisher_keeps_its_observers_in_order() -> None:
+    from twisted.logger import LogPublisher
+
+    first, second = (lambda event: None), (lambda event: None)
+    publisher = LogPublisher(first)
+    publisher.addObserver(second)
+    assert internals.logObservers(publisher) == [first, second]
+    publisher.removeObserver(first)
+    assert internals.logObservers(publisher) == [second]
