@@ -178,6 +178,12 @@ def twistedEchoServer(logDir: Path) -> Server:
                        {"echo": port}, log=logDir / "twisted_echo.out")
 
 
+def twistedGreeterServer(logDir: Path) -> Server:
+    port = freePort()
+    return startServer("twisted-greeter", [PYTHON, str(SERVERS / "twisted_greeter.py"), str(port)],
+                       {"files": port, "echo": port}, log=logDir / "twisted_greeter.out")
+
+
 def uvloopEchoServer(logDir: Path) -> Server:
     port = freePort()
     return startServer("asyncio-uvloop", [PYTHON, str(SERVERS / "uvloop_echo.py"), str(port)],
@@ -444,23 +450,43 @@ def idleMetricsCost(server: Server, seconds: float) -> dict:
 # -- scale --------------------------------------------------------------------
 
 
+#: Connects at once in the scale benchmark's burst (connections per second).
+BURST = 2000
+
+
+def settled(server: Server, quiet: float = 0.3, limit: float = 15.0) -> float:
+    """Wait until the server's CPU time stops growing (its backlog of work is done); that CPU time."""
+    last, still, deadline = server.cpuSeconds(), 0.0, time.monotonic() + limit
+    while still < quiet and time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = server.cpuSeconds()
+        still = still + 0.05 if now - last < 0.002 else 0.0
+        last = now
+    return last
+
+
 def benchScale(args, results: dict, logDir: Path) -> None:
+    """
+    10,000 sessions (ready time, server CPU per session, memory per idle
+    session), then a burst of L{BURST} connects at once (connections per
+    second, each answered: greeted, or one byte echoed).  The references:
+    the minimal Twisted echo (no greeting: "ready" is the kernel's
+    handshake) and the minimal Twisted greeter (one write in
+    connectionMade: what a files session must do at the least).
+    """
     count = args.sessions
     samples = results.setdefault("scale", [])
     password = secrets.token_hex(8)
     root = tempfile.mkdtemp(prefix="echofile-bench-")
-    plan = [("echofile", "files"), ("echofile", "echo"), ("twisted-minimal", "echo")]
+    plan = [("echofile", "files"), ("echofile", "echo"), ("twisted-minimal", "echo"), ("twisted-greeter", "files")]
     if not args.quick:
         plan.append(("asyncio-uvloop", "echo"))
+    makers = {"twisted-minimal": twistedEchoServer, "twisted-greeter": twistedGreeterServer,
+              "asyncio-uvloop": uvloopEchoServer}
     try:
         for rep in range(1 if args.quick else args.reps):
             for name, mode in rotated(plan, rep):
-                if name == "echofile":
-                    server = echofileServer(root, password, logDir)
-                elif name == "twisted-minimal":
-                    server = twistedEchoServer(logDir)
-                else:
-                    server = uvloopEchoServer(logDir)
+                server = echofileServer(root, password, logDir) if name == "echofile" else makers[name](logDir)
                 with running(server):
                     port = server.ports[mode]
                     # One session first, so that lazily imported code is not counted per session.
@@ -472,6 +498,7 @@ def benchScale(args, results: dict, logDir: Path) -> None:
                             s.recv(10)
                     time.sleep(0.3)
                     before = server.rss()
+                    cpu0 = settled(server)
                     proc = subprocess.Popen(
                         [PYTHON, str(HERE / "scaleclient.py"), mode, str(port), str(count)],
                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_preexec(CLIENT_CPUS),
@@ -483,22 +510,48 @@ def benchScale(args, results: dict, logDir: Path) -> None:
                         r = json.loads(line)
                         time.sleep(0.5)
                         after = server.rss()
+                        cpu1 = settled(server)
                     finally:
                         with contextlib.suppress(BrokenPipeError):
                             proc.stdin.write("\n")
                             proc.stdin.close()
                         proc.wait(60)
+                    settled(server)
+                    b = client([PYTHON, str(HERE / "scaleclient.py"), mode, str(port), str(BURST), "burst"])
                 sample = {
                     "server": name, "mode": mode, "sessions": r["sessions"], "rep": rep,
                     "connect_s": r["connect_s"], "echo_all_s": r.get("echo_all_s"),
                     "rss_before": before, "rss_after": after, "bytes_per_session": (after - before) / r["sessions"],
+                    "cpu_us_per_session": (cpu1 - cpu0) / r["sessions"] * 1e6,
+                    "burst": BURST, "conns_per_s": b["conns_per_s"],
                 }
                 samples.append(sample)
                 progress(f"scale {name:16} {mode:5} {count} sessions: ready in {r['connect_s']:.2f} s"
                          + (f", one echo each in {r['echo_all_s']:.2f} s" if "echo_all_s" in r else "")
-                         + f", {sample['bytes_per_session'] / 1000:.2f} KB/session")
+                         + f", {sample['cpu_us_per_session']:.0f} server CPU-us/session"
+                         + f", {sample['bytes_per_session'] / 1000:.2f} KB/session"
+                         + f"; burst of {BURST}: {b['conns_per_s']:,.0f} conn/s")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    for line in scaleRatios(samples):
+        progress(line)
+
+
+def scaleRatios(samples: list[dict]) -> list[str]:
+    """echofile's files and echo sessions against the minimal Twisted servers (medians): the issue 16 goal is <= 2x."""
+    med = {key: {k: median([s[k] for s in ss if s.get(k) is not None]) for k in
+                 ("connect_s", "cpu_us_per_session", "conns_per_s")}
+           for key, ss in group(samples, "server", "mode").items()}
+    lines = []
+    for ours in (("echofile", "files"), ("echofile", "echo")):
+        for ref in (("twisted-minimal", "echo"), ("twisted-greeter", "files")):
+            if ours in med and ref in med:
+                a, b = med[ours], med[ref]
+                lines.append(
+                    f"scale ratio echofile {ours[1]:5} / {ref[0]:15}: ready time {a['connect_s'] / b['connect_s']:.2f}x, "
+                    f"server CPU per session {a['cpu_us_per_session'] / b['cpu_us_per_session']:.2f}x, "
+                    f"burst conn/s {b['conns_per_s'] / a['conns_per_s']:.2f}x slower")
+    return lines
 
 
 # -- logs ---------------------------------------------------------------------
@@ -634,15 +687,19 @@ def report(results: dict) -> str:
                              f"{ratio:.2f} | {bestRatio:.2f} | {costRatio:.2f} |")
     if "scale" in results:
         lines += ["", "## Many idle sessions", "",
-                  "| server | service | sessions | all ready (s) | one echo on each (s) | server memory per session |",
-                  "|---|---|---:|---:|---:|---:|"]
+                  "| server | service | sessions | all ready (s) | one echo on each (s) | server CPU µs per session | "
+                  "server memory per session | burst conn/s |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for (name, mode), ss in group(results["scale"], "server", "mode").items():
             echoAll = [s["echo_all_s"] for s in ss if s["echo_all_s"] is not None]
             lines.append(
                 f"| {name} | {mode} | {ss[0]['sessions']:,} | {median([s['connect_s'] for s in ss]):.2f} | "
                 f"{f'{median(echoAll):.2f}' if echoAll else '-'} | "
-                f"{median([s['bytes_per_session'] for s in ss]) / 1000:.2f} KB |"
+                f"{median([s.get('cpu_us_per_session', float('nan')) for s in ss]):.0f} | "
+                f"{median([s['bytes_per_session'] for s in ss]) / 1000:.2f} KB | "
+                f"{median([s.get('conns_per_s', float('nan')) for s in ss]):,.0f} |"
             )
+        lines += [""] + [f"- {line.removeprefix('scale ratio ')}" for line in scaleRatios(results["scale"])]
     if "metrics" in results:
         lines += ["", "## --metrics on (scraped every second) against off", "",
                   "| test | off | on | on / off | on / off, median of the reps' pairs | server CPU off | on "

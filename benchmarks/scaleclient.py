@@ -2,12 +2,16 @@
 Many-sessions client for the scale benchmark (run as a subprocess by run.py).
 
     python scaleclient.py MODE PORT COUNT
+    python scaleclient.py MODE PORT COUNT burst
 
 MODE ``files``: open COUNT sessions and wait for every greeting.
 MODE ``echo``: open COUNT sessions, then send one byte on each and wait for
 every answer.  Prints a JSON line with the timings, then keeps the sessions
 open (idle) until it reads a line on stdin, so that run.py can measure the
 server's memory with all of them open.
+
+With ``burst``: COUNT connects at once, timed until the server answered on
+every one (the greeting, or the echo of one byte), then closed.
 """
 
 import json
@@ -91,5 +95,58 @@ def main(mode: str, port: int, count: int) -> None:
         s.close()
 
 
+def burst(mode: str, port: int, count: int) -> None:
+    """
+    COUNT connects issued at once; a connection is done when the server
+    answered on it: the greeting (``files``), or the echo of one byte sent
+    as soon as it connected (``echo``: an accepted connection with a protocol
+    behind it, not just the kernel's handshake).  Prints the connections per
+    second from the first connect to the last answer, then closes them all.
+    """
+    raiseFileLimit(count)
+    ep = select.epoll()
+    socks: dict[int, socket.socket] = {}
+    connecting: set[int] = set()
+    got: dict[int, bytes] = {}
+    started = time.perf_counter()
+    for _ in range(count):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        socks[s.fileno()] = s
+        connecting.add(s.fileno())
+        ep.register(s.fileno(), select.EPOLLOUT)
+    done = 0
+    while done < count:
+        for fd, ev in ep.poll(5.0):
+            s = socks[fd]
+            if fd in connecting:
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise SystemExit(f"connect failed: {os.strerror(err)}")
+                connecting.discard(fd)
+                ep.modify(fd, select.EPOLLIN)
+                got[fd] = b""
+                if mode == "echo":
+                    s.send(b"x")
+                continue
+            data = s.recv(4096)
+            if not data:
+                raise SystemExit("server closed a connection")
+            got[fd] += data
+            if got[fd] == b"x" if mode == "echo" else got[fd].endswith(b"\r\n"):
+                if mode == "files" and not got[fd].startswith(b"#Server Ready."):
+                    raise SystemExit(f"unexpected greeting {got[fd]!r}")
+                ep.unregister(fd)
+                done += 1
+    seconds = time.perf_counter() - started
+    print(json.dumps({"sessions": count, "burst_s": seconds, "conns_per_s": count / seconds}), flush=True)
+    for s in socks.values():
+        s.close()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    if sys.argv[4:] == ["burst"]:
+        burst(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))

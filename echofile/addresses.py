@@ -21,6 +21,7 @@ import socket
 import struct
 from typing import Iterable, Union
 
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress
 from zope.interface import implementer
@@ -116,6 +117,10 @@ def socketKey(transport: object) -> str:
     """
     inner = _socketTransport(transport)
     peer = inner.getPeer()  # type: ignore[attr-defined]
+    if type(peer) is IPv4Address and isinstance(inner, tcp.Connection):
+        # The kernel wrote it (accept's inet_ntoa): already the canonical
+        # spelling, so no ipaddress parse per accept.
+        return peer.host
     if isinstance(peer, UNIXAddress):
         uid = peerUid(getattr(inner, "socket", None))
         return UNIX_FALLBACK_KEY if uid is None else f"uid:{uid}"

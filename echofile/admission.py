@@ -55,6 +55,10 @@ class AdmissionPolicy:
         self.limiter = limiter
         self.deadline = deadline
         self.trustedProxies = tuple(trustedProxies)
+        # The service's children of the two per-session metrics, looked up
+        # once: C{labels()} costs a lock and a dict lookup per call.
+        self.accepted = metrics.CONNECTIONS_ACCEPTED.labels(service=limiter.service)
+        self.sessionsOpen = metrics.SESSIONS_OPEN.labels(service=limiter.service)
 
     def trusts(self, transport: ITransport) -> bool:
         """May the socket peer of C{transport} tell us who the client is?"""
@@ -92,8 +96,10 @@ class Admission:
         """
         self._policy = policy
         self._transport = transport
-        self._onReady = onReady
-        self._onBusy = onBusy
+        # Let go of once the connection is a session (L{_ready}): an idle
+        # session would otherwise keep both (a bound method, a closure) for its life.
+        self._onReady: Callable[[IAddress, str], None] | None = onReady
+        self._onBusy: Callable[[], None] | None = onBusy
         self._timer: IDelayedCall | None = None
         self._started = 0.0
         self._handshaking = False
@@ -124,7 +130,7 @@ class Admission:
             elif self._handshaking:  # ... or before TLS is up (Twisted aborts a handshake in progress)
                 transport.loseConnection()
             else:
-                self._onBusy()
+                self._busy()
             return
         self.key = key
         if not (proxied or self._handshaking):
@@ -154,15 +160,24 @@ class Admission:
             self._policy.limiter.release(key)
         if self._open:
             self._open = False
-            metrics.SESSIONS_OPEN.labels(service=self._policy.limiter.service).dec()
+            self._policy.sessionsOpen.dec()
 
     def _ready(self, peer: IAddress, key: str) -> None:
         """Admitted: the connection is a session from now on (counted until L{end})."""
         self._open = True
-        service = self._policy.limiter.service
-        metrics.CONNECTIONS_ACCEPTED.labels(service=service).inc()
-        metrics.SESSIONS_OPEN.labels(service=service).inc()
-        self._onReady(peer, key)
+        self._policy.accepted.inc()
+        self._policy.sessionsOpen.inc()
+        onReady = self._onReady
+        self._onReady = self._onBusy = None
+        assert onReady is not None
+        onReady(peer, key)
+
+    def _busy(self) -> None:
+        """Over a cap once ready: the session says so; nothing more will be asked of us."""
+        onBusy = self._onBusy
+        self._onReady = self._onBusy = None
+        assert onBusy is not None
+        onBusy()
 
     def _refused(self, reason: str) -> None:
         metrics.CONNECTIONS_REFUSED.labels(service=self._policy.limiter.service, reason=reason).inc()
@@ -194,7 +209,7 @@ class Admission:
             key = old
         if not self._policy.limiter.rekey(old, key, self.peer):
             self.key = None
-            self._onBusy()
+            self._busy()
             return
         self.key = key
         self._ready(peer, key)

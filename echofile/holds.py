@@ -18,6 +18,8 @@ and a reactor turn each.
 
 from __future__ import annotations
 
+import socket
+
 from twisted.protocols.basic import LineReceiver
 
 from echofile.chat import EventQueue
@@ -27,6 +29,9 @@ from echofile.twistedinternals import canSendDirectly, directSocket, unframedInp
 
 #: Input read ahead (not run) while a HASH waits, before the transport stops reading.
 HELD_INPUT = 64 * 1024
+
+#: No hold: one shared empty frozenset (an empty set object is 216 bytes, per idle session).
+_NO_HOLDS: frozenset[str] = frozenset()
 
 
 class HeldInput(LineReceiver):
@@ -40,28 +45,37 @@ class HeldInput(LineReceiver):
     _inputEnded: bool
 
     def __init__(self) -> None:
-        # Why input is held ("command", "output", "hash"); a frozenset until the
-        # first hold, which most sessions reach, but idle ones never do.
-        self._holds: set[str] | frozenset[str] = frozenset()
+        # Why input is held ("command", "output", "hash"); the shared empty
+        # frozenset until the first hold, which most sessions reach, but idle ones never do.
+        self._holds: set[str] | frozenset[str] = _NO_HOLDS
         self._readingPaused = False  # did a hold pause the transport?
         self._producing = False  # are we the transport's registered producer?
         self._transfer: BodySender | ListingSender | None = None  # a body or listing being sent
-        self._events = EventQueue()
-        #: The socket chat events may be sent to directly (a plain TCP transport), else None.
-        self._socket = None
+        self._queue: EventQueue | None = None  # made by the first event that has to wait
+        self._socket: socket.socket | None = None  # a plain TCP transport's socket, for direct sends (L{_send})
+
+    @property
+    def _events(self) -> EventQueue:
+        """The chat events waiting for this session (made on first use: most sessions never queue one)."""
+        if self._queue is None:
+            self._queue = EventQueue()
+        return self._queue
 
     def _closeIfInputDone(self) -> None:
         raise NotImplementedError
 
     # -- flow control ----------------------------------------------------------
 
-    def _sendEventsDirectly(self) -> None:
-        """Once the session is greeted: find the socket L{deliverEvent} may use (None for TLS, PROXY, tests)."""
-        self._socket = directSocket(self.transport)
-
     def _registerAsProducer(self) -> None:
         self.transport.registerProducer(self, True)
         self._producing = True
+
+    def _sendDirectly(self) -> None:
+        """From now on, replies may go straight to the socket (plain TCP only; see L{_send})."""
+        self._socket = directSocket(self.transport)
+
+    def _stopSendingDirectly(self) -> None:
+        self._socket = None
 
     def _unregisterAsProducer(self) -> None:
         if self._producing:
@@ -128,11 +142,31 @@ class HeldInput(LineReceiver):
     # -- output ----------------------------------------------------------------
 
     def reply(self, line: str) -> None:
-        self.transport.write(line.encode("utf-8") + b"\r\n")
+        self._send(line.encode("utf-8") + b"\r\n")
 
     def _replyLines(self, lines: list[str]) -> None:
         """A header and the lines it announces (LIST, WHO), in one write: no event can come between."""
-        self.transport.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
+        self._send("".join(line + "\r\n" for line in lines).encode("utf-8"))
+
+    def _send(self, data: bytes) -> None:
+        """
+        Write C{data}: on plain TCP with nothing buffered, straight to the
+        socket, as echo does; C{transport.write} would buffer it, ask the
+        reactor for writability (an C{epoll_ctl}), send it one reactor turn
+        later and stop asking (another) for every greeting and reply.  What
+        the socket does not take, or an error, goes through the transport,
+        which keeps the order and reports the error its own way.
+        """
+        sock = self._socket
+        if sock is not None and canSendDirectly(self.transport):
+            try:
+                sent = sock.send(data)
+            except OSError:  # EAGAIN, or an error the transport will find and report itself
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self.transport.write(data)
 
     def deliverEvent(self, line: str, data: bytes | None = None) -> None:
         """
@@ -148,7 +182,7 @@ class HeldInput(LineReceiver):
         """
         if self._ending:
             return
-        if self._transfer is not None or "output" in self._holds or self._events:
+        if self._transfer is not None or "output" in self._holds or self._queue:
             self._events.push(line)
             return
         if data is None:
@@ -165,6 +199,6 @@ class HeldInput(LineReceiver):
         self.transport.write(data)
 
     def _flushEvents(self) -> None:
-        if self._transfer is None and not self._ending and self._events:
-            for line in self._events.drain():
+        if self._transfer is None and not self._ending and self._queue:
+            for line in self._queue.drain():
                 self.reply(line)

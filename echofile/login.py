@@ -97,8 +97,14 @@ class LoginCommands(CommandProtocol):
 
     def __init__(self, factory: "FilesFactory") -> None:
         super().__init__(factory)
-        self._login = LoginPolicy(self._clock, factory.authFailureDelay, factory.penalties)
+        self._loginPolicy: LoginPolicy | None = None  # made by the first USER or AUTH: idle sessions never need one
         self._logout: Callable[[], None] | None = None
+
+    @property
+    def _login(self) -> LoginPolicy:
+        if self._loginPolicy is None:
+            self._loginPolicy = LoginPolicy(self._clock, self.factory.authFailureDelay, self.factory.penalties)
+        return self._loginPolicy
 
     def _letGo(self) -> None:
         """Leave presence at once (the connection itself may linger a little)."""
@@ -109,7 +115,7 @@ class LoginCommands(CommandProtocol):
 
     @property
     def _failures(self) -> int:
-        return self._login.failures
+        return self._loginPolicy.failures if self._loginPolicy is not None else 0
 
     def cmd_USER(self, argument: str) -> None:
         self._login.select(argument)

@@ -75,7 +75,7 @@ class LineSession(HeldInput):
         self._peerAddress: IAddress | None = None
         self._admission: Admission | None = None
         self.MAX_LENGTH = factory.maxLine + 1  # room for the CR of CR LF
-        self._telnet = TelnetCommandFilter()
+        self._telnet: TelnetCommandFilter | None = None  # made by the first bytes received
         self._closing: GracefulClose | None = None
         self._timer = SessionTimer(self._clock, factory.idleTimeout, self.timeoutConnection)
         self._shutdownAfterTransfer = False
@@ -138,20 +138,21 @@ class LineSession(HeldInput):
         else:
             self._log.info("files: connection from {peer}", peer=self._peer)
         self._registerAsProducer()
-        self._sendEventsDirectly()
-        self._timer.start()
-        if self.factory.loginTimeout is not None:
+        self._sendDirectly()
+        if self.factory.loginTimeout is None:
+            self._timer.start()
+        else:
             # One deadline from the connection's start: the TLS handshake and the
             # PROXY header wait were part of it.
             assert self._admission is not None
             remaining = max(0.0, self.factory.loginTimeout - self._admission.elapsed())
-            self._timer.setDeadline(remaining, self._loginTimedOut)
+            self._timer.start(remaining, self._loginTimedOut)
         self.reply(wire.GREETING)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         greeted = self._greeted
         self._state = State.CLOSED
-        self._socket = None
+        self._stopSendingDirectly()
         if self._admission is not None:
             self._admission.end()
         self._timer.stop()
@@ -298,7 +299,10 @@ class LineSession(HeldInput):
     def dataReceived(self, data: bytes) -> None:
         if self._ending:
             return  # closing: what the client still sends is read and dropped
-        super().dataReceived(self._telnet.feed(data))
+        telnet = self._telnet
+        if telnet is None:
+            telnet = self._telnet = TelnetCommandFilter()
+        super().dataReceived(telnet.feed(data))
         if self._inputEnded:
             self._closeIfInputDone()
         else:

@@ -23,6 +23,7 @@ from echofile.chat import ChatService
 from echofile.echo import DEFAULT_UDP_RATE, EchoDatagramProtocol
 from echofile.hashing import FileHasher
 from echofile.lockout import LoginPenalties
+from echofile.logformat import FasterTextLog
 from echofile.metrics import ReactorLagProbe
 from echofile.options import DEFAULT_ECHO, DEFAULT_FILES, Options, parseUDPAddress
 from echofile.ownfiles import OwnFiles
@@ -94,6 +95,7 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
     for description in config["files"]:
         _listen(description, filesFactory, reactor).setServiceParent(top)
     shutdown = top.makeDrain(callFromThread=getattr(reactor, "callFromThread", None))
+    FasterTextLog().setServiceParent(top)  # twistd's log observer runs by then (echofile.logformat)
     if config.get("metrics") is not None:
         status = AfterDrain(shutdown.whenDrained)  # /healthz answers 503 until the drain is over
         _listen(config["metrics"], makeStatusSite(lambda: shutdown.draining), reactor).setServiceParent(status)

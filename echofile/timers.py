@@ -39,9 +39,18 @@ class SessionTimer:
         self._onDeadline: Callable[[], None] | None = None
         self._call: IDelayedCall | None = None
 
-    def start(self) -> None:
-        """Begin counting idle time from now."""
+    def start(self, deadline: float | None = None, onDeadline: Callable[[], None] | None = None) -> None:
+        """
+        Begin counting idle time from now, and with C{deadline} (seconds from
+        now) also the fixed deadline: one C{callLater} for both, where
+        L{start} then L{setDeadline} would schedule the idle call and then
+        cancel it for the sooner deadline (a second DelayedCall per session,
+        and a cancelled one left in the reactor's heap).
+        """
         self._last = self._clock.seconds()
+        if deadline is not None:
+            self._deadline = self._last + deadline
+            self._onDeadline = onDeadline
         self._schedule()
 
     def touch(self) -> None:

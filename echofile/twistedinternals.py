@@ -6,8 +6,9 @@ buffer of a TCP transport (for echo's direct send and sendfile's "is the
 buffer empty?"), LineReceiver's input buffer and loop flag, the PROXY
 protocol wrapper's parsed header and C{dataReceived}, and the TLS
 protocol's connection and state flags with pyOpenSSL's cffi binding (for a
-file body's batched writes: the SSL object's mode, its write BIO), and the
-TLS options inside an C{ssl:} endpoint (to turn session resumption on).  Each is reached only
+file body's batched writes: the SSL object's mode, its write BIO), the
+TLS options inside an C{ssl:} endpoint (to turn session resumption on),
+and the observers of a log publisher (for twistd's text log, L{echofile.logformat}).  Each is reached only
 through a function here, and tests/unit/test_twistedinternals.py pins the
 behaviour each one relies on: a Twisted upgrade that changes one breaks
 that test, not the server.  Where the attributes are missing, the callers
@@ -102,6 +103,11 @@ def unframedInput(protocol: LineReceiver) -> bytes:
 def insideLineLoop(protocol: LineReceiver) -> bool:
     """Is C{protocol}'s dataReceived still looping over received lines (more may follow)?"""
     return bool(protocol._busyReceiving)
+
+
+def logObservers(publisher: Any) -> list[Any]:
+    """The observers a C{LogPublisher} forwards to, in order (twistd's file observer among the global one's)."""
+    return list(publisher._observers)
 
 
 def isProxyWrapper(transport: object) -> bool:

@@ -367,3 +367,12 @@ def test_tls_batched_write_can_be_told_to_queue(tlsPair) -> None:
     assert internals.unsentBytes(tlsPair.tcp) > len(chunk)
     tlsPair.pump()
     assert tlsPair.plain == chunk * 2
+def test_log_publisher_keeps_its_observers_in_order() -> None:
+    from twisted.logger import LogPublisher
+
+    first, second = (lambda event: None), (lambda event: None)
+    publisher = LogPublisher(first)
+    publisher.addObserver(second)
+    assert internals.logObservers(publisher) == [first, second]
+    publisher.removeObserver(first)
+    assert internals.logObservers(publisher) == [second]
