@@ -36,7 +36,6 @@ included): the figure load does not move much.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 
 import run as bench

@@ -55,6 +55,9 @@ SERVERS = HERE / "servers"
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 PYTHON = sys.executable
 
+#: What a plain run (and --quick) measures: every figure issues 15 and 16 set a goal for (benchmarks/goals.py).
+DEFAULT_SECTIONS = "echo,file,tls,scale,handshakes,fanout,downloads,metrics"
+
 # -- process plumbing -----------------------------------------------------------
 
 
@@ -639,6 +642,9 @@ def report(results: dict) -> str:
         f"clients to {meta['client_cpus']}; load average at start {meta['loadavg']}. "
         f"Medians of {meta['reps']} interleaved runs."
     )
+    import goals
+
+    lines += goals.report(results)
     if "echo" in results:
         lines += ["", "## Echo ping-pong (C load generator)", "",
                   "| connections x size | server | req/s | MB/s | p50 µs | p99 µs | server CPU busy | "
@@ -802,7 +808,7 @@ def meta(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer configurations and shorter runs (< 2 minutes)")
-    parser.add_argument("--only", default="echo,file,scale",
+    parser.add_argument("--only", default=DEFAULT_SECTIONS,
                         help="comma-separated subset of echo,file,scale,hash,resume,cluster,metrics,tls,logs,handshakes,downloads,fanout")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per measurement (default 3)")
     parser.add_argument("--sessions", type=int, default=10_000, help="sessions for the scale benchmark")
@@ -810,6 +816,7 @@ def main() -> None:
     args = parser.parse_args()
     import clusterbench
     import downloads
+    import goals
     import handshakes
     import fanoutbench
     import hashbench
@@ -836,9 +843,10 @@ def main() -> None:
         text = report(results)
         (args.out / "results.md").write_text(text)
         plot(results, args.out / "performance.png")
+        goals.plot(results, args.out / "goals.png")
         print()
         print(text)
-        print(f"written to {args.out}/ (results.md, results.json, performance.png) in "
+        print(f"written to {args.out}/ (results.md, results.json, performance.png, goals.png) in "
               f"{results['meta']['seconds']} s; server logs in {logDir}")
 
 
