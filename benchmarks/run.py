@@ -1,8 +1,8 @@
 """
-echofile benchmarks: echo ping-pong, file download, 10,000 sessions.
+echofile benchmarks: every figure with a goal (benchmarks/goals.py) against reference servers.
 
-    python benchmarks/run.py            # full run (about 5 minutes)
-    python benchmarks/run.py --quick    # under 2 minutes
+    python benchmarks/run.py            # full run (about 25 minutes)
+    python benchmarks/run.py --quick    # under 3 minutes: every goal's ratio, shorter runs
     python benchmarks/run.py --only echo,file --reps 5
     python benchmarks/run.py --only hash,resume   # HASH and RESUME (benchmarks/hashbench.py)
     python benchmarks/run.py --only cluster       # SAY fan-out, --cluster against one instance (clusterbench.py)
@@ -807,7 +807,7 @@ def meta(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer configurations and shorter runs (< 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="fewer configurations and shorter runs (< 3 minutes)")
     parser.add_argument("--only", default=DEFAULT_SECTIONS,
                         help="comma-separated subset of echo,file,scale,hash,resume,cluster,metrics,tls,logs,handshakes,downloads,fanout")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per measurement (default 3)")
