@@ -75,9 +75,12 @@ def test_pipelined_commands_log_at_most_the_budget(served, logged):
     assert "files: 127.0.0.1:40000 (guest) FILE nope refused: no such file or directory" in texts(info)
     protocol.connectionLost(None)
     info = infoEvents(logged)
-    assert len(info) == SESSION_LOG_LIMIT + 2  # the summary line, then "closed"
+    assert len(info) == SESSION_LOG_LIMIT + 1  # "closed"; the summary line once the window has passed
+    clock.advance(SESSION_LOG_WINDOW)
+    info = infoEvents(logged)
+    assert len(info) == SESSION_LOG_LIMIT + 2
     # Each round: a FILE sent, a FILE and a LIST refused (BOGUS is no tree command: not logged).
-    assert formatEvent(info[-2]).startswith(f"{3 * 100 - SESSION_LOG_LIMIT} further events from 127.0.0.1 suppressed")
+    assert formatEvent(info[-1]).startswith(f"{3 * 100 - SESSION_LOG_LIMIT} further events from 127.0.0.1 suppressed")
 
 
 def test_budget_refills_after_the_window(served, logged):
@@ -88,8 +91,8 @@ def test_budget_refills_after_the_window(served, logged):
     protocol.dataReceived(b"FILE notes.txt\r\n" * (SESSION_LOG_LIMIT + 5))
     pump(protocol, transport)
     assert len(infoEvents(logged)) == SESSION_LOG_LIMIT
-    clock.advance(SESSION_LOG_WINDOW)
     logged.clear()
+    clock.advance(SESSION_LOG_WINDOW)  # the window has passed: its summary line
     protocol.dataReceived(b"FILE notes.txt\r\n")
     pump(protocol, transport)
     formatted = texts(infoEvents(logged))
@@ -131,9 +134,10 @@ def test_refused_tree_commands_are_logged_once_each_then_budgeted(served, logged
     assert len(infoEvents(logged)) == SESSION_LOG_LIMIT - len(refusals) - 1  # what is left of this window's budget
     protocol.dataReceived(b"QUIT\r\n")
     protocol.connectionLost(None)
+    clock.advance(SESSION_LOG_WINDOW)
     formatted = texts(infoEvents(logged))
-    assert formatted[-2].startswith(f"{100 - (SESSION_LOG_LIMIT - len(refusals) - 1)} further events from 127.0.0.1 ")
-    assert formatted[-1].startswith("files: 127.0.0.1:40000 closed (QUIT) after ")
+    assert formatted[-2].startswith("files: 127.0.0.1:40000 closed (QUIT) after ")
+    assert formatted[-1].startswith(f"{100 - (SESSION_LOG_LIMIT - len(refusals) - 1)} further events from 127.0.0.1 ")
 
 
 def test_refused_commands_across_reconnects_stay_within_the_budget(served, logged):
@@ -146,8 +150,45 @@ def test_refused_commands_across_reconnects_stay_within_the_budget(served, logge
         protocol.connectionLost(None)
     refused = [e for e in logged if "refused" in e.get("log_format", "")]
     assert len(refused) == SESSION_LOG_LIMIT
+    clock.advance(SESSION_LOG_WINDOW)
     summaries = [e for e in logged if "suppressed" in e.get("log_format", "")]
     assert sum(e["count"] for e in summaries) == 10 * 10 - SESSION_LOG_LIMIT
+
+
+def test_reconnecting_writes_one_summary_line_per_window_not_per_session(served, logged):
+    """
+    A client looping connect, 25 refused FILEs, QUIT from one address: the
+    budget is the address's, so its summary line comes once per window (with
+    every suppressed event counted), not once per session (it was one line
+    per session: about 100 KiB/s of log from one address's reconnect loop).
+    """
+    clock = Clock()
+    factory = makeFilesFactory(served, clock)
+    for port in range(40000, 40050):
+        protocol, transport = connect(factory, port=port)
+        protocol.dataReceived(b"FILE x\r\n" * 25 + b"QUIT\r\n")
+        protocol.connectionLost(None)
+        clock.advance(0.1)
+    summaries = [e for e in logged if "suppressed" in e.get("log_format", "")]
+    assert summaries == []  # the window (60 s) has not passed yet
+    clock.advance(SESSION_LOG_WINDOW)
+    summaries = [e for e in logged if "suppressed" in e.get("log_format", "")]
+    assert [e["count"] for e in summaries] == [50 * 25 - SESSION_LOG_LIMIT]
+    clock.advance(10 * SESSION_LOG_WINDOW)
+    assert len([e for e in logged if "suppressed" in e.get("log_format", "")]) == 1  # nothing more to report
+
+
+def test_suppressed_counts_are_reported_when_the_service_stops(served, logged):
+    clock = Clock()
+    factory = makeFilesFactory(served, clock)
+    protocol, transport = connect(factory)
+    protocol.dataReceived(b"FILE x\r\n" * (SESSION_LOG_LIMIT + 3) + b"QUIT\r\n")
+    protocol.connectionLost(None)
+    factory.doStart()
+    factory.doStop()
+    summaries = [formatEvent(e) for e in logged if "suppressed" in e.get("log_format", "")]
+    assert len(summaries) == 1 and summaries[0].startswith("3 further events from 127.0.0.1 suppressed")
+    assert clock.getDelayedCalls() == [] or all(not c.active() for c in clock.getDelayedCalls())
 
 
 def test_reconnecting_does_not_renew_the_log_budget(served):
