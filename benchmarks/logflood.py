@@ -36,6 +36,8 @@ HERE = Path(__file__).resolve().parent
 TWISTD = Path(sys.executable).with_name("twistd")
 FILES, ECHO, METRICS, PROXIED = 18608, 18607, 18609, 18610
 PASSWORD = "pw"
+#: The refused file name each flood session asks for (--name-bytes makes it longer: up to --max-line).
+NAME = b"nosuch"
 
 
 def _source(i: int) -> str:
@@ -43,7 +45,7 @@ def _source(i: int) -> str:
 
 
 def _session(sock: socket.socket) -> None:
-    sock.sendall(f"AUTH {PASSWORD}\r\n".encode() + b"FILE nosuch\r\n" * 25 + b"QUIT\r\n")
+    sock.sendall(f"AUTH {PASSWORD}\r\n".encode() + (b"FILE " + NAME + b"\r\n") * 25 + b"QUIT\r\n")
     sock.settimeout(2)
     while True:
         data = sock.recv(65536)
@@ -117,7 +119,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--only", default=",".join(FLOODS))
+    parser.add_argument("--name-bytes", type=int, default=0, help="refused names this long (default: 'nosuch')")
     args = parser.parse_args()
+    global NAME
+    if args.name_bytes:
+        NAME = b"n" * args.name_bytes
     with tempfile.TemporaryDirectory() as work:
         root = Path(work, "root")
         root.mkdir()

@@ -37,9 +37,21 @@ SESSION_LOG_LIMIT = 20
 SESSION_LOG_WINDOW = 60.0
 
 
+#: Characters of one client-supplied value a log event shows; the rest is counted, not written.
+MAX_LOGGED_CHARS = 256
+
+
 def loggable(value: object) -> str:
-    """C{value} (a name, a peer key, an address) as it may appear in a log event."""
-    return sanitize(value if isinstance(value, str) else str(value))
+    """
+    C{value} (a name, a peer key, an address) as it may appear in a log
+    event: made safe, and at most L{MAX_LOGGED_CHARS} long.  Without the
+    cap a refused C{FILE} logged its whole argument (up to --max-line, 4
+    KB), so each budgeted line could carry 4 KB of the client's text.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > MAX_LOGGED_CHARS:
+        text = f"{text[:MAX_LOGGED_CHARS]}... ({len(text) - MAX_LOGGED_CHARS} more characters)"
+    return sanitize(text)
 
 
 def peerText(key: str, port: int | None = None, proxiedBy: str | None = None) -> str:

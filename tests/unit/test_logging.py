@@ -382,3 +382,27 @@ def test_stalled_transfer_is_one_close_line(served, logged):
     formatted = texts(infoEvents(logged))
     assert formatted[-1].startswith("files: 127.0.0.1:40000 closed (stalled during a transfer, aborted) after ")
     assert not any("stalled" in t for t in formatted[:-1])
+
+
+def test_a_long_client_value_is_logged_shortened(served, logged):
+    """
+    A refused FILE logged its whole argument (up to --max-line, 4 KB): 25 of
+    them per session from rotating addresses wrote about 11 MiB/s of log
+    (benchmarks/logflood.py --name-bytes 4000 --only many).  A client value
+    is logged up to MAX_LOGGED_CHARS, then how much was left out.
+    """
+    from echofile.eventlog import MAX_LOGGED_CHARS, loggable
+
+    clock = Clock()
+    protocol, transport = connect(makeFilesFactory(served, clock))
+    protocol.dataReceived(b"AUTH " + PASSWORD.encode() + b"\r\n")
+    logged.clear()
+    name = "n" * 4000
+    protocol.dataReceived(f"FILE {name}\r\n".encode())
+    assert replies(transport)[-1] == f"!File {name} could not be opened.".encode()  # the reply is not shortened
+    [line] = texts(infoEvents(logged))
+    shown = "n" * MAX_LOGGED_CHARS + f"... ({4000 - MAX_LOGGED_CHARS} more characters)"
+    assert line.startswith(f"files: 127.0.0.1:40000 (guest) FILE {shown} refused: ")
+    assert len(line) < MAX_LOGGED_CHARS + 120
+    assert loggable("x" * MAX_LOGGED_CHARS) == "x" * MAX_LOGGED_CHARS  # what fits is left whole
+    assert loggable("\x1b" * (MAX_LOGGED_CHARS + 1)) == "?" * MAX_LOGGED_CHARS + "... (1 more characters)"
