@@ -15,7 +15,8 @@ Two rules (docs/security.md, "Logging"):
 - one session cannot flood the log: the info/warn events its client can
   repeat (transfers, failed logins, ...) go through a L{LogBudget}, which
   lets C{limit} of them through per C{window} seconds and then writes a
-  single ``N further events from PEER suppressed`` line instead of the rest.
+  single ``N further events from PEER suppressed`` line instead of the rest,
+  once the window has passed (at most one such line per address per window).
   Events that happen at most once per session (connect, log in, the reason
   it ended) are not counted: they are bounded by the session itself.
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger, LogLevel
 
 from echofile.text import sanitize
@@ -36,9 +37,21 @@ SESSION_LOG_LIMIT = 20
 SESSION_LOG_WINDOW = 60.0
 
 
+#: Characters of one client-supplied value a log event shows; the rest is counted, not written.
+MAX_LOGGED_CHARS = 256
+
+
 def loggable(value: object) -> str:
-    """C{value} (a name, a peer key, an address) as it may appear in a log event."""
-    return sanitize(value if isinstance(value, str) else str(value))
+    """
+    C{value} (a name, a peer key, an address) as it may appear in a log
+    event: made safe, and at most L{MAX_LOGGED_CHARS} long.  Without the
+    cap a refused C{FILE} logged its whole argument (up to --max-line, 4
+    KB), so each budgeted line could carry 4 KB of the client's text.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > MAX_LOGGED_CHARS:
+        text = f"{text[:MAX_LOGGED_CHARS]}... ({len(text) - MAX_LOGGED_CHARS} more characters)"
+    return sanitize(text)
 
 
 def peerText(key: str, port: int | None = None, proxiedBy: str | None = None) -> str:
@@ -63,11 +76,13 @@ class LogBudget:
     """
     The log budget of one client address: at most C{limit} events per C{window}
     seconds on C{clock}; what is over it is counted and reported in one line
-    when the window has passed (at the next event) or the session ends
-    (L{close}).
+    when the window has passed (a timer, started by the first suppressed
+    event), or when the budget is forgotten (L{close}).  Not when a session
+    ends: the budget is the address's, and a client that reconnects in a
+    loop would otherwise write one summary line per session.
     """
 
-    __slots__ = ("_log", "_clock", "address", "limit", "window", "_windowStart", "_count", "suppressed")
+    __slots__ = ("_log", "_clock", "address", "limit", "window", "_windowStart", "_count", "suppressed", "_report")
 
     def __init__(
         self, log: Logger, clock: IReactorTime, limit: int = SESSION_LOG_LIMIT, window: float = SESSION_LOG_WINDOW,
@@ -82,6 +97,7 @@ class LogBudget:
         self._windowStart = clock.seconds()
         self._count = 0
         self.suppressed = 0
+        self._report: IDelayedCall | None = None  # the summary line at the end of the window, once one was suppressed
 
     def emit(self, level: LogLevel, format: str, peer: str, **kwargs: Any) -> None:
         """Log C{format} at C{level} (C{peer} and C{kwargs} already L{loggable}) if the budget allows."""
@@ -95,9 +111,20 @@ class LogBudget:
             self._log.emit(level, format, peer=peer, **kwargs)
         else:
             self.suppressed += 1
+            if self._report is None:
+                self._report = self._clock.callLater(
+                    max(0.0, self._windowStart + self.window - now), self._windowEnded,
+                )
+
+    def _windowEnded(self) -> None:
+        self._report = None
+        self.close()
 
     def close(self) -> None:
-        """Report what was suppressed (a session ends, or a window passed), naming the address."""
+        """Report what was suppressed now, naming the address (the window passed, or the budget is forgotten)."""
+        report, self._report = self._report, None
+        if report is not None and report.active():
+            report.cancel()
         if self.suppressed:
             self._log.info(
                 "{count} further events from {peer} suppressed (at most {limit} per {window}s from one address)",
@@ -126,6 +153,11 @@ class LogBudgets:
 
     def __len__(self) -> int:
         return len(self._budgets)
+
+    def close(self) -> None:
+        """The service stops: report what every budget still has suppressed."""
+        for budget in self._budgets.values():
+            budget.close()
 
     def forKey(self, key: str) -> LogBudget:
         budget = self._budgets.pop(key, None)

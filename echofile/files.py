@@ -120,6 +120,10 @@ class FilesFactory(ServerFactory):
         #: The log budgets of the client addresses, shared by their sessions.
         self.logBudgets = LogBudgets(FileSession._log, clock)
 
+    def stopFactory(self) -> None:
+        """The listener is gone: the suppressed counts not reported yet are reported now."""
+        self.logBudgets.close()
+
     def buildProtocol(self, addr: IAddress) -> Protocol:
         session = FileSession(self)
         self.sessions.add(session)

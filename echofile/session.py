@@ -159,8 +159,8 @@ class LineSession(HeldInput):
         cancelPending(self._closing)
         self._letGo()
         self.factory.sessions.discard(self)
-        if self._logBudget is not None:
-            self._logBudget.close()
+        # The log budget is the address's, not the session's: its summary line
+        # comes when its window has passed, not per session (echofile.eventlog).
         if greeted:
             self._logClosed(reason)
 

@@ -28,7 +28,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import WrappingFactory
-from twisted.web.resource import Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from echofile.metrics import REGISTRY
@@ -62,6 +63,19 @@ class HealthResource(Resource):
         body = self.render_GET(request)
         request.setHeader(b"content-length", b"%d" % len(body))
         return b""
+
+
+class StatusRoot(Resource):
+    """
+    The site's root: its two pages, and for every other path (``/`` too)
+    twisted.web's escaping 404 page.  The default (C{Resource}'s
+    C{NoResource}) returns its body even to HEAD, and twisted.web then logs
+    "HEAD request <Request ... uri=...> is returning a message body" for
+    each request, the client's whole URI (up to 16 KB) in it, unbudgeted.
+    """
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return notFound()
 
 
 class StatusSite(Site):
@@ -122,7 +136,7 @@ class CappedFactory(WrappingFactory):
 
 def makeStatusSite(draining: Callable[[], bool], maxConnections: int = MAX_STATUS_CONNECTIONS) -> CappedFactory:
     """The site behind ``--metrics``: ``/metrics`` and ``/healthz``, for at most C{maxConnections} at once."""
-    root = Resource()
+    root = StatusRoot()
     root.putChild(b"metrics", MetricsResource(REGISTRY))
     root.putChild(b"healthz", HealthResource(draining))
     site = StatusSite(root)

@@ -41,7 +41,7 @@ def resumeSessions(endpoint: object) -> bool:
     tell them: every reconnect paid a full handshake (a private-key
     operation on the server).  This turns the server-side cache on in the
     endpoint's one shared context: TLS 1.2 clients resume by session ID,
-    TLS 1.3 clients with the (stateful, single-use) tickets the server then
+    TLS 1.3 clients with the (stateful, reusable, no 0-RTT) tickets the server then
     issues.  Sessions stay in this process's memory (OpenSSL's default
     bounds: 20,480 sessions, 2 hours) and never reach a disk or another
     instance.  Stateless tickets stay off, as Twisted has them: their key

@@ -121,3 +121,27 @@ def test_health_checks_and_hostile_paths_write_no_log_line(statusPort, logged):
     server = ("twisted.web.server", "twisted.web.http", "twisted.web.resource", "echofile")  # not the client side
     texts = [formatEvent(e) for e in logged if e.get("log_namespace", "").startswith(server)]
     assert texts == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_head_of_a_missing_page_writes_no_log_line(statusPort, logged):
+    """
+    HEAD of any page but /healthz (``/``, ``/nothing``, a 16 KB path) was
+    rendered through twisted.web's error page, which logged "HEAD request
+    <Request ... uri=...> is returning a message body" each time, the
+    client's whole URI in it: about 16 KB of log per request, unbudgeted.
+    """
+    url, _ = statusPort
+    port = int(url.rsplit(":", 1)[1])
+    for path in (b"/", b"/nothing", b"/x" + b"A" * 16000):
+        raw = _RawRequest(b"HEAD " + path + b" HTTP/1.0\r\nHost: x\r\n\r\n")
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
+        answer = yield raw.done
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 404 "), (path[:20], answer[:100])
+        assert body == b""
+    response, body = yield get(url + "/nothing")  # GET still gets the page
+    assert response.code == 404 and body
+    server = ("twisted.web.server", "twisted.web.http", "twisted.web.resource", "echofile")
+    texts = [formatEvent(e) for e in logged if e.get("log_namespace", "").startswith(server)]
+    assert texts == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -227,3 +229,20 @@ def test_udp_drops_are_logged_at_most_once_per_interval(logged):
     protocol.doStop()  # the last count is reported when the port closes, and no timer is left
     assert len([e for e in logged if "dropped" in e.get("log_format", "")]) == 4
     assert clock.getDelayedCalls() == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="echo logs 'connection from PEER' and '... closed' at debug for every connection, unbudgeted, and "
+    "twistd writes debug too: a connect/one byte/close loop from one address wrote ~410 KiB/s "
+    "(benchmarks/logflood.py echo1); proposal: per-connection echo lines through the service's refusal-style "
+    "budget (20 a window, then a count), or none",
+)
+def test_an_echo_reconnect_loop_writes_a_bounded_number_of_lines(logged):
+    clock = Clock()
+    factory = makeFactory(clock)
+    for port in range(1, 201):
+        protocol, transport = connect(factory, port=port)
+        protocol.dataReceived(b"x")
+        protocol.connectionLost(None)
+    assert len([e for e in logged if e.get("log_format", "").startswith("echo:")]) <= 2 * 20 + 1

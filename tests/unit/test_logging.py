@@ -75,9 +75,12 @@ def test_pipelined_commands_log_at_most_the_budget(served, logged):
     assert "files: 127.0.0.1:40000 (guest) FILE nope refused: no such file or directory" in texts(info)
     protocol.connectionLost(None)
     info = infoEvents(logged)
-    assert len(info) == SESSION_LOG_LIMIT + 2  # the summary line, then "closed"
+    assert len(info) == SESSION_LOG_LIMIT + 1  # "closed"; the summary line once the window has passed
+    clock.advance(SESSION_LOG_WINDOW)
+    info = infoEvents(logged)
+    assert len(info) == SESSION_LOG_LIMIT + 2
     # Each round: a FILE sent, a FILE and a LIST refused (BOGUS is no tree command: not logged).
-    assert formatEvent(info[-2]).startswith(f"{3 * 100 - SESSION_LOG_LIMIT} further events from 127.0.0.1 suppressed")
+    assert formatEvent(info[-1]).startswith(f"{3 * 100 - SESSION_LOG_LIMIT} further events from 127.0.0.1 suppressed")
 
 
 def test_budget_refills_after_the_window(served, logged):
@@ -88,8 +91,8 @@ def test_budget_refills_after_the_window(served, logged):
     protocol.dataReceived(b"FILE notes.txt\r\n" * (SESSION_LOG_LIMIT + 5))
     pump(protocol, transport)
     assert len(infoEvents(logged)) == SESSION_LOG_LIMIT
-    clock.advance(SESSION_LOG_WINDOW)
     logged.clear()
+    clock.advance(SESSION_LOG_WINDOW)  # the window has passed: its summary line
     protocol.dataReceived(b"FILE notes.txt\r\n")
     pump(protocol, transport)
     formatted = texts(infoEvents(logged))
@@ -131,9 +134,10 @@ def test_refused_tree_commands_are_logged_once_each_then_budgeted(served, logged
     assert len(infoEvents(logged)) == SESSION_LOG_LIMIT - len(refusals) - 1  # what is left of this window's budget
     protocol.dataReceived(b"QUIT\r\n")
     protocol.connectionLost(None)
+    clock.advance(SESSION_LOG_WINDOW)
     formatted = texts(infoEvents(logged))
-    assert formatted[-2].startswith(f"{100 - (SESSION_LOG_LIMIT - len(refusals) - 1)} further events from 127.0.0.1 ")
-    assert formatted[-1].startswith("files: 127.0.0.1:40000 closed (QUIT) after ")
+    assert formatted[-2].startswith("files: 127.0.0.1:40000 closed (QUIT) after ")
+    assert formatted[-1].startswith(f"{100 - (SESSION_LOG_LIMIT - len(refusals) - 1)} further events from 127.0.0.1 ")
 
 
 def test_refused_commands_across_reconnects_stay_within_the_budget(served, logged):
@@ -146,8 +150,85 @@ def test_refused_commands_across_reconnects_stay_within_the_budget(served, logge
         protocol.connectionLost(None)
     refused = [e for e in logged if "refused" in e.get("log_format", "")]
     assert len(refused) == SESSION_LOG_LIMIT
+    clock.advance(SESSION_LOG_WINDOW)
     summaries = [e for e in logged if "suppressed" in e.get("log_format", "")]
     assert sum(e["count"] for e in summaries) == 10 * 10 - SESSION_LOG_LIMIT
+
+
+def test_reconnecting_writes_one_summary_line_per_window_not_per_session(served, logged):
+    """
+    A client looping connect, 25 refused FILEs, QUIT from one address: the
+    budget is the address's, so its summary line comes once per window (with
+    every suppressed event counted), not once per session (it was one line
+    per session: about 100 KiB/s of log from one address's reconnect loop).
+    """
+    clock = Clock()
+    factory = makeFilesFactory(served, clock)
+    for port in range(40000, 40050):
+        protocol, transport = connect(factory, port=port)
+        protocol.dataReceived(b"FILE x\r\n" * 25 + b"QUIT\r\n")
+        protocol.connectionLost(None)
+        clock.advance(0.1)
+    summaries = [e for e in logged if "suppressed" in e.get("log_format", "")]
+    assert summaries == []  # the window (60 s) has not passed yet
+    clock.advance(SESSION_LOG_WINDOW)
+    summaries = [e for e in logged if "suppressed" in e.get("log_format", "")]
+    assert [e["count"] for e in summaries] == [50 * 25 - SESSION_LOG_LIMIT]
+    clock.advance(10 * SESSION_LOG_WINDOW)
+    assert len([e for e in logged if "suppressed" in e.get("log_format", "")]) == 1  # nothing more to report
+
+
+def test_suppressed_counts_are_reported_when_the_service_stops(served, logged):
+    clock = Clock()
+    factory = makeFilesFactory(served, clock)
+    protocol, transport = connect(factory)
+    protocol.dataReceived(b"FILE x\r\n" * (SESSION_LOG_LIMIT + 3) + b"QUIT\r\n")
+    protocol.connectionLost(None)
+    factory.doStart()
+    factory.doStop()
+    summaries = [formatEvent(e) for e in logged if "suppressed" in e.get("log_format", "")]
+    assert len(summaries) == 1 and summaries[0].startswith("3 further events from 127.0.0.1 suppressed")
+    assert clock.getDelayedCalls() == [] or all(not c.active() for c in clock.getDelayedCalls())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the log budget is per address only: N addresses (127.0.0.0/8, an IPv6 prefix, forged clients "
+    "behind a trusted PROXY balancer) write N x 20 refusal lines a minute (measured with benchmarks/logflood.py: "
+    "1.1 MiB/s from 127.x.y.z sources, 1.3 MiB/s through one balancer); proposal: a service-wide budget over all addresses in LogBudgets",
+)
+def test_many_addresses_together_stay_within_a_service_wide_budget(served, logged):
+    """
+    500 addresses, each looping one session of 25 refused FILEs within one
+    window: the per-command events of all of them together should be bounded
+    by the service (as the refusals before a session are, in ConnectionLimiter),
+    not grow with the number of addresses.
+    """
+    clock = Clock()
+    factory = makeFilesFactory(served, clock)
+    for n in range(500):
+        protocol, transport = connect(factory, host=f"127.0.{n // 250}.{n % 250 + 1}")
+        protocol.dataReceived(b"FILE x\r\n" * 25 + b"QUIT\r\n")
+        protocol.connectionLost(None)
+    refused = [e for e in logged if "refused" in e.get("log_format", "")]
+    assert len(refused) <= 10 * SESSION_LOG_LIMIT  # what ten busy addresses may write, whatever their number
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="connect, login and close lines (and chat's joined/left at debug) are per session and unbudgeted: "
+    "a connect/AUTH/QUIT loop from one address writes 5 lines, 476 B per session (measured ~300 KiB/s on "
+    "loopback, benchmarks/logflood.py one); "
+    "proposal: after the address's budget is spent, its sessions' connect/close lines go through it too",
+)
+def test_a_reconnect_loop_from_one_address_is_bounded_per_window(served, logged):
+    clock = Clock()
+    factory = makeFilesFactory(served, clock)
+    for port in range(40000, 40200):
+        protocol, transport = connect(factory, port=port)
+        protocol.dataReceived(b"AUTH " + PASSWORD.encode() + b"\r\nQUIT\r\n")
+        protocol.connectionLost(None)
+    assert len(logged) <= 3 * SESSION_LOG_LIMIT + 1, len(logged)  # every event, debug included: twistd writes them all
 
 
 def test_reconnecting_does_not_renew_the_log_budget(served):
@@ -301,3 +382,27 @@ def test_stalled_transfer_is_one_close_line(served, logged):
     formatted = texts(infoEvents(logged))
     assert formatted[-1].startswith("files: 127.0.0.1:40000 closed (stalled during a transfer, aborted) after ")
     assert not any("stalled" in t for t in formatted[:-1])
+
+
+def test_a_long_client_value_is_logged_shortened(served, logged):
+    """
+    A refused FILE logged its whole argument (up to --max-line, 4 KB): 25 of
+    them per session from rotating addresses wrote about 11 MiB/s of log
+    (benchmarks/logflood.py --name-bytes 4000 --only many).  A client value
+    is logged up to MAX_LOGGED_CHARS, then how much was left out.
+    """
+    from echofile.eventlog import MAX_LOGGED_CHARS, loggable
+
+    clock = Clock()
+    protocol, transport = connect(makeFilesFactory(served, clock))
+    protocol.dataReceived(b"AUTH " + PASSWORD.encode() + b"\r\n")
+    logged.clear()
+    name = "n" * 4000
+    protocol.dataReceived(f"FILE {name}\r\n".encode())
+    assert replies(transport)[-1] == f"!File {name} could not be opened.".encode()  # the reply is not shortened
+    [line] = texts(infoEvents(logged))
+    shown = "n" * MAX_LOGGED_CHARS + f"... ({4000 - MAX_LOGGED_CHARS} more characters)"
+    assert line.startswith(f"files: 127.0.0.1:40000 (guest) FILE {shown} refused: ")
+    assert len(line) < MAX_LOGGED_CHARS + 120
+    assert loggable("x" * MAX_LOGGED_CHARS) == "x" * MAX_LOGGED_CHARS  # what fits is left whole
+    assert loggable("\x1b" * (MAX_LOGGED_CHARS + 1)) == "?" * MAX_LOGGED_CHARS + "... (1 more characters)"
