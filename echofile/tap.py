@@ -22,6 +22,7 @@ from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE, defaultPa
 from echofile.chat import ChatService
 from echofile.echo import DEFAULT_UDP_RATE, EchoDatagramProtocol
 from echofile.hashing import FileHasher
+from echofile.listening import withDefaultBacklog
 from echofile.lockout import LoginPenalties
 from echofile.logformat import FasterTextLog
 from echofile.metrics import ReactorLagProbe
@@ -153,6 +154,7 @@ def _ownFiles(config: Mapping[str, Any]) -> list[str | None]:
 
 
 def _listen(description: str, factory: Any, reactor: Any) -> IService:
-    service = strports.service(description, factory, reactor=reactor)
+    """A listening service for C{description}, with echofile's listen backlog unless it names one."""
+    service = strports.service(withDefaultBacklog(description, reactor), factory, reactor=reactor)
     resumeSessions(service.endpoint)  # an ssl: endpoint: reconnecting clients skip the full handshake
     return service
