@@ -1,7 +1,7 @@
 """
 What the server writes to its log about what clients do, and how much.
 
-Two rules (docs/security.md, "Logging"):
+The rules (docs/security.md, "Logging"):
 
 - every value that came from a client (a file or user name, a peer
   address that a PROXY header supplied) is logged through L{loggable}, so no
@@ -17,8 +17,13 @@ Two rules (docs/security.md, "Logging"):
   lets C{limit} of them through per C{window} seconds and then writes a
   single ``N further events from PEER suppressed`` line instead of the rest,
   once the window has passed (at most one such line per address per window).
-  Events that happen at most once per session (connect, log in, the reason
-  it ended) are not counted: they are bounded by the session itself.
+  A login counts too; a session's connect and close lines do not, but once
+  the address's budget is spent they are counted instead of written, so a
+  reconnect loop is bounded as well;
+- all addresses of a service together cannot flood it either: the lines a
+  client causes without real work (connection lines, refused commands, the
+  summary lines) also pass a L{ServiceLogBudget} (L{SERVICE_LOG_LIMIT} per
+  window); audit lines (a login, a file sent) never do.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import globalLogPublisher
 
 from echofile.chat import EventQueue
 from echofile.text import sanitize
