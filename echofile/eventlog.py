@@ -262,10 +262,14 @@ class LogBudgets:
 
     def __init__(
         self, log: Logger, clock: IReactorTime, maxAddresses: int = MAX_BUDGETS, service: str = "files",
-        serviceLimit: int = SERVICE_LOG_LIMIT,
+        serviceLimit: int = SERVICE_LOG_LIMIT, limit: int = SESSION_LOG_LIMIT,
     ) -> None:
-        """@param service: the service's name, for the summary line of its budget over all addresses."""
+        """
+        @param service: the service's name, for the summary line of its budget over all addresses.
+        @param limit: an address's budget per window (--log-budget), for the budgets made from now on.
+        """
         self._log = log
+        self.limit = limit
         self._clock = clock
         self.maxAddresses = maxAddresses
         self._budgets: OrderedDict[str, LogBudget] = OrderedDict()
@@ -284,7 +288,7 @@ class LogBudgets:
     def forKey(self, key: str) -> LogBudget:
         budget = self._budgets.pop(key, None)
         if budget is None:
-            budget = LogBudget(self._log, self._clock, address=key, service=self.service)
+            budget = LogBudget(self._log, self._clock, self.limit, address=key, service=self.service)
         self._budgets[key] = budget  # most recently seen last
         while len(self._budgets) > self.maxAddresses:
             _, forgotten = self._budgets.popitem(last=False)
