@@ -226,7 +226,6 @@ class ChatService(Service):
             name = account
         self._names[session] = name
         self._sessions.setdefault(name, []).append(session)
-        self._log.debug("chat: {account} joined as {name}", account=sanitize(account), name=sanitize(name))
         return name
 
     def leave(self, session: IChatListener) -> None:
@@ -234,7 +233,6 @@ class ChatService(Service):
         if name is None:
             return
         self._forget(name, session)
-        self._log.debug("chat: {name} left", name=sanitize(name))
 
     def _forget(self, name: str, session: IChatListener) -> None:
         sessions = self._sessions.get(name, [])

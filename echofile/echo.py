@@ -22,12 +22,13 @@ from typing import Iterable
 
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echofile.addresses import LOOPBACK, Network
 from echofile.admission import Admission, AdmissionPolicy
+from echofile.eventlog import LogBudget, LogBudgets
 from echofile.shutdown import SessionTracker
 from echofile.limits import ConnectionLimiter, GracefulClose, SessionTimer, cancelPending, closeWithin
 from echofile.twistedinternals import canSendDirectly, directSocket
@@ -78,7 +79,16 @@ class EchoProtocol(Protocol):
         self.transport.registerProducer(self.transport, True)
         self._socket = directSocket(self.transport)
         self._timer.start()
-        self._log.debug("echo: connection from {peer}", peer=self._peer)
+        self._logBudget().emit(LogLevel.debug, "echo: connection from {peer}", peer=self._peer)
+
+    def _logBudget(self) -> LogBudget:
+        """
+        The log budget of the peer's address: an echo connection costs a
+        client nothing but a connect(), and twistd writes debug lines too, so
+        its lines are counted (the first of a window written, then a count).
+        """
+        assert self._peerKey is not None
+        return self.factory.logBudgets.forKey(self._peerKey)
 
     @property
     def _peer(self) -> str:
@@ -117,7 +127,7 @@ class EchoProtocol(Protocol):
             self._close()
 
     def timeoutConnection(self) -> None:
-        self._log.info("echo: {peer} idle, closing", peer=self._peer)
+        self._logBudget().emit(LogLevel.info, "echo: {peer} idle, closing", peer=self._peer)
         self._close()
 
     def _close(self) -> None:
@@ -149,7 +159,7 @@ class EchoProtocol(Protocol):
         if self._admission is not None:
             self._admission.end()
         if self._peerKey is not None:
-            self._log.debug("echo: connection from {peer} closed", peer=self._peer)
+            self._logBudget().emit(LogLevel.debug, "echo: connection from {peer} closed", peer=self._peer)
             self._peerKey = None
 
 
@@ -177,6 +187,11 @@ class EchoFactory(ServerFactory):
         self.idleTimeout = idleTimeout
         self.admission = AdmissionPolicy(clock, limiter, readyTimeout, trustedProxies)
         self.sessions = SessionTracker()
+        #: The log budgets of the client addresses and of the service (echofile.eventlog).
+        self.logBudgets = LogBudgets(EchoProtocol._log, clock, service="echo")
+
+    def stopFactory(self) -> None:
+        self.logBudgets.close()
 
     def buildProtocol(self, addr: IAddress) -> EchoProtocol:
         protocol = EchoProtocol(self.clock, self.idleTimeout, self.admission)

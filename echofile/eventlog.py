@@ -1,7 +1,7 @@
 """
 What the server writes to its log about what clients do, and how much.
 
-Two rules (docs/security.md, "Logging"):
+The rules (docs/security.md, "Logging"):
 
 - every value that came from a client (a file or user name, a peer
   address that a PROXY header supplied) is logged through L{loggable}, so no
@@ -17,8 +17,13 @@ Two rules (docs/security.md, "Logging"):
   lets C{limit} of them through per C{window} seconds and then writes a
   single ``N further events from PEER suppressed`` line instead of the rest,
   once the window has passed (at most one such line per address per window).
-  Events that happen at most once per session (connect, log in, the reason
-  it ended) are not counted: they are bounded by the session itself.
+  A login counts too; a session's connect and close lines do not, but once
+  the address's budget is spent they are counted instead of written, so a
+  reconnect loop is bounded as well;
+- all addresses of a service together cannot flood it either: the lines a
+  client causes without real work (connection lines, refused commands, the
+  summary lines) also pass a L{ServiceLogBudget} (L{SERVICE_LOG_LIMIT} per
+  window); audit lines (a login, a file sent) never do.
 """
 
 from __future__ import annotations
@@ -72,6 +77,70 @@ def peerText(key: str, port: int | None = None, proxiedBy: str | None = None) ->
     return sanitize(key)
 
 
+#: Lines a client can cause without real work (connection lines, refused
+#: commands) that one service writes per window from all addresses together:
+#: 50 a second averaged over the window, a busy server's worth.
+SERVICE_LOG_LIMIT = 3000
+
+
+class ServiceLogBudget:
+    """
+    The log budget of one service over all its client addresses together:
+    a per-address budget alone lets N addresses (127.0.0.0/8, an IPv6
+    prefix, forged clients behind a trusted balancer) write N times as
+    much.  At most C{limit} lines per C{window} seconds; the rest are counted
+    and reported in one line when the window has passed.  Audit lines
+    (logins, transfers) do not pass through it (L{LogBudget.audit}).
+    """
+
+    __slots__ = ("_log", "_clock", "service", "limit", "window", "_windowStart", "_count", "suppressed", "_report")
+
+    def __init__(
+        self, log: Logger, clock: IReactorTime, service: str, limit: int = SERVICE_LOG_LIMIT,
+        window: float = SESSION_LOG_WINDOW,
+    ) -> None:
+        self._log = log
+        self._clock = clock
+        self.service = service
+        self.limit = limit
+        self.window = window
+        self._windowStart = clock.seconds()
+        self._count = 0
+        self.suppressed = 0
+        self._report: IDelayedCall | None = None
+
+    def allow(self, events: int = 1) -> bool:
+        """May one more line be written now?  If not, C{events} are counted for the summary line."""
+        now = self._clock.seconds()
+        if now - self._windowStart >= self.window:
+            self.close()
+            self._windowStart = now
+            self._count = 0
+        if self._count < self.limit:
+            self._count += 1
+            return True
+        self.suppressed += events
+        if self._report is None:
+            self._report = self._clock.callLater(max(0.0, self._windowStart + self.window - now), self._windowEnded)
+        return False
+
+    def _windowEnded(self) -> None:
+        self._report = None
+        self.close()
+
+    def close(self) -> None:
+        """Report what was suppressed now (the window passed, or the service stops)."""
+        report, self._report = self._report, None
+        if report is not None and report.active():
+            report.cancel()
+        if self.suppressed:
+            self._log.info(
+                "{service}: {count} further events suppressed (at most {limit} per {window}s from all addresses together)",
+                service=self.service, count=self.suppressed, limit=self.limit, window=self.window,
+            )
+            self.suppressed = 0
+
+
 class LogBudget:
     """
     The log budget of one client address: at most C{limit} events per C{window}
@@ -80,15 +149,28 @@ class LogBudget:
     event), or when the budget is forgotten (L{close}).  Not when a session
     ends: the budget is the address's, and a client that reconnects in a
     loop would otherwise write one summary line per session.
+
+    Three kinds of line (docs/security.md, "Logging"): L{emit}, an event a
+    client can repeat at no cost (a refused command), counted here and
+    within the service's budget; L{audit}, an event that cost the client
+    real work (a login, a transfer), counted here but never suppressed by
+    the service's budget; L{sessionLine}, a session's connect or close line,
+    not counted while the address has budget left, suppressed and counted
+    once it is spent (so a reconnect loop is bounded too).
     """
 
-    __slots__ = ("_log", "_clock", "address", "limit", "window", "_windowStart", "_count", "suppressed", "_report")
+    __slots__ = (
+        "_log", "_clock", "address", "limit", "window", "_windowStart", "_count", "suppressed", "_report", "_service",
+    )
 
     def __init__(
         self, log: Logger, clock: IReactorTime, limit: int = SESSION_LOG_LIMIT, window: float = SESSION_LOG_WINDOW,
-        address: str = "",
+        address: str = "", service: ServiceLogBudget | None = None,
     ) -> None:
-        """@param address: the key of the address whose budget this is (for the summary line)."""
+        """
+        @param address: the key of the address whose budget this is (for the summary line).
+        @param service: the budget of all addresses together, if any.
+        """
         self._log = log
         self.address = loggable(address)
         self._clock = clock
@@ -98,23 +180,53 @@ class LogBudget:
         self._count = 0
         self.suppressed = 0
         self._report: IDelayedCall | None = None  # the summary line at the end of the window, once one was suppressed
+        self._service = service
 
     def emit(self, level: LogLevel, format: str, peer: str, **kwargs: Any) -> None:
-        """Log C{format} at C{level} (C{peer} and C{kwargs} already L{loggable}) if the budget allows."""
+        """Log C{format} at C{level} (C{peer} and C{kwargs} already L{loggable}) if both budgets allow."""
+        if self._take():
+            self._write(level, format, peer, True, kwargs)
+
+    def audit(self, level: LogLevel, format: str, peer: str, **kwargs: Any) -> None:
+        """As L{emit}, for a line the service's budget never suppresses (a login, a transfer)."""
+        if self._take():
+            self._write(level, format, peer, False, kwargs)
+
+    def sessionLine(self, level: LogLevel, format: str, peer: str, **kwargs: Any) -> None:
+        """A session's connect or close line: free while the address has budget left, then counted like the rest."""
+        self._roll()
+        if self._count < self.limit:
+            self._write(level, format, peer, True, kwargs)
+        else:
+            self._suppress()
+
+    def _roll(self) -> None:
         now = self._clock.seconds()
         if now - self._windowStart >= self.window:
             self.close()
             self._windowStart = now
             self._count = 0
+
+    def _take(self) -> bool:
+        """Count one event in this window: True if it may be written, else it is counted for the summary."""
+        self._roll()
         if self._count < self.limit:
             self._count += 1
-            self._log.emit(level, format, peer=peer, **kwargs)
-        else:
-            self.suppressed += 1
-            if self._report is None:
-                self._report = self._clock.callLater(
-                    max(0.0, self._windowStart + self.window - now), self._windowEnded,
-                )
+            return True
+        self._suppress()
+        return False
+
+    def _suppress(self) -> None:
+        self.suppressed += 1
+        if self._report is None:
+            self._report = self._clock.callLater(
+                max(0.0, self._windowStart + self.window - self._clock.seconds()), self._windowEnded,
+            )
+
+    def _write(self, level: LogLevel, format: str, peer: str, budgeted: bool, kwargs: dict[str, Any]) -> None:
+        if budgeted and self._service is not None and not self._service.allow():
+            return
+        self._log.emit(level, format, peer=peer, **kwargs)
 
     def _windowEnded(self) -> None:
         self._report = None
@@ -126,10 +238,13 @@ class LogBudget:
         if report is not None and report.active():
             report.cancel()
         if self.suppressed:
-            self._log.info(
-                "{count} further events from {peer} suppressed (at most {limit} per {window}s from one address)",
-                count=self.suppressed, peer=self.address, limit=self.limit, window=self.window,
-            )
+            # One per address per window, but addresses are many: within the service's budget
+            # (what it suppresses is counted there, so no event goes uncounted).
+            if self._service is None or self._service.allow(self.suppressed):
+                self._log.info(
+                    "{count} further events from {peer} suppressed (at most {limit} per {window}s from one address)",
+                    count=self.suppressed, peer=self.address, limit=self.limit, window=self.window,
+                )
             self.suppressed = 0
 
 
@@ -145,11 +260,21 @@ class LogBudgets:
     Bounded like the login penalties: at most C{maxAddresses} budgets.
     """
 
-    def __init__(self, log: Logger, clock: IReactorTime, maxAddresses: int = MAX_BUDGETS) -> None:
+    def __init__(
+        self, log: Logger, clock: IReactorTime, maxAddresses: int = MAX_BUDGETS, service: str = "files",
+        serviceLimit: int = SERVICE_LOG_LIMIT, limit: int = SESSION_LOG_LIMIT,
+    ) -> None:
+        """
+        @param service: the service's name, for the summary line of its budget over all addresses.
+        @param limit: an address's budget per window (--log-budget), for the budgets made from now on.
+        """
         self._log = log
+        self.limit = limit
         self._clock = clock
         self.maxAddresses = maxAddresses
         self._budgets: OrderedDict[str, LogBudget] = OrderedDict()
+        #: The budget of all addresses together.
+        self.service = ServiceLogBudget(log, clock, service, serviceLimit)
 
     def __len__(self) -> int:
         return len(self._budgets)
@@ -158,11 +283,12 @@ class LogBudgets:
         """The service stops: report what every budget still has suppressed."""
         for budget in self._budgets.values():
             budget.close()
+        self.service.close()
 
     def forKey(self, key: str) -> LogBudget:
         budget = self._budgets.pop(key, None)
         if budget is None:
-            budget = LogBudget(self._log, self._clock, address=key)
+            budget = LogBudget(self._log, self._clock, self.limit, address=key, service=self.service)
         self._budgets[key] = budget  # most recently seen last
         while len(self._budgets) > self.maxAddresses:
             _, forgotten = self._budgets.popitem(last=False)

@@ -170,7 +170,7 @@ class FileCommands(CommandProtocol):
             self._replyComplete()
             self._filesSent += 1
             self._bytesSent += size
-            self._event(
+            self._audit(
                 LogLevel.info, "files: {peer} ({user}) sent {file} ({size} bytes) in {duration:.3f}s",
                 file=loggable(opened.path), size=size, offset=offset, user=loggable(share.user),
                 duration=self._clock.seconds() - started,

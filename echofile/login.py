@@ -147,12 +147,14 @@ class LoginCommands(CommandProtocol):
             return
         self._timer.clearDeadline()
         self.avatar, self._logout = avatar, logout
-        self._log.info("files: {peer} logged in as {user}", peer=self._peer, user=loggable(avatar.user))
+        # Audit lines: within the address's budget (a login loop from one address is bounded), never the service's.
+        self._audit(LogLevel.info, "files: {peer} logged in as {user}", user=loggable(avatar.user))
         if self._peerAddress is not None and cleartextOverNetwork(self.transport, self._peerAddress):
-            self._log.warn(
+            self._audit(
+                LogLevel.warn,
                 "files: {user} logged in from {peer} over plain TCP: the password crossed the network "
                 "in clear text; serve --files on a TLS endpoint (ssl:/tls:, see docs/deploy.md)",
-                peer=self._peer, user=loggable(avatar.user),
+                user=loggable(avatar.user),
             )
         self.reply(wire.LOGGED_IN)
 

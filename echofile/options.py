@@ -17,6 +17,7 @@ from twisted.python import usage
 from echofile.addresses import LOOPBACK, parseNetwork
 from echofile.auth import DEFAULT_USER, PASSWORD_ENVIRONMENT_VARIABLE
 from echofile.echo import DEFAULT_UDP_RATE
+from echofile.eventlog import SESSION_LOG_LIMIT
 from echofile.lockout import parseExempt
 from echofile.redischat import parseRedisURL
 
@@ -98,6 +99,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["lockout-window", None, 600.0, "Seconds over which failed AUTHs are counted.", _positive(float, "lockout-window")],
         ["lockout-duration", None, 600.0, "Seconds a locked-out address is refused AUTH.", _positive(float, "lockout-duration")],
         ["drain-timeout", None, 10.0, "On shutdown, seconds transfers in flight get to finish.", _positive(float, "drain-timeout")],
+        ["log-budget", None, SESSION_LOG_LIMIT, "Log lines one client address may cause per 60 s, per service (then one count); once they are spent its connection lines are counted too.", _positive(int, "log-budget")],
         ["hash-jobs", None, 2, "HASH digests computed at once, server-wide; more wait in turn.", _positive(int, "hash-jobs")],
         ["hash-cache", None, 1024, "HASH digests remembered (per unchanged file).", _nonNegativeInt("hash-cache")],
         ["metrics", None, None, "Serve /metrics (Prometheus) and /healthz on this endpoint, e.g. tcp:9108:interface=127.0.0.1. Off by default."],

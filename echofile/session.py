@@ -136,7 +136,7 @@ class LineSession(HeldInput):
         if isinstance(peer, HealthCheck):  # every few seconds: at debug (twist's default level drops it)
             self._log.debug("files: connection from {peer} (a PROXY health check)", peer=self._peer)
         else:
-            self._log.info("files: connection from {peer}", peer=self._peer)
+            self._budget().sessionLine(LogLevel.info, "files: connection from {peer}", peer=self._peer)
         self._registerAsProducer()
         self._sendDirectly()
         if self.factory.loginTimeout is None:
@@ -175,10 +175,11 @@ class LineSession(HeldInput):
         if why is None:  # nothing on our side ended it: the client did
             why = "client closed" if reason is None or reason.check(ConnectionDone) else "connection lost"
         assert self._admission is not None
-        level = LogLevel.debug if isinstance(self._peerAddress, HealthCheck) else LogLevel.info
-        self._log.emit(
-            level, _CLOSED_WITH_FILES if self._filesSent else _CLOSED, peer=self._peer, why=why,
-            duration=self._admission.elapsed(), files=self._filesSent, bytes=self._bytesSent,
+        healthCheck = isinstance(self._peerAddress, HealthCheck)
+        emit = self._log.emit if healthCheck else self._budget().sessionLine
+        emit(
+            LogLevel.debug if healthCheck else LogLevel.info, _CLOSED_WITH_FILES if self._filesSent else _CLOSED,
+            peer=self._peer, why=why, duration=self._admission.elapsed(), files=self._filesSent, bytes=self._bytesSent,
         )
 
     def _letGo(self) -> None:
@@ -190,15 +191,26 @@ class LineSession(HeldInput):
         admission = self._admission
         return admission.peer if admission is not None else ""
 
-    def _event(self, level: LogLevel, format: str, **kwargs: Any) -> None:
-        """
-        An info/warn event the client can make us repeat (per command):
-        through its address's log budget, which all of that address's
-        sessions share (L{echofile.eventlog}).
-        """
+    def _budget(self) -> LogBudget:
+        """The log budget of this session's address, which all of that address's sessions share."""
         if self._logBudget is None:
             self._logBudget = self.factory.logBudgets.forKey(self._peerKey)
-        self._logBudget.emit(level, format, peer=self._peer, **kwargs)
+        return self._logBudget
+
+    def _event(self, level: LogLevel, format: str, **kwargs: Any) -> None:
+        """
+        An info/warn event the client can make us repeat at no cost (a
+        refused command): through its address's log budget and the
+        service's (L{echofile.eventlog}).
+        """
+        self._budget().emit(level, format, peer=self._peer, **kwargs)
+
+    def _audit(self, level: LogLevel, format: str, **kwargs: Any) -> None:
+        """
+        An event that cost the client real work (a login, a transfer):
+        through its address's log budget, never suppressed by the service's.
+        """
+        self._budget().audit(level, format, peer=self._peer, **kwargs)
 
     def timeoutConnection(self) -> None:
         if self._transfer is not None:

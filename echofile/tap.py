@@ -91,6 +91,8 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         password, config.get("credCheckers", []), trustedProxies,
         idleTimeout=config["idle-timeout"], maxLine=config["max-line"], loginTimeout=config["login-timeout"],
     )
+    for factory in (echoFactory, filesFactory):
+        factory.logBudgets.limit = config["log-budget"]  # no budget is made before the first connection
     for description in config["echo"]:
         _listen(description, echoFactory, reactor).setServiceParent(top)
     for description in config["files"]:

@@ -10,6 +10,7 @@ from twisted.internet.testing import StringTransport
 from twisted.internet.interfaces import IHalfCloseableProtocol
 
 from echofile.echo import EchoDatagramProtocol, EchoFactory
+from echofile.eventlog import SESSION_LOG_LIMIT, SESSION_LOG_WINDOW
 from echofile.limits import ConnectionLimiter
 
 
@@ -231,13 +232,6 @@ def test_udp_drops_are_logged_at_most_once_per_interval(logged):
     assert clock.getDelayedCalls() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="echo logs 'connection from PEER' and '... closed' at debug for every connection, unbudgeted, and "
-    "twistd writes debug too: a connect/one byte/close loop from one address wrote ~410 KiB/s "
-    "(benchmarks/logflood.py echo1); proposal: per-connection echo lines through the service's refusal-style "
-    "budget (20 a window, then a count), or none",
-)
 def test_an_echo_reconnect_loop_writes_a_bounded_number_of_lines(logged):
     clock = Clock()
     factory = makeFactory(clock)
@@ -246,3 +240,7 @@ def test_an_echo_reconnect_loop_writes_a_bounded_number_of_lines(logged):
         protocol.dataReceived(b"x")
         protocol.connectionLost(None)
     assert len([e for e in logged if e.get("log_format", "").startswith("echo:")]) <= 2 * 20 + 1
+    clock.advance(SESSION_LOG_WINDOW)
+    summaries = [e for e in logged if "suppressed" in e.get("log_format", "")]
+    # twistd writes debug lines too: the connect and close lines are counted past the address's budget.
+    assert [e["count"] for e in summaries] == [2 * 200 - SESSION_LOG_LIMIT]

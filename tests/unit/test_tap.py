@@ -93,6 +93,21 @@ def test_make_service_listens_where_asked(served):
         service.stopService()
 
 
+def test_log_budget_option_sets_each_services_per_address_budget(served):
+    reactor = MemoryReactorClock()
+    options = parse("--root", str(served), "--echo", "tcp:7:interface=127.0.0.1", "--files", "tcp:8:interface=127.0.0.1",
+                    "--log-budget", "3")
+    service = makeService(options, reactor=reactor, environ={"ECHOFILE_PASSWORD": "pw"})
+    service.startService()
+    try:
+        factories = [factory for _, factory, _, _ in reactor.tcpServers]
+        assert [type(f) for f in factories] == [EchoFactory, FilesFactory]
+        assert [f.logBudgets.forKey("192.0.2.1").limit for f in factories] == [3, 3]
+    finally:
+        service.stopService()
+    assert parse("--root", str(served))["log-budget"] == 20
+
+
 def test_random_password_is_logged_once(served):
     from twisted.logger import globalLogPublisher
 
