@@ -407,6 +407,9 @@ def test_fd_exhaustion(serve) -> None:
                 return False
 
     waitFor(servedAgain, 5, "a new client to be served once the others left")
+    # Served once means one descriptor was free; wait until the server has let go of the others too.
+    waitFor(lambda: len(os.listdir(f"/proc/{server.pid}/fd")) < FD_LIMIT // 2, 10,
+            "the server to close the sessions the clients left")
     with server.files() as c:
         c.login()
         assert fetch(c, "notes.txt") == b"hello notes\n"
