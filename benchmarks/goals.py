@@ -140,7 +140,9 @@ def _metrics(r: dict) -> list[Goal]:
     for test in sorted({s["test"] for s in r["metrics"]}):
         on = _med(r["metrics"], "value", server="echofile+metrics", test=test)
         off = _med(r["metrics"], "value", server="echofile", test=test)
-        goals.append(Goal(f"--metrics on against off, {test}", on / off, 0.97, reading="on / off (medians)"))
+        twin = _med(r["metrics"], "value", server="echofile (twin)", test=test)
+        goals.append(Goal(f"--metrics on against off, {test}", on / off, 0.97,
+                          reading=f"on / off (medians); two servers without --metrics: {twin / off:.2f}"))
     for sample in r.get("metrics_idle", []):
         goals.append(Goal("--metrics by itself, bound from its idle CPU", 1 - sample["scraped_cpu_ms_per_s"] / 1e3,
                           0.97, reading="1 - its CPU share when scraped every second"))

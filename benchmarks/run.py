@@ -390,7 +390,11 @@ def benchMetrics(args, results: dict, logDir: Path) -> None:
     root = tempfile.mkdtemp(prefix="echofile-bench-")
     try:
         makeFile(Path(root) / "file-1024MiB.bin", GiB)
-        servers = [echofileServer(root, password, logDir), echofileServer(root, password, logDir, metrics=True)]
+        # A second server without --metrics calibrates the noise: on this VM two identical servers differ
+        # by up to 15 % in one run, so an on/off ratio is only read against this off/off one.
+        twin = echofileServer(root, password, logDir)
+        twin.name = "echofile (twin)"
+        servers = [echofileServer(root, password, logDir), echofileServer(root, password, logDir, metrics=True), twin]
         try:
             with scraping(servers) as scrapes:
                 for rep in range(args.reps):
@@ -708,20 +712,22 @@ def report(results: dict) -> str:
         lines += [""] + [f"- {line.removeprefix('scale ratio ')}" for line in scaleRatios(results["scale"])]
     if "metrics" in results:
         lines += ["", "## --metrics on (scraped every second) against off", "",
-                  "| test | off | on | on / off | on / off, median of the reps' pairs | server CPU off | on "
-                  "| off / on (CPU) |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| test | off | on | on / off | on / off, median of the reps' pairs | "
+                  "off (twin) / off: the noise between identical servers | server CPU off | on | off / on (CPU) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for (test,), ss in group(results["metrics"], "test").items():
             perServer = group(ss, "server")
             meds = {name: median([s["value"] for s in xs]) for (name,), xs in perServer.items()}
             cost = {name: median([s["cost"] for s in xs]) for (name,), xs in perServer.items()}
             off, on = meds.get("echofile", float("nan")), meds.get("echofile+metrics", float("nan"))
+            twin = meds.get("echofile (twin)", float("nan"))
             costOff, costOn = cost.get("echofile", float("nan")), cost.get("echofile+metrics", float("nan"))
             unit, costUnit = ss[0]["unit"], ss[0]["cost_unit"]
             byRep = {(s["server"], s["rep"]): s["value"] for s in ss}
             pairs = [byRep[("echofile+metrics", rep)] / byRep[("echofile", rep)]
                      for (name, rep) in byRep if name == "echofile" and ("echofile+metrics", rep) in byRep]
             lines.append(f"| {test} | {off:,.0f} {unit} | {on:,.0f} {unit} | {on / off:.3f}x | {median(pairs):.3f}x | "
+                         f"{twin / off:.3f}x | "
                          f"{costOff:.3f} {costUnit} | {costOn:.3f} {costUnit} | {costOff / costOn:.3f}x |")
     for sample in results.get("metrics_idle", []):
         bound = 1 - sample["scraped_cpu_ms_per_s"] / 1e3
