@@ -31,7 +31,7 @@ from echofile.admission import Admission, AdmissionPolicy
 from echofile.eventlog import LogBudget, LogBudgets
 from echofile.shutdown import SessionTracker
 from echofile.limits import ConnectionLimiter, GracefulClose, SessionTimer, cancelPending, closeWithin
-from echofile.twistedinternals import canSendDirectly, directSocket
+from echofile.twistedinternals import directSocket, writeNow
 
 
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
@@ -100,18 +100,7 @@ class EchoProtocol(Protocol):
         if self._closing:
             return  # we are ending the session: what still comes is read and dropped
         self._timer.touch()
-        transport = self.transport
-        sock = self._socket
-        if sock is not None and canSendDirectly(transport):
-            # Nothing buffered: the socket is the next hop, as in asyncio.
-            try:
-                sent = sock.send(data)
-            except OSError:  # EAGAIN, or an error the transport will find and report itself
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+        writeNow(self._socket, self.transport, data)  # nothing buffered: the socket is the next hop
 
     def readConnectionLost(self) -> None:
         """The peer is done sending: send back what is pending, then close."""

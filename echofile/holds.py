@@ -25,7 +25,7 @@ from twisted.protocols.basic import LineReceiver
 from echofile.chat import EventQueue
 from echofile.listing import ListingSender
 from echofile.transfer import BodySender
-from echofile.twistedinternals import canSendDirectly, directSocket, unframedInput
+from echofile.twistedinternals import directSocket, unframedInput, writeNow
 
 #: Input read ahead (not run) while a HASH waits, before the transport stops reading.
 HELD_INPUT = 64 * 1024
@@ -149,34 +149,17 @@ class HeldInput(LineReceiver):
         self._send("".join(line + "\r\n" for line in lines).encode("utf-8"))
 
     def _send(self, data: bytes) -> None:
-        """
-        Write C{data}: on plain TCP with nothing buffered, straight to the
-        socket, as echo does; C{transport.write} would buffer it, ask the
-        reactor for writability (an C{epoll_ctl}), send it one reactor turn
-        later and stop asking (another) for every greeting and reply.  What
-        the socket does not take, or an error, goes through the transport,
-        which keeps the order and reports the error its own way.
-        """
-        sock = self._socket
-        if sock is not None and canSendDirectly(self.transport):
-            try:
-                sent = sock.send(data)
-            except OSError:  # EAGAIN, or an error the transport will find and report itself
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        self.transport.write(data)
+        """Write C{data}: on plain TCP with nothing buffered, straight to the socket (L{writeNow})."""
+        writeNow(self._socket, self.transport, data)
 
     def deliverEvent(self, line: str, data: bytes | None = None) -> None:
         """
         A chat event: now if the client can take it, else after the body or once it reads.
 
         "Now" is straight into the socket when nothing waits in the
-        transport's buffer (as echo does, see echofile.echo): one send per
-        receiver, run once per receiver of every SAY, so kept inline.  What
-        the socket does not take, and everything while something is buffered
-        or a close is pending, goes through C{transport.write}: the order is
+        transport's buffer (L{writeNow}): one send per receiver.  What the
+        socket does not take, and everything while something is buffered or
+        a close is pending, goes through C{transport.write}: the order is
         kept, and a full buffer still pauses the session (L{pauseProducing}),
         so a client that does not read is bounded as before.
         """
@@ -185,18 +168,7 @@ class HeldInput(LineReceiver):
         if self._transfer is not None or "output" in self._holds or self._queue:
             self._events.push(line)
             return
-        if data is None:
-            data = line.encode("utf-8") + b"\r\n"
-        sock = self._socket
-        if sock is not None and canSendDirectly(self.transport):
-            try:
-                sent = sock.send(data)
-            except OSError:  # EAGAIN, or an error the transport finds and reports itself
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        self.transport.write(data)
+        writeNow(self._socket, self.transport, line.encode("utf-8") + b"\r\n" if data is None else data)
 
     def _flushEvents(self) -> None:
         if self._transfer is None and not self._ending and self._queue:

@@ -77,6 +77,27 @@ def canSendDirectly(transport: Any) -> bool:
     )
 
 
+def writeNow(sock: socket.socket | None, transport: Any, data: bytes) -> None:
+    """
+    Write C{data} to C{transport}: straight into C{sock} (its L{directSocket})
+    when nothing waits before it, as asyncio does; C{transport.write} would
+    buffer it, ask the reactor for writability (an C{epoll_ctl}), send it one
+    reactor turn later and stop asking (another).  What the socket does not
+    take, or an error, goes through the transport, which keeps the order and
+    reports the error its own way.  Echo replies, files replies and chat
+    events all go out here.
+    """
+    if sock is not None and canSendDirectly(transport):
+        try:
+            sent = sock.send(data)
+        except OSError:  # EAGAIN, or an error the transport will find and report itself
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
+
+
 def sendfileDescriptor(consumer: object) -> int | None:
     """
     The socket descriptor to C{sendfile} into, or None when C{consumer} is
