@@ -83,7 +83,67 @@ def peerText(key: str, port: int | None = None, proxiedBy: str | None = None) ->
 SERVICE_LOG_LIMIT = 3000
 
 
-class ServiceLogBudget:
+class _Window:
+    """
+    A budget of C{limit} lines per C{window} seconds on C{clock}: what is
+    over it is counted, and reported in one summary line (L{_summarize})
+    when the window has passed (a timer, started by the first suppressed
+    line) or the budget is closed.
+    """
+
+    __slots__ = ("_log", "_clock", "limit", "window", "_windowStart", "_count", "suppressed", "_report")
+
+    def __init__(self, log: Logger, clock: IReactorTime, limit: int, window: float) -> None:
+        self._log = log
+        self._clock = clock
+        self.limit = limit
+        self.window = window
+        self._windowStart = clock.seconds()
+        self._count = 0
+        self.suppressed = 0
+        self._report: IDelayedCall | None = None  # the summary line at the end of the window, once one was suppressed
+
+    def _roll(self) -> None:
+        now = self._clock.seconds()
+        if now - self._windowStart >= self.window:
+            self.close()
+            self._windowStart = now
+            self._count = 0
+
+    def _take(self, events: int = 1) -> bool:
+        """Count one line in this window: True if it may be written, else C{events} are counted for the summary."""
+        self._roll()
+        if self._count < self.limit:
+            self._count += 1
+            return True
+        self._suppress(events)
+        return False
+
+    def _suppress(self, events: int = 1) -> None:
+        self.suppressed += events
+        if self._report is None:
+            self._report = self._clock.callLater(
+                max(0.0, self._windowStart + self.window - self._clock.seconds()), self._windowEnded,
+            )
+
+    def _windowEnded(self) -> None:
+        self._report = None
+        self.close()
+
+    def close(self) -> None:
+        """Report what was suppressed now (the window passed, the budget is forgotten, or the service stops)."""
+        report, self._report = self._report, None
+        if report is not None and report.active():
+            report.cancel()
+        if self.suppressed:
+            self._summarize()
+            self.suppressed = 0
+
+    def _summarize(self) -> None:
+        raise NotImplementedError
+
+
+class ServiceLogBudget(_Window):
     """
     The log budget of one service over all its client addresses together:
     a per-address budget alone lets N addresses (127.0.0.0/8, an IPv6
@@ -93,55 +153,27 @@ class ServiceLogBudget:
     (logins, transfers) do not pass through it (L{LogBudget.audit}).
     """
 
-    __slots__ = ("_log", "_clock", "service", "limit", "window", "_windowStart", "_count", "suppressed", "_report")
+    __slots__ = ("service",)
 
     def __init__(
         self, log: Logger, clock: IReactorTime, service: str, limit: int = SERVICE_LOG_LIMIT,
         window: float = SESSION_LOG_WINDOW,
     ) -> None:
-        self._log = log
-        self._clock = clock
+        super().__init__(log, clock, limit, window)
         self.service = service
-        self.limit = limit
-        self.window = window
-        self._windowStart = clock.seconds()
-        self._count = 0
-        self.suppressed = 0
-        self._report: IDelayedCall | None = None
 
     def allow(self, events: int = 1) -> bool:
         """May one more line be written now?  If not, C{events} are counted for the summary line."""
-        now = self._clock.seconds()
-        if now - self._windowStart >= self.window:
-            self.close()
-            self._windowStart = now
-            self._count = 0
-        if self._count < self.limit:
-            self._count += 1
-            return True
-        self.suppressed += events
-        if self._report is None:
-            self._report = self._clock.callLater(max(0.0, self._windowStart + self.window - now), self._windowEnded)
-        return False
+        return self._take(events)
 
-    def _windowEnded(self) -> None:
-        self._report = None
-        self.close()
-
-    def close(self) -> None:
-        """Report what was suppressed now (the window passed, or the service stops)."""
-        report, self._report = self._report, None
-        if report is not None and report.active():
-            report.cancel()
-        if self.suppressed:
-            self._log.info(
-                "{service}: {count} further events suppressed (at most {limit} per {window}s from all addresses together)",
-                service=self.service, count=self.suppressed, limit=self.limit, window=self.window,
-            )
-            self.suppressed = 0
+    def _summarize(self) -> None:
+        self._log.info(
+            "{service}: {count} further events suppressed (at most {limit} per {window}s from all addresses together)",
+            service=self.service, count=self.suppressed, limit=self.limit, window=self.window,
+        )
 
 
-class LogBudget:
+class LogBudget(_Window):
     """
     The log budget of one client address: at most C{limit} events per C{window}
     seconds on C{clock}; what is over it is counted and reported in one line
@@ -159,9 +191,7 @@ class LogBudget:
     once it is spent (so a reconnect loop is bounded too).
     """
 
-    __slots__ = (
-        "_log", "_clock", "address", "limit", "window", "_windowStart", "_count", "suppressed", "_report", "_service",
-    )
+    __slots__ = ("address", "_service")
 
     def __init__(
         self, log: Logger, clock: IReactorTime, limit: int = SESSION_LOG_LIMIT, window: float = SESSION_LOG_WINDOW,
@@ -171,15 +201,8 @@ class LogBudget:
         @param address: the key of the address whose budget this is (for the summary line).
         @param service: the budget of all addresses together, if any.
         """
-        self._log = log
+        super().__init__(log, clock, limit, window)
         self.address = loggable(address)
-        self._clock = clock
-        self.limit = limit
-        self.window = window
-        self._windowStart = clock.seconds()
-        self._count = 0
-        self.suppressed = 0
-        self._report: IDelayedCall | None = None  # the summary line at the end of the window, once one was suppressed
         self._service = service
 
     def emit(self, level: LogLevel, format: str, peer: str, **kwargs: Any) -> None:
@@ -200,52 +223,19 @@ class LogBudget:
         else:
             self._suppress()
 
-    def _roll(self) -> None:
-        now = self._clock.seconds()
-        if now - self._windowStart >= self.window:
-            self.close()
-            self._windowStart = now
-            self._count = 0
-
-    def _take(self) -> bool:
-        """Count one event in this window: True if it may be written, else it is counted for the summary."""
-        self._roll()
-        if self._count < self.limit:
-            self._count += 1
-            return True
-        self._suppress()
-        return False
-
-    def _suppress(self) -> None:
-        self.suppressed += 1
-        if self._report is None:
-            self._report = self._clock.callLater(
-                max(0.0, self._windowStart + self.window - self._clock.seconds()), self._windowEnded,
-            )
-
     def _write(self, level: LogLevel, format: str, peer: str, budgeted: bool, kwargs: dict[str, Any]) -> None:
         if budgeted and self._service is not None and not self._service.allow():
             return
         self._log.emit(level, format, peer=peer, **kwargs)
 
-    def _windowEnded(self) -> None:
-        self._report = None
-        self.close()
-
-    def close(self) -> None:
-        """Report what was suppressed now, naming the address (the window passed, or the budget is forgotten)."""
-        report, self._report = self._report, None
-        if report is not None and report.active():
-            report.cancel()
-        if self.suppressed:
-            # One per address per window, but addresses are many: within the service's budget
-            # (what it suppresses is counted there, so no event goes uncounted).
-            if self._service is None or self._service.allow(self.suppressed):
-                self._log.info(
-                    "{count} further events from {peer} suppressed (at most {limit} per {window}s from one address)",
-                    count=self.suppressed, peer=self.address, limit=self.limit, window=self.window,
-                )
-            self.suppressed = 0
+    def _summarize(self) -> None:
+        # One per address per window, but addresses are many: within the service's budget
+        # (what it suppresses is counted there, so no event goes uncounted).
+        if self._service is None or self._service.allow(self.suppressed):
+            self._log.info(
+                "{count} further events from {peer} suppressed (at most {limit} per {window}s from one address)",
+                count=self.suppressed, peer=self.address, limit=self.limit, window=self.window,
+            )
 
 
 #: Addresses whose log budgets are remembered at most (the least recently seen forgotten first).
