@@ -11,11 +11,10 @@ from a set of flags.  The commands themselves are L{echofile.files}'s.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IHandshakeListener
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -23,6 +22,7 @@ from echofile import wire
 from echofile.admission import Admission
 from echofile.eventlog import LogBudget
 from echofile.holds import HeldInput
+from echofile.sessionlog import SessionLog
 from echofile.limits import GracefulClose, SessionTimer, cancelPending, closeWithin
 from echofile.proxy import HealthCheck
 from echofile.telnet import TelnetCommandFilter
@@ -43,28 +43,18 @@ class State(enum.Enum):
     CLOSED = "closed"  #: the connection is gone
 
 
-#: A session's close line (docs/deploy.md, "Reading the log"), and with what it sent, if it sent a file.
-_CLOSED = "files: {peer} closed ({why}) after {duration:.3f}s"
-_CLOSED_WITH_FILES = _CLOSED + "; files sent: {files} ({bytes} bytes)"
-
 #: States in which the session runs no command and says nothing new.
 _ENDED = frozenset({State.ENDING, State.DROPPING, State.CLOSED})
 
 
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
-class LineSession(HeldInput):
+class LineSession(HeldInput, SessionLog):
     """
     The life cycle of one file-protocol session; subclasses add the commands
     (L{_run}) and what a session holds that must be let go (L{_letGo}).
     """
 
     delimiter = b"\n"
-    _log = Logger()
-    #: Why the session ended, for its close line (the first reason given wins).
-    _endedBecause: str | None = None
-    #: Bodies sent whole (FILE, RESUME) and their bytes, for the close line.
-    _filesSent = 0
-    _bytesSent = 0
 
     def __init__(self, factory: "FilesFactory") -> None:
         super().__init__()
@@ -164,53 +154,8 @@ class LineSession(HeldInput):
         if greeted:
             self._logClosed(reason)
 
-    def _because(self, why: str) -> None:
-        """Note why the session ends (for its close line), unless a reason was given already."""
-        if self._endedBecause is None:
-            self._endedBecause = why
-
-    def _logClosed(self, reason: Failure | None) -> None:
-        """The session's one close line: how it ended, how long it lasted, what it sent."""
-        why = self._endedBecause
-        if why is None:  # nothing on our side ended it: the client did
-            why = "client closed" if reason is None or reason.check(ConnectionDone) else "connection lost"
-        assert self._admission is not None
-        healthCheck = isinstance(self._peerAddress, HealthCheck)
-        emit = self._log.emit if healthCheck else self._budget().sessionLine
-        emit(
-            LogLevel.debug if healthCheck else LogLevel.info, _CLOSED_WITH_FILES if self._filesSent else _CLOSED,
-            peer=self._peer, why=why, duration=self._admission.elapsed(), files=self._filesSent, bytes=self._bytesSent,
-        )
-
     def _letGo(self) -> None:
         """The session is over: give back what it holds (a subclass's job)."""
-
-    @property
-    def _peer(self) -> str:
-        """The peer as the log names it (L{echofile.eventlog.peerText}, made by the admission)."""
-        admission = self._admission
-        return admission.peer if admission is not None else ""
-
-    def _budget(self) -> LogBudget:
-        """The log budget of this session's address, which all of that address's sessions share."""
-        if self._logBudget is None:
-            self._logBudget = self.factory.logBudgets.forKey(self._peerKey)
-        return self._logBudget
-
-    def _event(self, level: LogLevel, format: str, **kwargs: Any) -> None:
-        """
-        An info/warn event the client can make us repeat at no cost (a
-        refused command): through its address's log budget and the
-        service's (L{echofile.eventlog}).
-        """
-        self._budget().emit(level, format, peer=self._peer, **kwargs)
-
-    def _audit(self, level: LogLevel, format: str, **kwargs: Any) -> None:
-        """
-        An event that cost the client real work (a login, a transfer):
-        through its address's log budget, never suppressed by the service's.
-        """
-        self._budget().audit(level, format, peer=self._peer, **kwargs)
 
     def timeoutConnection(self) -> None:
         if self._transfer is not None:
