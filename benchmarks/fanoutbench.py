@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 import run
-from run import HERE, median, progress
+from run import median, progress
 
 RECEIVERS = (1000, 5000)
 #: --quick stops at 1,000: ngircd takes 100-240 s to seat 5,000 channel members (every JOIN is announced to
@@ -58,15 +58,6 @@ Ident = no
 PAM = no
 IncludeDir = {empty}
 """
-
-
-def buildLoadGenerator(buildDir: Path) -> Path:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        raise SystemExit("the fan-out benchmark needs gcc (or cc) to build benchmarks/fanoutload.c")
-    binary = buildDir / "fanoutload"
-    subprocess.run([gcc, "-O2", "-o", str(binary), str(HERE / "fanoutload.c")], check=True)
-    return binary
 
 
 def ngircdServer(logDir: Path) -> run.Server:
@@ -121,7 +112,7 @@ def drive(loadgen: Path, server: run.Server, proto: str, secret: str, receivers:
 
 
 def benchFanout(args, results: dict, logDir: Path) -> None:
-    loadgen = buildLoadGenerator(logDir)
+    loadgen = run.buildLoadGenerator(logDir, "fanoutload")
     rounds = 30 if args.quick else 200
     password = secrets.token_hex(8)
     root = tempfile.mkdtemp(prefix="echofile-bench-fanout-")

@@ -224,12 +224,13 @@ def rotated(items: list, shift: int) -> list:
 # -- echo ---------------------------------------------------------------------
 
 
-def buildLoadGenerator(buildDir: Path) -> Path:
+def buildLoadGenerator(buildDir: Path, name: str = "echoload") -> Path:
+    """Compile the C load generator C{benchmarks/NAME.c} (echoload, fanoutload) into C{buildDir}."""
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
-        raise SystemExit("the echo benchmark needs gcc (or cc) to build benchmarks/echoload.c")
-    binary = buildDir / "echoload"
-    subprocess.run([gcc, "-O2", "-o", str(binary), str(HERE / "echoload.c")], check=True)
+        raise SystemExit(f"this benchmark needs gcc (or cc) to build benchmarks/{name}.c")
+    binary = buildDir / name
+    subprocess.run([gcc, "-O2", "-o", str(binary), str(HERE / f"{name}.c")], check=True)
     return binary
 
 

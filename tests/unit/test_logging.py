@@ -318,21 +318,16 @@ def test_peer_text(args, text):
     assert peerText(*args) == text
 
 
-def test_ipv4_mapped_peer_is_logged_as_ipv4(served, logged):
-    """A dual-stack listener's IPv4 client: 127.0.0.1:4000, not [::ffff:127.0.0.1]:4000."""
+@pytest.mark.parametrize("host, port, text", [
+    ("::ffff:127.0.0.1", 4000, "127.0.0.1:4000"),  # a dual-stack listener's IPv4 client, not [::ffff:127.0.0.1]:4000
+    ("::1", 4711, "[::1]:4711"),  # IPv6 in brackets
+])
+def test_ipv6_peers_are_logged_in_the_one_format(served, logged, host, port, text):
     factory = makeFilesFactory(served, Clock())
-    peer = IPv6Address("TCP", "::ffff:127.0.0.1", 4000)
+    peer = IPv6Address("TCP", host, port)
     protocol = factory.buildProtocol(peer)
     protocol.makeConnection(StringTransport(peerAddress=peer))
-    assert texts(logged) == ["files: connection from 127.0.0.1:4000"]
-
-
-def test_ipv6_peer_is_logged_in_brackets(served, logged):
-    factory = makeFilesFactory(served, Clock())
-    peer = IPv6Address("TCP", "::1", 4711)
-    protocol = factory.buildProtocol(peer)
-    protocol.makeConnection(StringTransport(peerAddress=peer))
-    assert texts(logged) == ["files: connection from [::1]:4711"]
+    assert texts(logged) == [f"files: connection from {text}"]
 
 
 # -- two lines per session: the connect line and one close line with its reason -----------------
