@@ -8,7 +8,8 @@ protocol wrapper's parsed header and C{dataReceived}, and the TLS
 protocol's connection and state flags with pyOpenSSL's cffi binding (for a
 file body's batched writes: the SSL object's mode, its write BIO), the
 TLS options inside an C{ssl:} endpoint (to turn session resumption on),
-and the observers of a log publisher (for twistd's text log, L{echofile.logformat}).  Each is reached only
+the observers of a log publisher (for twistd's text log, L{echofile.logformat}), and closing a
+flushed TCP transport in the same turn (L{closeFlushed}).  Each is reached only
 through a function here, and tests/unit/test_twistedinternals.py pins the
 behaviour each one relies on: a Twisted upgrade that changes one breaks
 that test, not the server.  Where the attributes are missing, the callers
@@ -21,8 +22,10 @@ import socket
 from typing import Any, Callable
 
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone
 from twisted.internet.endpoints import SSL4ServerEndpoint, _WrapperServerEndpoint
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 
 try:
     # Private in pyOpenSSL: its cffi binding of OpenSSL, for the mode of one connection and its BIO.
@@ -284,3 +287,24 @@ def serverTLSOptions(endpoint: object) -> Any | None:
             return None
         endpoint = endpoint._wrappedEndpoint
     return None
+
+
+def closeFlushed(transport: Any) -> bool:
+    """
+    Close a plain TCP transport now if nothing is left to send (its buffer
+    empty, no producer, no close under way): what C{loseConnection} would
+    do one reactor turn later (ask for writability, find nothing to write,
+    then the same orderly C{connectionLost}), without the turn and its two
+    C{epoll_ctl}.  False, and nothing done, for anything else (TLS, the
+    PROXY wrapper, a transport still sending): the caller closes the
+    public way.
+    """
+    if not _plainTCP(transport, "_writeDisconnecting", "producer", "connected"):
+        return False
+    if not transport.connected or transport.producer is not None or not canSendDirectly(transport):
+        return False
+    # abstract.FileDescriptor.loseConnection's own path for a write side already shut.
+    transport.stopReading()
+    transport.stopWriting()
+    transport.connectionLost(Failure(ConnectionDone()))
+    return True
