@@ -53,7 +53,8 @@ class SessionLog:
         """The session's one close line: how it ended, how long it lasted, what it sent."""
         why = self._endedBecause
         if why is None:  # nothing on our side ended it: the client did
-            why = "client closed" if reason is None or reason.check(ConnectionDone) else "connection lost"
+            # (isinstance, not Failure.check: that spells out the class names of the error's MRO per call)
+            why = "client closed" if reason is None or isinstance(reason.value, ConnectionDone) else "connection lost"
         assert self._admission is not None
         healthCheck = isinstance(self._peerAddress, HealthCheck)
         emit = self._log.emit if healthCheck else self._budget().sessionLine

@@ -50,11 +50,20 @@ except ImportError:  # pragma: no cover - a Twisted without PROXY support
 _BUFFER = ("dataBuffer", "offset", "_tempDataLen")
 
 
+#: What L{_plainTCP} found per transport class and attribute names (a class's
+#: connections all have the attributes its __init__ sets).
+_plainTypes: dict[tuple[type, tuple[str, ...]], bool] = {}
+
+
 def _plainTCP(transport: object, *names: str) -> bool:
     """Is C{transport} a plain (not TLS) tcp.Connection with the buffer attributes we know?"""
     if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
         return False
-    return all(hasattr(transport, name) for name in _BUFFER + names)
+    key = (type(transport), names)
+    known = _plainTypes.get(key)
+    if known is None:
+        known = _plainTypes[key] = all(hasattr(transport, name) for name in _BUFFER + names)
+    return known
 
 
 def directSocket(transport: object) -> socket.socket | None:
@@ -289,6 +298,10 @@ def serverTLSOptions(endpoint: object) -> Any | None:
     return None
 
 
+#: One Failure for every such close, as the reactor keeps one for every ConnectionDone it reports.
+_CONNECTION_DONE = Failure(ConnectionDone())
+
+
 def closeFlushed(transport: Any) -> bool:
     """
     Close a plain TCP transport now if nothing is left to send (its buffer
@@ -303,8 +316,7 @@ def closeFlushed(transport: Any) -> bool:
         return False
     if not transport.connected or transport.producer is not None or not canSendDirectly(transport):
         return False
-    # abstract.FileDescriptor.loseConnection's own path for a write side already shut.
-    transport.stopReading()
-    transport.stopWriting()
-    transport.connectionLost(Failure(ConnectionDone()))
+    # abstract.FileDescriptor.loseConnection's own path for a write side already shut
+    # (connectionLost stops reading and writing itself).
+    transport.connectionLost(_CONNECTION_DONE)
     return True

@@ -87,3 +87,25 @@ def test_a_reply_still_being_sent_is_flushed_before_the_close(served, tcpPair) -
     assert transport.connected and transport.disconnecting
     assert transport in reactor.writers
     assert len(clock.getDelayedCalls()) == 1  # the abort after the grace, should the flush stall
+
+
+def test_accept_asks_the_transport_for_its_peer_twice_not_three_times(served, tcpPair) -> None:
+    """
+    Each getPeer builds an address object: the socket's key and the log's
+    peer text come from one, the session's peer from the other (kept: a
+    wrapper's getPeer may differ from its socket's).
+    """
+    server, client = tcpPair
+    calls = []
+
+    class Counting(tcp.Server):
+        def getPeer(self):
+            calls.append(1)
+            return super().getPeer()
+
+    factory = makeFilesFactory(served, Clock())
+    protocol = factory.buildProtocol(None)
+    transport = Counting(server, protocol, server.getpeername(), None, 1, MemoryReactor())
+    protocol.makeConnection(transport)
+    assert client.recv(100) == b"#Server Ready.\r\n"
+    assert len(calls) == 2
