@@ -401,3 +401,34 @@ def test_log_publisher_keeps_its_observers_in_order() -> None:
     assert internals.logObservers(publisher) == [first, second]
     publisher.removeObserver(first)
     assert internals.logObservers(publisher) == [second]
+
+
+def test_a_log_file_writes_under_the_lock_we_give_it(tmp_path) -> None:
+    """twistd's LogFile: write and rotate take the instance's _threadable_lock, which nativeLogFileLock replaces."""
+    import threading
+
+    from twisted.logger import textFileLogObserver
+    from twisted.python.logfile import LogFile
+
+    class CountingLock:
+        def __init__(self) -> None:
+            self.lock, self.acquired = threading.RLock(), 0
+
+        def acquire(self) -> None:
+            self.acquired += 1
+            self.lock.acquire()
+
+        def release(self) -> None:
+            self.lock.release()
+
+    logFile = LogFile.fromFullPath(str(tmp_path / "twistd.log"))
+    observer = textFileLogObserver(logFile)
+    assert internals.observerFile(observer) is logFile
+    assert internals.nativeLogFileLock(logFile)
+    assert type(logFile._threadable_lock) is type(threading.RLock())
+    counting = logFile.__dict__["_threadable_lock"] = CountingLock()
+    logFile.write("one\n")
+    logFile.rotate()
+    assert counting.acquired == 2
+    assert not internals.nativeLogFileLock(object())
+    logFile.close()
