@@ -134,7 +134,9 @@ class Admission:
             return
         self.key = key
         if not (proxied or self._handshaking):
-            self._ready(transport.getPeer(), key)
+            # The transport owns the socket (no wrapper below): its peer is the one just
+            # asked for; a wrapper's getPeer may answer otherwise, so it is asked.
+            self._ready(sockPeer if getattr(transport, "transport", None) is None else transport.getPeer(), key)
             return
         if policy.deadline is not None:
             self._timer = policy.clock.callLater(policy.deadline, self._timedOut)
