@@ -12,6 +12,7 @@ echofile benchmarks: every figure with a goal (benchmarks/goals.py) against refe
     python benchmarks/run.py --only handshakes    # TLS handshakes/s against openssl s_server (handshakes.py)
     python benchmarks/run.py --only downloads     # 1,000 concurrent 10 MiB downloads against pyftpdlib (downloads.py)
     python benchmarks/run.py --only fanout        # SAY fan-out against ngircd's channel PRIVMSG (fanoutbench.py)
+    python benchmarks/run.py --only sessioncost   # instructions per files session under callgrind, against the greeter (sessioncost.py)
 
 Every server (echofile under ``twistd``, and the reference servers in
 ``benchmarks/servers/``) is started here on 127.0.0.1, pinned to one core;
@@ -816,7 +817,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer configurations and shorter runs (< 3 minutes)")
     parser.add_argument("--only", default=DEFAULT_SECTIONS,
-                        help="comma-separated subset of echo,file,scale,hash,resume,cluster,metrics,tls,logs,handshakes,downloads,fanout")
+                        help="comma-separated subset of echo,file,scale,hash,resume,cluster,metrics,tls,logs,handshakes,downloads,fanout,"
+                             "sessioncost")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions per measurement (default 3)")
     parser.add_argument("--sessions", type=int, default=10_000, help="sessions for the scale benchmark")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder (git-ignored)")
@@ -827,6 +829,7 @@ def main() -> None:
     import handshakes
     import fanoutbench
     import hashbench
+    import sessioncost
     args.out.mkdir(parents=True, exist_ok=True)
     logDir = Path(tempfile.mkdtemp(prefix="echofile-bench-logs-"))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -843,7 +846,8 @@ def main() -> None:
             {"echo": benchEcho, "file": benchFile, "scale": benchScale, "hash": hashbench.benchHash,
              "resume": hashbench.benchResume, "cluster": clusterbench.benchCluster, "metrics": benchMetrics,
              "tls": benchTls, "logs": benchLogs, "handshakes": handshakes.benchHandshakes,
-             "downloads": downloads.benchDownloads, "fanout": fanoutbench.benchFanout}[part.strip()](args, results, logDir)
+             "downloads": downloads.benchDownloads, "fanout": fanoutbench.benchFanout,
+             "sessioncost": sessioncost.benchSessionCost}[part.strip()](args, results, logDir)
     finally:
         results["meta"]["seconds"] = round(time.monotonic() - started, 1)
         (args.out / "results.json").write_text(json.dumps(results, indent=1))

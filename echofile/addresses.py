@@ -115,8 +115,17 @@ def socketKey(transport: object) -> str:
     The key of a connection's own socket peer, below any TLS or PROXY
     wrapper: its IP address, or on a UNIX socket its user (``uid:N``).
     """
+    return socketPeerKey(transport)[1]
+
+
+def socketPeerKey(transport: object) -> tuple[IAddress, str]:
+    """L{socketPeer} and L{socketKey} of C{transport}, from one C{getPeer} (an address object per call)."""
     inner = _socketTransport(transport)
     peer = inner.getPeer()  # type: ignore[attr-defined]
+    return peer, _keyOf(inner, peer)
+
+
+def _keyOf(inner: object, peer: IAddress) -> str:
     if type(peer) is IPv4Address and isinstance(inner, tcp.Connection):
         # The kernel wrote it (accept's inet_ntoa): already the canonical
         # spelling, so no ipaddress parse per accept.

@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, IT
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger, LogLevel
 
-from echofile.addresses import LOOPBACK, Network, inNetworks, peerKey, socketKey, socketPeer
+from echofile.addresses import LOOPBACK, Network, inNetworks, peerKey, socketKey, socketPeer, socketPeerKey
 from echofile import metrics
 from echofile.eventlog import peerText
 from echofile.limits import ConnectionLimiter, cancelPending
@@ -113,8 +113,8 @@ class Admission:
         self._started = policy.clock.seconds()
         proxied = isProxyWrapper(transport)
         self._handshaking = awaitsHandshake(transport)
-        key = socketKey(transport)
-        self.peer = peerText(key, getattr(socketPeer(transport), "port", None))
+        sockPeer, key = socketPeerKey(transport)
+        self.peer = peerText(key, getattr(sockPeer, "port", None))
         if proxied and not policy.trusts(transport):
             # Costs the client a connect(): within the service's budget for refusals.
             policy.limiter.logRefusal(
@@ -134,7 +134,9 @@ class Admission:
             return
         self.key = key
         if not (proxied or self._handshaking):
-            self._ready(transport.getPeer(), key)
+            # The transport owns the socket (no wrapper below): its peer is the one just
+            # asked for; a wrapper's getPeer may answer otherwise, so it is asked.
+            self._ready(sockPeer if getattr(transport, "transport", None) is None else transport.getPeer(), key)
             return
         if policy.deadline is not None:
             self._timer = policy.clock.callLater(policy.deadline, self._timedOut)

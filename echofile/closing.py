@@ -8,6 +8,7 @@ from __future__ import annotations
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITransport
 
 from echofile.timers import cancelPending
+from echofile.twistedinternals import closeFlushed
 
 #: How long a peer gets to read our last words before the connection is aborted.
 CLOSE_GRACE_SECONDS = 10.0
@@ -76,7 +77,13 @@ class GracefulClose:
         self, transport: ITransport, clock: IReactorTime, inputEnded: bool = False, grace: float = CLOSE_GRACE_SECONDS,
     ) -> None:
         self._transport = transport
+        self._abortCall: IDelayedCall | None = None
         if inputEnded or not getattr(transport, "connected", True):
+            # Nothing can arrive: close now if nothing is left to send (the
+            # peer's FIN closes the socket in the turn it arrives, as a
+            # protocol without half-close would), else after the flush.
+            if closeFlushed(transport):
+                return
             transport.loseConnection()  # (a no-op on a connection already gone)
         else:
             # The session may have paused reading (a command in progress, a full
@@ -84,7 +91,7 @@ class GracefulClose:
             if not getattr(transport, "disconnecting", False):
                 transport.resumeProducing()  # type: ignore[attr-defined]
             _shutSending(transport)
-        self._abortCall: IDelayedCall | None = clock.callLater(grace, self._abort)
+        self._abortCall = clock.callLater(grace, self._abort)
 
     def peerClosed(self) -> None:
         """The peer shut its side: nothing more can arrive, close now (after the flush)."""

@@ -16,6 +16,8 @@ C{"()"} call in the format, a format that fails) goes to Twisted's own
 formatter.  L{FasterTextLog} gives it to the text-file observers twistd
 set up, and only to those whose output it reproduces on probe events:
 another C{--logger}, syslog or a different time format are left alone.
+Their log file's lock becomes the C C{RLock} (the same lock, without the
+Python of Twisted's C{XLock} per line).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from twisted.logger import (
 )
 from twisted.logger import _format as twistedFormat  # formatTime looked up per call, so tests can count it
 
-from echofile.twistedinternals import logObservers
+from echofile.twistedinternals import logObservers, nativeLogFileLock, observerFile
 
 LogEvent = dict[str, Any]
 
@@ -107,6 +109,7 @@ class FasterTextLog(Service):
             original, faster = observer.formatEvent, makeClassicLine()
             if all(original(dict(probe)) == faster(dict(probe)) for probe in PROBES):
                 observer.formatEvent = faster
+                nativeLogFileLock(observerFile(observer))  # the same lock, in C (kept after stopService)
                 self._replaced.append((observer, original))
 
     def stopService(self) -> None:

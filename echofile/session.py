@@ -43,8 +43,9 @@ class State(enum.Enum):
     CLOSED = "closed"  #: the connection is gone
 
 
-#: States in which the session runs no command and says nothing new.
-_ENDED = frozenset({State.ENDING, State.DROPPING, State.CLOSED})
+#: States in which the session runs no command and says nothing new (a tuple: its
+#: membership test is by identity, where a frozenset's hashes each Enum in Python).
+_ENDED = (State.ENDING, State.DROPPING, State.CLOSED)
 
 
 @implementer(IHalfCloseableProtocol, IHandshakeListener)

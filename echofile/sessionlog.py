@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
-from echofile.eventlog import LogBudget
+from echofile.eventlog import LogBudget, SessionLogger
 from echofile.proxy import HealthCheck
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ _CLOSED_WITH_FILES = _CLOSED + "; files sent: {files} ({bytes} bytes)"
 class SessionLog:
     """The log lines of one session, named by its peer and counted in its address's budget."""
 
-    _log = Logger()
+    _log = SessionLogger()
     #: Why the session ended, for its close line (the first reason given wins).
     _endedBecause: str | None = None
     #: Bodies sent whole (FILE, RESUME) and their bytes, for the close line.
@@ -53,7 +53,8 @@ class SessionLog:
         """The session's one close line: how it ended, how long it lasted, what it sent."""
         why = self._endedBecause
         if why is None:  # nothing on our side ended it: the client did
-            why = "client closed" if reason is None or reason.check(ConnectionDone) else "connection lost"
+            # (isinstance, not Failure.check: that spells out the class names of the error's MRO per call)
+            why = "client closed" if reason is None or isinstance(reason.value, ConnectionDone) else "connection lost"
         assert self._admission is not None
         healthCheck = isinstance(self._peerAddress, HealthCheck)
         emit = self._log.emit if healthCheck else self._budget().sessionLine

@@ -8,7 +8,9 @@ protocol wrapper's parsed header and C{dataReceived}, and the TLS
 protocol's connection and state flags with pyOpenSSL's cffi binding (for a
 file body's batched writes: the SSL object's mode, its write BIO), the
 TLS options inside an C{ssl:} endpoint (to turn session resumption on),
-and the observers of a log publisher (for twistd's text log, L{echofile.logformat}).  Each is reached only
+the observers of a log publisher, the file of a file observer and the lock of a log file (for
+twistd's text log, L{echofile.logformat}), and closing a
+flushed TCP transport in the same turn (L{closeFlushed}).  Each is reached only
 through a function here, and tests/unit/test_twistedinternals.py pins the
 behaviour each one relies on: a Twisted upgrade that changes one breaks
 that test, not the server.  Where the attributes are missing, the callers
@@ -18,11 +20,15 @@ fall back to the public path (C{transport.write}).
 from __future__ import annotations
 
 import socket
+import threading
 from typing import Any, Callable
 
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone
 from twisted.internet.endpoints import SSL4ServerEndpoint, _WrapperServerEndpoint
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from twisted.python.logfile import BaseLogFile
 
 try:
     # Private in pyOpenSSL: its cffi binding of OpenSSL, for the mode of one connection and its BIO.
@@ -47,11 +53,20 @@ except ImportError:  # pragma: no cover - a Twisted without PROXY support
 _BUFFER = ("dataBuffer", "offset", "_tempDataLen")
 
 
+#: What L{_plainTCP} found per transport class and attribute names (a class's
+#: connections all have the attributes its __init__ sets).
+_plainTypes: dict[tuple[type, tuple[str, ...]], bool] = {}
+
+
 def _plainTCP(transport: object, *names: str) -> bool:
     """Is C{transport} a plain (not TLS) tcp.Connection with the buffer attributes we know?"""
     if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
         return False
-    return all(hasattr(transport, name) for name in _BUFFER + names)
+    key = (type(transport), names)
+    known = _plainTypes.get(key)
+    if known is None:
+        known = _plainTypes[key] = all(hasattr(transport, name) for name in _BUFFER + names)
+    return known
 
 
 def directSocket(transport: object) -> socket.socket | None:
@@ -284,3 +299,46 @@ def serverTLSOptions(endpoint: object) -> Any | None:
             return None
         endpoint = endpoint._wrappedEndpoint
     return None
+
+
+#: One Failure for every such close, as the reactor keeps one for every ConnectionDone it reports.
+_CONNECTION_DONE = Failure(ConnectionDone())
+
+
+def closeFlushed(transport: Any) -> bool:
+    """
+    Close a plain TCP transport now if nothing is left to send (its buffer
+    empty, no producer, no close under way): what C{loseConnection} would
+    do one reactor turn later (ask for writability, find nothing to write,
+    then the same orderly C{connectionLost}), without the turn and its two
+    C{epoll_ctl}.  False, and nothing done, for anything else (TLS, the
+    PROXY wrapper, a transport still sending): the caller closes the
+    public way.
+    """
+    if not _plainTCP(transport, "_writeDisconnecting", "producer", "connected"):
+        return False
+    if not transport.connected or transport.producer is not None or not canSendDirectly(transport):
+        return False
+    # abstract.FileDescriptor.loseConnection's own path for a write side already shut
+    # (connectionLost stops reading and writing itself).
+    transport.connectionLost(_CONNECTION_DONE)
+    return True
+
+
+def observerFile(observer: Any) -> Any:
+    """The file a C{FileLogObserver} writes to (twistd's: a C{twisted.python.logfile.LogFile})."""
+    return getattr(observer, "_outFile", None)
+
+
+def nativeLogFileLock(logFile: object) -> bool:
+    """
+    Give a C{twisted.python.logfile} file a C{threading.RLock}: its C{write}
+    and C{rotate} are synchronized by C{twisted.python.threadable} with a
+    pure-Python RLock (C{XLock}), about 3,000 instructions per log line;
+    the C one is the same reentrant lock.  Called at start-up, before any
+    other thread writes to the log.  False for anything else.
+    """
+    if not isinstance(logFile, BaseLogFile):
+        return False
+    logFile.__dict__["_threadable_lock"] = threading.RLock()
+    return True

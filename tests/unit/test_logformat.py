@@ -81,3 +81,24 @@ def test_twistds_text_observer_gets_it_while_running_and_back_after():
     assert out.getvalue().endswith(" [echofile.test#info] hello you\n")
     service.stopService()
     assert twistd.formatEvent is original
+
+
+def test_twistds_log_file_gets_the_c_lock_and_keeps_every_line(tmp_path):
+    import threading
+
+    from twisted.python.logfile import LogFile
+
+    logFile = LogFile.fromFullPath(str(tmp_path / "twistd.log"))
+    twistd = textFileLogObserver(logFile)
+    publisher = LogPublisher(twistd)
+    service = FasterTextLog(publisher)
+    service.startService()
+    assert type(logFile._threadable_lock) is type(threading.RLock())
+    log = Logger(namespace="echofile.test", observer=publisher)
+    for i in range(3):
+        log.info("line {i}", i=i)
+    service.stopService()
+    log.info("after")
+    logFile.close()
+    lines = (tmp_path / "twistd.log").read_text().splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == ["line 0", "line 1", "line 2", "after"]

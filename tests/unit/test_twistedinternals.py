@@ -11,6 +11,7 @@ import socket
 import pytest
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.protocols.basic import LineReceiver
@@ -60,6 +61,30 @@ def test_other_transports_take_the_public_path(connection) -> None:
     assert internals.sendfileDescriptor(conn) is None
     assert internals.directSocket(StringTransport()) is None
     assert internals.sendfileDescriptor(StringTransport()) is None
+
+
+def test_close_flushed_closes_an_idle_connection_now(connection) -> None:
+    """Nothing to send: the orderly close loseConnection would make one writability event later, now."""
+    conn, theirs = connection
+    lost: list = []
+    conn.protocol.connectionLost = lost.append
+    assert internals.closeFlushed(conn)
+    assert not conn.connected and conn.disconnected and lost[0].check(ConnectionDone)
+    theirs.settimeout(5)
+    assert theirs.recv(10) == b""
+
+
+def test_close_flushed_leaves_anything_still_sending(connection) -> None:
+    conn, _ = connection
+    conn.write(b"x")
+    assert not internals.closeFlushed(conn) and conn.connected
+    conn.dataBuffer, conn._tempDataBuffer, conn._tempDataLen = b"", [], 0
+    conn.producer = object()
+    assert not internals.closeFlushed(conn) and conn.connected
+    conn.producer = None
+    conn.TLS = True
+    assert not internals.closeFlushed(conn) and conn.connected
+    assert not internals.closeFlushed(StringTransport())
 
 
 def test_line_receiver_buffer_and_loop_flag() -> None:
@@ -376,3 +401,34 @@ def test_log_publisher_keeps_its_observers_in_order() -> None:
     assert internals.logObservers(publisher) == [first, second]
     publisher.removeObserver(first)
     assert internals.logObservers(publisher) == [second]
+
+
+def test_a_log_file_writes_under_the_lock_we_give_it(tmp_path) -> None:
+    """twistd's LogFile: write and rotate take the instance's _threadable_lock, which nativeLogFileLock replaces."""
+    import threading
+
+    from twisted.logger import textFileLogObserver
+    from twisted.python.logfile import LogFile
+
+    class CountingLock:
+        def __init__(self) -> None:
+            self.lock, self.acquired = threading.RLock(), 0
+
+        def acquire(self) -> None:
+            self.acquired += 1
+            self.lock.acquire()
+
+        def release(self) -> None:
+            self.lock.release()
+
+    logFile = LogFile.fromFullPath(str(tmp_path / "twistd.log"))
+    observer = textFileLogObserver(logFile)
+    assert internals.observerFile(observer) is logFile
+    assert internals.nativeLogFileLock(logFile)
+    assert type(logFile._threadable_lock) is type(threading.RLock())
+    counting = logFile.__dict__["_threadable_lock"] = CountingLock()
+    logFile.write("one\n")
+    logFile.rotate()
+    assert counting.acquired == 2
+    assert not internals.nativeLogFileLock(object())
+    logFile.close()
