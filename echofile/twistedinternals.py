@@ -8,7 +8,9 @@ protocol wrapper's parsed header and C{dataReceived}, and the TLS
 protocol's connection and state flags with pyOpenSSL's cffi binding (for a
 file body's batched writes: the SSL object's mode, its write BIO), the
 TLS options inside an C{ssl:} endpoint (to turn session resumption on),
-and the observers of a log publisher (for twistd's text log, L{echofile.logformat}).  Each is reached only
+the observers of a log publisher (for twistd's text log, L{echofile.logformat}),
+and the steps of the TLS protocol's connection set-up and output that
+L{echofile.tlslayer} does with less work.  Each is reached only
 through a function here, and tests/unit/test_twistedinternals.py pins the
 behaviour each one relies on: a Twisted upgrade that changes one breaks
 that test, not the server.  Where the attributes are missing, the callers
@@ -21,21 +23,25 @@ import socket
 from typing import Any, Callable
 
 from twisted.internet import tcp
+from twisted.internet.protocol import Protocol
 from twisted.internet.endpoints import SSL4ServerEndpoint, _WrapperServerEndpoint
 from twisted.protocols.basic import LineReceiver
+from zope.interface import directlyProvides, providedBy
 
 try:
     # Private in pyOpenSSL: its cffi binding of OpenSSL, for the mode of one connection and its BIO.
     from OpenSSL.SSL import _ffi, _lib
-    from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol
+    from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
     #: The TLS transports whose internals L{writeTLSBatched} knows (the buffering one is what
     #: C{ssl:} endpoints build; its small-write aggregator is flushed first, to keep the order).
     _TLS_TYPES: tuple[type, ...] = (TLSMemoryBIOProtocol, BufferingTLSTransport)
+    _TLS_FACTORY: type | None = TLSMemoryBIOFactory
     #: pyOpenSSL sets it on every connection (for socket BIOs): one record per C{SSL_write}.
     _PARTIAL_WRITE: int = _lib.SSL_MODE_ENABLE_PARTIAL_WRITE
 except ImportError:  # pragma: no cover - no pyOpenSSL, so no TLS endpoints either
     _TLS_TYPES = ()
+    _TLS_FACTORY = None
 
 try:
     # Private in Twisted: the class behind the public proxyEndpoint / haproxy: endpoint.
@@ -284,3 +290,91 @@ def serverTLSOptions(endpoint: object) -> Any | None:
             return None
         endpoint = endpoint._wrappedEndpoint
     return None
+
+
+# -- echofile.tlslayer: Twisted's TLS protocol, doing less per connection -----------------------------
+
+
+def knowTLSType(cls: type) -> None:
+    """Let L{writeTLSBatched} and L{tlsWritesDropped} treat C{cls}, a subclass that keeps their internals, as theirs."""
+    global _TLS_TYPES
+    if cls not in _TLS_TYPES:
+        _TLS_TYPES = _TLS_TYPES + (cls,)
+
+
+def connectTLS(tls: Any, transport: Any) -> None:
+    """
+    C{TLSMemoryBIOProtocol.makeConnection}, each step once: Twisted's
+    declares the transport's interfaces one C{directlyProvides} per
+    interface (each replacing the last), then again all at once in
+    C{ProtocolWrapper.makeConnection}, which also repeats
+    C{Protocol.makeConnection} and C{registerProtocol}.  The end state is
+    the same: the transport's interfaces provided, the wrapped protocol
+    connected, the handshake started.
+    """
+    tls._tlsConnection = tls.factory._creatorCallable(tls)
+    tls._appSendBuffer = []
+    directlyProvides(tls, providedBy(transport))
+    Protocol.makeConnection(tls, transport)
+    tls.factory.registerProtocol(tls)
+    if tls._connectWrapped:
+        tls.wrappedProtocol.makeConnection(tls)
+    tls._checkHandshakeStatus()
+
+
+def sendTLSOutput(tls: Any) -> None:
+    """
+    Twisted's C{_flushSendBIO}: what OpenSSL has put in the memory BIO, to
+    the socket.  Twisted reads at most 32 KiB with C{bio_read} (an exception
+    when the BIO is empty, as it is after most steps) and leaves it to the
+    socket transport's buffer for the next reactor turn (two C{epoll_ctl}s and a
+    C{doWrite}); here everything is read into the shared buffer and sent at
+    once when nothing is queued before it (L{_sendRecords}), the rest
+    buffered in order.  After C{abortConnection} it is dropped, as the
+    socket transport's abort drops what Twisted buffered.
+    """
+    connection = tls._tlsConnection
+    if connection is None:  # connectionLost: nothing more to send
+        return
+    records = _records.fill(connection._from_ssl)
+    if records and not tls._aborted:
+        _sendRecords(tls.transport, records, True)
+
+
+def flushSmallWrites(tls: Any) -> None:
+    """
+    Send what C{BufferingTLSTransport} aggregated now, and drop its flush
+    scheduled for the next reactor turn (a C{DelayedCall} per reply).
+    """
+    aggregator = tls._aggregator
+    if not getattr(aggregator, "_buffer", None):  # nothing written, or the _NullAggregator after connectionLost
+        return
+    scheduled, aggregator._scheduled = aggregator._scheduled, None
+    if scheduled is not None and scheduled.active():
+        scheduled.cancel()
+    aggregator.flush()
+
+
+class ListeningHook(_WrapperServerEndpoint):
+    """
+    An endpoint that listens with the one it wraps, then hands the listening
+    port to C{hook} before anyone gets it.  A C{_WrapperServerEndpoint}, so
+    L{serverTLSOptions} still finds the options inside.
+    """
+
+    def __init__(self, wrapped: Any, hook: Callable[[Any], None]) -> None:
+        super().__init__(wrapped, lambda factory: factory)
+        self._hook = hook
+
+    def listen(self, protocolFactory: Any) -> Any:
+        def hooked(port: Any) -> Any:
+            self._hook(port)
+            return port
+
+        return super().listen(protocolFactory).addCallback(hooked)
+
+
+def tlsFactoryOf(port: Any) -> Any | None:
+    """The C{TLSMemoryBIOFactory} a listening port (C{ssl:}: C{listenSSL}) accepts with, or None."""
+    factory = getattr(port, "factory", None)
+    return factory if _TLS_FACTORY is not None and type(factory) is _TLS_FACTORY else None
