@@ -16,8 +16,9 @@ connection is verified, refused, timed out or closed, is Twisted's:
   received bytes, or closing, goes in one C{send}.
 - What the session writes while handling received bytes (the greeting
   after the handshake, replies to a command) is sent when that handling is
-  done, not from a timer on the next reactor turn (L{flushSmallWrites});
-  writes made in one C{dataReceived} are still one C{SSL_write}.
+  done, not from a timer on the next reactor turn, and no timer is made
+  (L{holdSmallWrites}, L{flushSmallWrites}); writes made in one
+  C{dataReceived} are still one C{SSL_write}.
 
 L{fasterTLS} puts it under an C{ssl:} endpoint (also under C{haproxy:}).
 """
@@ -27,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from echofile.twistedinternals import (
-    ListeningHook, connectTLS, flushSmallWrites, knowTLSType, sendTLSOutput, serverTLSOptions, tlsFactoryOf,
+    ListeningHook, connectTLS, flushSmallWrites, holdSmallWrites, knowTLSType, sendTLSOutput, serverTLSOptions, tlsFactoryOf,
 )
 
 try:
@@ -51,10 +52,11 @@ if BufferingTLSTransport is not None:
 
         def dataReceived(self, data: bytes) -> None:
             held, self._holding = self._holding, True
+            holdSmallWrites(self)
             try:
                 super().dataReceived(data)
-                flushSmallWrites(self)
             finally:
+                flushSmallWrites(self)
                 self._holding = held
             if not held:
                 sendTLSOutput(self)

@@ -341,18 +341,43 @@ def sendTLSOutput(tls: Any) -> None:
         _sendRecords(tls.transport, records, True)
 
 
-def flushSmallWrites(tls: Any) -> None:
+class _FlushWhenDone:
     """
-    Send what C{BufferingTLSTransport} aggregated now, and drop its flush
-    scheduled for the next reactor turn (a C{DelayedCall} per reply).
+    Stands in an aggregator's scheduled flush while L{flushSmallWrites} is
+    sure to come (C{dataReceived} is running): its C{write} then schedules
+    no C{DelayedCall} of its own.
+    """
+
+    def active(self) -> bool:
+        return True
+
+    def cancel(self) -> None:
+        pass
+
+
+_FLUSH_WHEN_DONE = _FlushWhenDone()
+
+
+def holdSmallWrites(tls: Any) -> None:
+    """
+    Until L{flushSmallWrites}: what is written to C{BufferingTLSTransport}
+    is aggregated as usual (one C{SSL_write}), without a flush scheduled for
+    the next reactor turn (a C{DelayedCall} per reply).
     """
     aggregator = tls._aggregator
-    if not getattr(aggregator, "_buffer", None):  # nothing written, or the _NullAggregator after connectionLost
-        return
-    scheduled, aggregator._scheduled = aggregator._scheduled, None
-    if scheduled is not None and scheduled.active():
-        scheduled.cancel()
-    aggregator.flush()
+    if getattr(aggregator, "_scheduled", False) is None:  # not the _NullAggregator, no flush scheduled yet
+        aggregator._scheduled = _FLUSH_WHEN_DONE
+
+
+def flushSmallWrites(tls: Any) -> None:
+    """Send what C{BufferingTLSTransport} aggregated now; drop its flush scheduled for the next reactor turn."""
+    aggregator = tls._aggregator
+    scheduled = getattr(aggregator, "_scheduled", None)
+    if scheduled is not None:
+        aggregator._scheduled = None
+        if scheduled is not _FLUSH_WHEN_DONE and scheduled.active():
+            scheduled.cancel()
+    aggregator.flush()  # nothing buffered, or the _NullAggregator after connectionLost: nothing happens
 
 
 class ListeningHook(_WrapperServerEndpoint):
