@@ -138,3 +138,13 @@ def test_truncation_is_a_lost_connection(served, closeLines):
         assert len(closeLines) == 1 and "closed (connection lost)" in closeLines[0]
     finally:
         yield server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_haproxy_ssl_listener_accepts_with_echofile_tls(served):
+    server = TLSServer(makeFilesFactory(served, reactor), "haproxy:" + TLS)
+    yield server.start()
+    try:
+        assert server.port.factory.protocol is EchofileTLS
+    finally:
+        yield server.port.stopListening()
