@@ -28,7 +28,8 @@ from __future__ import annotations
 from typing import Any
 
 from echofile.twistedinternals import (
-    ListeningHook, connectTLS, flushSmallWrites, holdSmallWrites, knowTLSType, sendTLSOutput, serverTLSOptions, tlsFactoryOf,
+    ListeningHook, connectTLS, directSocket, flushSmallWrites, holdSmallWrites, knowTLSType, sendTLSOutput,
+    serverTLSOptions, tlsFactoryOf,
 )
 
 try:
@@ -46,8 +47,11 @@ if BufferingTLSTransport is not None:
         #: and goes out in one C{send} at the end (the tickets with the greeting, a reply with
         #: C{close_notify}); sent one by one, the second would wait for the peer's delayed ACK (Nagle).
         _holding = False
+        #: The socket under the TLS layer, where its output goes when nothing is queued (None: the transport's write).
+        _socket = None
 
         def makeConnection(self, transport: Any) -> None:
+            self._socket = directSocket(transport)
             connectTLS(self, transport)
 
         def dataReceived(self, data: bytes) -> None:
@@ -59,7 +63,7 @@ if BufferingTLSTransport is not None:
                 flushSmallWrites(self)
                 self._holding = held
             if not held:
-                sendTLSOutput(self)
+                sendTLSOutput(self, self._socket)
 
         def loseConnection(self) -> None:
             held, self._holding = self._holding, True
@@ -68,12 +72,12 @@ if BufferingTLSTransport is not None:
             finally:
                 self._holding = held
             if not held:
-                sendTLSOutput(self)
+                sendTLSOutput(self, self._socket)
 
         def _flushSendBIO(self) -> None:
             """Twisted's one path from OpenSSL's output to the socket (handshake, records, alerts)."""
             if not self._holding:
-                sendTLSOutput(self)
+                sendTLSOutput(self, self._socket)
 
     knowTLSType(EchofileTLS)
 else:  # pragma: no cover

@@ -261,8 +261,12 @@ def _sendRecords(tcp: Any, records: memoryview, direct: bool) -> bool:
     Send C{records} straight to C{tcp}'s socket if nothing is queued before
     them; buffer a copy of the rest.  Did the socket take them all?
     """
+    return _sendRecordsTo(tcp, directSocket(tcp) if direct else None, records)
+
+
+def _sendRecordsTo(tcp: Any, sock: socket.socket | None, records: memoryview) -> bool:
+    """L{_sendRecords} to C{sock}, C{tcp}'s L{directSocket} (None: buffer them all)."""
     sent = 0
-    sock = directSocket(tcp) if direct else None
     if records and sock is not None and tcp.connected and canSendDirectly(tcp):
         try:
             sent = sock.send(records)
@@ -322,15 +326,16 @@ def connectTLS(tls: Any, transport: Any) -> None:
     tls._checkHandshakeStatus()
 
 
-def sendTLSOutput(tls: Any) -> None:
+def sendTLSOutput(tls: Any, sock: socket.socket | None) -> None:
     """
     Twisted's C{_flushSendBIO}: what OpenSSL has put in the memory BIO, to
     the socket.  Twisted reads at most 32 KiB with C{bio_read} (an exception
     when the BIO is empty, as it is after most steps) and leaves it to the
     socket transport's buffer for the next reactor turn (two C{epoll_ctl}s and a
     C{doWrite}); here everything is read into the shared buffer and sent at
-    once when nothing is queued before it (L{_sendRecords}), the rest
-    buffered in order.  After C{abortConnection} it is dropped, as the
+    once to C{sock}, the socket transport's L{directSocket} (looked up once
+    per connection), when nothing is queued before it, the rest buffered in
+    order (L{_sendRecordsTo}).  After C{abortConnection} it is dropped, as the
     socket transport's abort drops what Twisted buffered.
     """
     connection = tls._tlsConnection
@@ -338,7 +343,7 @@ def sendTLSOutput(tls: Any) -> None:
         return
     records = _records.fill(connection._from_ssl)
     if records and not tls._aborted:
-        _sendRecords(tls.transport, records, True)
+        _sendRecordsTo(tls.transport, sock, records)
 
 
 class _FlushWhenDone:
