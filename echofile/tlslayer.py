@@ -62,8 +62,8 @@ if BufferingTLSTransport is not None:
             finally:
                 flushSmallWrites(self)
                 self._holding = held
-            if not held:
-                sendTLSOutput(self, self._socket)
+                if not held:
+                    sendTLSOutput(self, self._socket)
 
         def loseConnection(self) -> None:
             held, self._holding = self._holding, True
@@ -71,8 +71,8 @@ if BufferingTLSTransport is not None:
                 super().loseConnection()
             finally:
                 self._holding = held
-            if not held:
-                sendTLSOutput(self, self._socket)
+                if not held:
+                    sendTLSOutput(self, self._socket)
 
         def _flushSendBIO(self) -> None:
             """Twisted's one path from OpenSSL's output to the socket (handshake, records, alerts)."""

@@ -616,3 +616,30 @@ def test_tls_factory_of_a_port() -> None:
     Port.factory = Factory()
     assert internals.tlsFactoryOf(Port()) is None
     assert internals.tlsFactoryOf(object()) is None
+
+
+class _WritesThenFails(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"said before the error")
+        raise ValueError("a bug in the session")
+
+
+def test_what_was_written_before_an_exception_in_data_received_still_goes_out() -> None:
+    """The exception reaches the reactor as before (it closes the connection); the reply is not left in the BIO."""
+    from OpenSSL import SSL
+
+    from echofile.tlslayer import EchofileTLS
+
+    class Pair(_TLSPair):
+        protocolClass = _WritesThenFails
+
+    pair = Pair(protocol=EchofileTLS)
+    try:
+        pair.client.send(b"hello")
+        with pytest.raises(ValueError):
+            pair.tls.dataReceived(pair.client.bio_read(1 << 16))
+        assert pair.clock.scheduled == 0 and not pair.tls._holding
+        pair.read()
+        assert pair.plain == b"said before the error"
+    finally:
+        pair.close()
