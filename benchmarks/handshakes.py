@@ -19,10 +19,13 @@ round trips after the connect.  What each server does per connection:
   memory BIO, a files session and its greeting, two info lines (connection
   from, closed) into twistd's log file.  Session cache on (what
   echofile.tls.resumeSessions turns on): TLS 1.3 stateful tickets.
-- ``twisted-tls-greeter`` (full run only; benchmarks/servers/twisted_tls_greeter.py):
-  the same Twisted TLS layer and options, a protocol that writes the
-  greeting on handshakeCompleted and does nothing else.  echofile minus it
-  is what the files session adds; it minus s_server is Twisted's TLS layer.
+- ``twisted-tls-greeter`` (benchmarks/servers/twisted_tls_greeter.py):
+  Twisted's own TLS layer and the same options, a protocol that writes the
+  greeting on handshakeCompleted and does nothing else; it minus s_server
+  is Twisted's TLS layer.
+- ``greeter+echofile-tls`` (full run only): the same greeter listening as
+  echofile does (echofile.tlslayer); echofile minus it is what the files
+  session adds, it minus s_server what is left of the TLS layer.
 - ``openssl s_server -rev -no_ticket`` (Debian's openssl binary): one
   blocking connection at a time, its default session cache, ``-no_ticket``
   so that its TLS 1.3 tickets are stateful too, as echofile's are; it prints
@@ -56,11 +59,13 @@ def sServer(logDir) -> bench.Server:
     return bench.startServer("openssl-s_server", argv, {"files": port}, log=None)
 
 
-def greeter(logDir) -> bench.Server:
+def greeter(logDir, echofileTLS: bool = False) -> bench.Server:
     port = bench.freePort()
-    return bench.startServer("twisted-tls-greeter",
-                             [bench.PYTHON, str(bench.SERVERS / "twisted_tls_greeter.py"), str(port), bench.testPem()],
-                             {"files": port}, log=logDir / "twisted_tls_greeter.out")
+    name = "greeter+echofile-tls" if echofileTLS else "twisted-tls-greeter"
+    return bench.startServer(name,
+                             [bench.PYTHON, str(bench.SERVERS / "twisted_tls_greeter.py"), str(port), bench.testPem(),
+                              *(["echofile-tls"] if echofileTLS else [])],
+                             {"files": port}, log=logDir / f"{name}.out")
 
 
 def benchHandshakes(args, results: dict, logDir) -> None:
@@ -69,9 +74,9 @@ def benchHandshakes(args, results: dict, logDir) -> None:
     samples = results.setdefault("handshakes", [])
     root = tempfile.mkdtemp(prefix="echofile-bench-")
     try:
-        servers = [bench.echofileServer(root, "unused", logDir, tls=True), sServer(logDir)]
+        servers = [bench.echofileServer(root, "unused", logDir, tls=True), sServer(logDir), greeter(logDir)]
         if not args.quick:
-            servers.append(greeter(logDir))
+            servers.append(greeter(logDir, echofileTLS=True))
         try:
             for rep in range(args.reps):
                 for conns, resume in configs:
@@ -119,6 +124,11 @@ def printRatios(results: dict) -> None:
             bench.progress(f"handshakes ratio {name} / s_server, {conns} in flight, "
                            f"{'resumed' if resume else 'full'}: {m['hps'] / ref['hps']:.2f}x handshakes/s, "
                            f"{ref['server_cpu_us'] / m['server_cpu_us']:.2f}x CPU (s_server's / its)")
+        greeter = meds.get((conns, resume, "twisted-tls-greeter"))
+        if name == "echofile-tls" and greeter:
+            bench.progress(f"handshakes ratio echofile-tls / twisted-tls-greeter, {conns} in flight, "
+                           f"{'resumed' if resume else 'full'}: {m['hps'] / greeter['hps']:.2f}x handshakes/s, "
+                           f"{greeter['server_cpu_us'] / m['server_cpu_us']:.2f}x CPU (the greeter's / echofile's)")
 
 
 def report(results: dict) -> list[str]:

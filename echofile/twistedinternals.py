@@ -9,8 +9,10 @@ protocol's connection and state flags with pyOpenSSL's cffi binding (for a
 file body's batched writes: the SSL object's mode, its write BIO), the
 TLS options inside an C{ssl:} endpoint (to turn session resumption on),
 the observers of a log publisher, the file of a file observer and the lock of a log file (for
-twistd's text log, L{echofile.logformat}), and closing a
-flushed TCP transport in the same turn (L{closeFlushed}).  Each is reached only
+twistd's text log, L{echofile.logformat}), closing a flushed TCP transport
+in the same turn (L{closeFlushed}), and the steps of the TLS protocol's
+connection set-up and output that L{echofile.tlslayer} does with less
+work.  Each is reached only
 through a function here, and tests/unit/test_twistedinternals.py pins the
 behaviour each one relies on: a Twisted upgrade that changes one breaks
 that test, not the server.  Where the attributes are missing, the callers
@@ -25,23 +27,27 @@ from typing import Any, Callable
 
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
 from twisted.internet.endpoints import SSL4ServerEndpoint, _WrapperServerEndpoint
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.python.logfile import BaseLogFile
+from zope.interface import directlyProvides, providedBy
 
 try:
     # Private in pyOpenSSL: its cffi binding of OpenSSL, for the mode of one connection and its BIO.
     from OpenSSL.SSL import _ffi, _lib
-    from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol
+    from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
     #: The TLS transports whose internals L{writeTLSBatched} knows (the buffering one is what
     #: C{ssl:} endpoints build; its small-write aggregator is flushed first, to keep the order).
     _TLS_TYPES: tuple[type, ...] = (TLSMemoryBIOProtocol, BufferingTLSTransport)
+    _TLS_FACTORY: type | None = TLSMemoryBIOFactory
     #: pyOpenSSL sets it on every connection (for socket BIOs): one record per C{SSL_write}.
     _PARTIAL_WRITE: int = _lib.SSL_MODE_ENABLE_PARTIAL_WRITE
 except ImportError:  # pragma: no cover - no pyOpenSSL, so no TLS endpoints either
     _TLS_TYPES = ()
+    _TLS_FACTORY = None
 
 try:
     # Private in Twisted: the class behind the public proxyEndpoint / haproxy: endpoint.
@@ -270,8 +276,12 @@ def _sendRecords(tcp: Any, records: memoryview, direct: bool) -> bool:
     Send C{records} straight to C{tcp}'s socket if nothing is queued before
     them; buffer a copy of the rest.  Did the socket take them all?
     """
+    return _sendRecordsTo(tcp, directSocket(tcp) if direct else None, records)
+
+
+def _sendRecordsTo(tcp: Any, sock: socket.socket | None, records: memoryview) -> bool:
+    """L{_sendRecords} to C{sock}, C{tcp}'s L{directSocket} (None: buffer them all)."""
     sent = 0
-    sock = directSocket(tcp) if direct else None
     if records and sock is not None and tcp.connected and canSendDirectly(tcp):
         try:
             sent = sock.send(records)
@@ -342,3 +352,115 @@ def nativeLogFileLock(logFile: object) -> bool:
         return False
     logFile.__dict__["_threadable_lock"] = threading.RLock()
     return True
+# -- echofile.tlslayer: Twisted's TLS protocol, doing less per connection -----------------------------
+
+
+def knowTLSType(cls: type) -> None:
+    """Let L{writeTLSBatched} and L{tlsWritesDropped} treat C{cls}, a subclass that keeps their internals, as theirs."""
+    global _TLS_TYPES
+    if cls not in _TLS_TYPES:
+        _TLS_TYPES = _TLS_TYPES + (cls,)
+
+
+def connectTLS(tls: Any, transport: Any) -> None:
+    """
+    C{TLSMemoryBIOProtocol.makeConnection}, each step once: Twisted's
+    declares the transport's interfaces one C{directlyProvides} per
+    interface (each replacing the last), then again all at once in
+    C{ProtocolWrapper.makeConnection}, which also repeats
+    C{Protocol.makeConnection} and C{registerProtocol}.  The end state is
+    the same: the transport's interfaces provided, the wrapped protocol
+    connected, the handshake started.
+    """
+    tls._tlsConnection = tls.factory._creatorCallable(tls)
+    tls._appSendBuffer = []
+    directlyProvides(tls, providedBy(transport))
+    Protocol.makeConnection(tls, transport)
+    tls.factory.registerProtocol(tls)
+    if tls._connectWrapped:
+        tls.wrappedProtocol.makeConnection(tls)
+    tls._checkHandshakeStatus()
+
+
+def sendTLSOutput(tls: Any, sock: socket.socket | None) -> None:
+    """
+    Twisted's C{_flushSendBIO}: what OpenSSL has put in the memory BIO, to
+    the socket.  Twisted reads at most 32 KiB with C{bio_read} (an exception
+    when the BIO is empty, as it is after most steps) and leaves it to the
+    socket transport's buffer for the next reactor turn (two C{epoll_ctl}s and a
+    C{doWrite}); here everything is read into the shared buffer and sent at
+    once to C{sock}, the socket transport's L{directSocket} (looked up once
+    per connection), when nothing is queued before it, the rest buffered in
+    order (L{_sendRecordsTo}).  After C{abortConnection} it is dropped, as the
+    socket transport's abort drops what Twisted buffered.
+    """
+    connection = tls._tlsConnection
+    if connection is None:  # connectionLost: nothing more to send
+        return
+    records = _records.fill(connection._from_ssl)
+    if records and not tls._aborted:
+        _sendRecordsTo(tls.transport, sock, records)
+
+
+class _FlushWhenDone:
+    """
+    Stands in an aggregator's scheduled flush while L{flushSmallWrites} is
+    sure to come (C{dataReceived} is running): its C{write} then schedules
+    no C{DelayedCall} of its own.
+    """
+
+    def active(self) -> bool:
+        return True
+
+    def cancel(self) -> None:
+        pass
+
+
+_FLUSH_WHEN_DONE = _FlushWhenDone()
+
+
+def holdSmallWrites(tls: Any) -> None:
+    """
+    Until L{flushSmallWrites}: what is written to C{BufferingTLSTransport}
+    is aggregated as usual (one C{SSL_write}), without a flush scheduled for
+    the next reactor turn (a C{DelayedCall} per reply).
+    """
+    aggregator = tls._aggregator
+    if getattr(aggregator, "_scheduled", False) is None:  # not the _NullAggregator, no flush scheduled yet
+        aggregator._scheduled = _FLUSH_WHEN_DONE
+
+
+def flushSmallWrites(tls: Any) -> None:
+    """Send what C{BufferingTLSTransport} aggregated now; drop its flush scheduled for the next reactor turn."""
+    aggregator = tls._aggregator
+    scheduled = getattr(aggregator, "_scheduled", None)
+    if scheduled is not None:
+        aggregator._scheduled = None
+        if scheduled is not _FLUSH_WHEN_DONE and scheduled.active():
+            scheduled.cancel()
+    aggregator.flush()  # nothing buffered, or the _NullAggregator after connectionLost: nothing happens
+
+
+class ListeningHook(_WrapperServerEndpoint):
+    """
+    An endpoint that listens with the one it wraps, then hands the listening
+    port to C{hook} before anyone gets it.  A C{_WrapperServerEndpoint}, so
+    L{serverTLSOptions} still finds the options inside.
+    """
+
+    def __init__(self, wrapped: Any, hook: Callable[[Any], None]) -> None:
+        super().__init__(wrapped, lambda factory: factory)
+        self._hook = hook
+
+    def listen(self, protocolFactory: Any) -> Any:
+        def hooked(port: Any) -> Any:
+            self._hook(port)
+            return port
+
+        return super().listen(protocolFactory).addCallback(hooked)
+
+
+def tlsFactoryOf(port: Any) -> Any | None:
+    """The C{TLSMemoryBIOFactory} a listening port (C{ssl:}: C{listenSSL}) accepts with, or None."""
+    factory = getattr(port, "factory", None)
+    return factory if _TLS_FACTORY is not None and type(factory) is _TLS_FACTORY else None

@@ -13,6 +13,7 @@ from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
@@ -190,6 +191,32 @@ def test_every_server_connection_is_made_from_the_one_cached_context() -> None:
 # -- writeTLSBatched on a real socket: a server TLS transport over a socket pair, driven by hand ------------
 
 
+class _CountingClock(Clock):
+    """A Clock that counts the calls scheduled on it (cancelled ones too)."""
+
+    scheduled = 0
+
+    def callLater(self, *args, **kwargs):
+        self.scheduled += 1
+        return super().callLater(*args, **kwargs)
+
+
+class _CountingSocket:
+    """A socket whose send() calls are counted (a real socket's attributes cannot be replaced)."""
+
+    def __init__(self, sock: socket.socket, sends: list[int]) -> None:
+        self._sock = sock
+        self._sends = sends
+
+    def send(self, data, *flags) -> int:
+        sent = self._sock.send(data, *flags)
+        self._sends.append(sent)
+        return sent
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
 class _TLSPair:
     """
     A server C{TLSMemoryBIOProtocol} over a tcp.Connection on one end of a
@@ -198,7 +225,7 @@ class _TLSPair:
     other end.
     """
 
-    def __init__(self, maxVersion=None) -> None:
+    def __init__(self, maxVersion=None, protocol=None) -> None:
         import os
 
         import twisted.test
@@ -210,13 +237,19 @@ class _TLSPair:
         with open(pem, "rb") as f:
             cert = ssl.PrivateCertificate.loadPEM(f.read())
         options = cert.options()
-        factory = TLSMemoryBIOFactory(options, False, Factory.forProtocol(Protocol))
+        self.clock = _CountingClock()  # where BufferingTLSTransport schedules its flush of small writes
+        factory = TLSMemoryBIOFactory(options, False, Factory.forProtocol(self.protocolClass), clock=self.clock)
+        if protocol is not None:
+            factory.protocol = protocol
+        self.factory = factory
         self.tls = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
         self.ours, self.theirs = socket.socketpair()
         self.ours.setblocking(False)
         self.theirs.setblocking(False)
         self.tcp = tcp.Connection(self.ours, self.tls, MemoryReactorClock())
         self.tcp.connected = 1
+        self.sends: list[int] = []  # the size of each send() to the server's socket
+        self.tcp.socket = _CountingSocket(self.ours, self.sends)
         self.tls.makeConnection(self.tcp)
         context = SSL.Context(SSL.TLS_METHOD)
         if maxVersion is not None:
@@ -224,6 +257,8 @@ class _TLSPair:
         self.client = SSL.Connection(context, None)
         self.client.set_connect_state()
         self.plain = bytearray()
+        self.queued: list[int] = []  # bytes left in the socket transport after each flight the server got
+        self.sendsPerFlight: list[int] = []  # send() calls the server made while handling each flight
         for _ in range(10):
             self._clientStep()
             self.pump()
@@ -232,6 +267,9 @@ class _TLSPair:
         self._clientStep()
         self.pump()
         assert self.tls._handshakeDone
+
+    #: What the TLS layer wraps (a subclass may say something once the handshake is done).
+    protocolClass = Protocol
 
     def _clientStep(self) -> None:
         from OpenSSL import SSL
@@ -244,7 +282,10 @@ class _TLSPair:
             out = self.client.bio_read(1 << 20)
         except SSL.WantReadError:
             return
+        before = len(self.sends)
         self.tls.dataReceived(out)
+        self.queued.append(internals.unsentBytes(self.tcp))
+        self.sendsPerFlight.append(len(self.sends) - before)
 
     def flush(self) -> None:
         """Let the server's socket transport send what it buffered (what the reactor would do)."""
@@ -432,3 +473,229 @@ def test_a_log_file_writes_under_the_lock_we_give_it(tmp_path) -> None:
     assert counting.acquired == 2
     assert not internals.nativeLogFileLock(object())
     logFile.close()
+
+
+# -- echofile.tlslayer: the steps of TLSMemoryBIOProtocol it does itself ------------------------------
+
+
+def test_tls_protocol_has_the_steps_tlslayer_replaces() -> None:
+    """The private methods and attributes connectTLS repeats, and the one output path sendTLSOutput replaces."""
+    from twisted.internet import ssl
+    from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+
+    for name in ("_flushSendBIO", "_checkHandshakeStatus"):
+        assert callable(getattr(TLSMemoryBIOProtocol, name)), name
+    factory = TLSMemoryBIOFactory(ssl.CertificateOptions(), False, Factory.forProtocol(Protocol))
+    assert factory.protocol is BufferingTLSTransport  # what useEchofileTLS expects to replace
+    assert callable(factory._creatorCallable)
+    tls = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    assert tls._connectWrapped is True
+    aggregator = tls._aggregator
+    assert aggregator._buffer == [] and aggregator._scheduled is None
+
+
+def test_connect_tls_declares_the_transports_interfaces_once(monkeypatch) -> None:
+    """Twisted's makeConnection calls directlyProvides once per interface, then once more; ours once."""
+    from twisted.protocols import policies, tls as twistedTLS
+    from zope.interface import providedBy
+
+    from echofile.tlslayer import EchofileTLS
+
+    calls: list[str] = []
+    for module in (internals, twistedTLS, policies):
+        real = module.directlyProvides
+        monkeypatch.setattr(module, "directlyProvides",
+                            lambda obj, *spec, _real=real, _name=module.__name__: calls.append(_name) or _real(obj, *spec))
+    ours = _TLSPair(protocol=EchofileTLS)
+    try:
+        assert calls == ["echofile.twistedinternals"]
+        calls.clear()
+        stock = _TLSPair()
+        assert len(calls) > 2  # what was saved
+        try:
+            assert list(providedBy(ours.tls)) == list(providedBy(stock.tls))
+            assert set(providedBy(ours.tcp)) <= set(providedBy(ours.tls))
+        finally:
+            stock.close()
+    finally:
+        ours.close()
+
+
+def test_tls_output_goes_straight_to_the_socket() -> None:
+    """Each handshake flight reaches the socket at once (Twisted's waits in the transport for a reactor turn)."""
+    from echofile.tlslayer import EchofileTLS
+
+    stock = _TLSPair()
+    ours = _TLSPair(protocol=EchofileTLS)
+    try:
+        assert any(stock.queued)
+        assert ours.queued and not any(ours.queued)
+        ours.tls.write(b"x" * 100_000)
+        ours.tls._aggregator.flush()
+        assert internals.unsentBytes(ours.tcp) == 0
+        ours.read()
+        assert ours.plain == b"x" * 100_000
+    finally:
+        stock.close()
+        ours.close()
+
+
+def test_tls_output_queues_behind_what_the_socket_transport_holds() -> None:
+    """The peer stops reading: records the socket refuses wait in the transport, later ones behind them."""
+    from echofile.tlslayer import EchofileTLS
+
+    pair = _TLSPair(protocol=EchofileTLS)
+    try:
+        expected = bytearray()
+        for _ in range(400):
+            chunk = os.urandom(64 * 1024)
+            pair.tls.write(chunk)
+            pair.tls._aggregator.flush()
+            expected += chunk
+            if internals.unsentBytes(pair.tcp):
+                break
+        else:
+            pytest.fail("the socket never filled")
+        queued = internals.unsentBytes(pair.tcp)
+        pair.tls.write(b"tail")
+        pair.tls._aggregator.flush()
+        expected += b"tail"
+        assert internals.unsentBytes(pair.tcp) > queued  # behind the rest, not sent ahead of it
+        pair.pump()
+        assert pair.plain == expected
+    finally:
+        pair.close()
+
+
+class _Greeting(Protocol):
+    """Says one line when the handshake is done, like a files session."""
+
+    def handshakeCompleted(self) -> None:
+        self.transport.write(b"#Server Ready.\r\n")
+
+
+def _greetingPair(protocol=None) -> _TLSPair:
+    from twisted.internet.interfaces import IHandshakeListener
+    from zope.interface import classImplements
+
+    classImplements(_Greeting, IHandshakeListener)
+
+    class Pair(_TLSPair):
+        protocolClass = _Greeting
+
+    return Pair(protocol=protocol)
+
+
+def test_what_is_written_while_handling_input_goes_out_at_once() -> None:
+    """The greeting after the handshake: sent when dataReceived is done, no flush left for the next reactor turn."""
+    from echofile.tlslayer import EchofileTLS
+
+    stock = _greetingPair()
+    ours = _greetingPair(EchofileTLS)
+    try:
+        assert stock.clock.getDelayedCalls()  # Twisted's: the greeting waits for a timer
+        assert ours.clock.scheduled == 0  # none made (and cancelled) either
+        assert internals.unsentBytes(ours.tcp) == 0
+        # The session tickets and the greeting in one send: sent one by one, the greeting would wait for the
+        # client's delayed ACK of the tickets (Nagle) on a real connection.
+        assert ours.sendsPerFlight and max(ours.sendsPerFlight) == 1
+        ours.read()
+        assert ours.plain == b"#Server Ready.\r\n"
+        stock.clock.advance(0)
+        stock.pump()
+        assert stock.plain == b"#Server Ready.\r\n"
+    finally:
+        stock.close()
+        ours.close()
+
+
+def test_writes_outside_data_received_keep_twisteds_aggregation() -> None:
+    """A write from a timer or a producer: still aggregated, and flushed on the next reactor turn."""
+    from echofile.tlslayer import EchofileTLS
+
+    pair = _TLSPair(protocol=EchofileTLS)
+    try:
+        pair.tls.write(b"one ")
+        pair.tls.write(b"two")
+        assert pair.clock.scheduled == 1 and internals.unsentBytes(pair.tcp) == 0
+        pair.read()
+        assert pair.plain == b""
+        sends = len(pair.sends)
+        pair.clock.advance(0)
+        assert len(pair.sends) == sends + 1  # one record, one send
+        pair.read()
+        assert pair.plain == b"one two"
+    finally:
+        pair.close()
+
+
+def test_flush_small_writes_after_connection_lost_does_nothing() -> None:
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+
+    from echofile.tlslayer import EchofileTLS
+
+    pair = _TLSPair(protocol=EchofileTLS)
+    try:
+        pair.tls.connectionLost(Failure(ConnectionDone()))
+        internals.flushSmallWrites(pair.tls)  # the _NullAggregator: nothing to send, nothing raised
+        assert pair.clock.getDelayedCalls() == []
+    finally:
+        pair.close()
+
+
+def test_listening_hook_hands_over_the_port_and_keeps_the_options_findable() -> None:
+    from twisted.internet.defer import succeed
+    from twisted.internet.endpoints import serverFromString
+    from twisted.test import __file__ as testPackage
+
+    pem = os.path.join(os.path.dirname(testPackage), "server.pem")
+    endpoint = serverFromString(MemoryReactor(), f"ssl:0:privateKey={pem}")
+    hooked: list[object] = []
+    wrapped = internals.ListeningHook(endpoint, hooked.append)
+    assert internals.serverTLSOptions(wrapped) is endpoint._sslContextFactory
+    port = object()
+    endpoint.listen = lambda factory: succeed(port)
+    results: list[object] = []
+    wrapped.listen(Factory()).addCallback(results.append)
+    assert hooked == [port] and results == [port]
+
+
+def test_tls_factory_of_a_port() -> None:
+    from twisted.internet import ssl
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    class Port:
+        factory = TLSMemoryBIOFactory(ssl.CertificateOptions(), False, Factory.forProtocol(Protocol))
+
+    assert internals.tlsFactoryOf(Port()) is Port.factory
+    Port.factory = Factory()
+    assert internals.tlsFactoryOf(Port()) is None
+    assert internals.tlsFactoryOf(object()) is None
+
+
+class _WritesThenFails(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"said before the error")
+        raise ValueError("a bug in the session")
+
+
+def test_what_was_written_before_an_exception_in_data_received_still_goes_out() -> None:
+    """The exception reaches the reactor as before (it closes the connection); the reply is not left in the BIO."""
+    from OpenSSL import SSL
+
+    from echofile.tlslayer import EchofileTLS
+
+    class Pair(_TLSPair):
+        protocolClass = _WritesThenFails
+
+    pair = Pair(protocol=EchofileTLS)
+    try:
+        pair.client.send(b"hello")
+        with pytest.raises(ValueError):
+            pair.tls.dataReceived(pair.client.bio_read(1 << 16))
+        assert pair.clock.scheduled == 0 and not pair.tls._holding
+        pair.read()
+        assert pair.plain == b"said before the error"
+    finally:
+        pair.close()

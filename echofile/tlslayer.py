@@ -1,0 +1,100 @@
+"""
+Twisted's TLS layer for echofile's C{ssl:} listeners, with less Python per connection.
+
+An C{ssl:} endpoint accepts with Twisted's C{TLSMemoryBIOFactory}, which
+builds a C{BufferingTLSTransport} per connection.  L{EchofileTLS} is that
+class with three steps done more cheaply (the mechanisms are in
+L{echofile.twistedinternals}); what goes over the wire, and when a
+connection is verified, refused, timed out or closed, is Twisted's:
+
+- C{makeConnection} declares the transport's interfaces once, not once per
+  interface and then again (L{connectTLS}).
+- What OpenSSL produces (the server's handshake messages, the session
+  tickets, replies, C{close_notify}) goes to the socket at once when nothing
+  is queued before it, instead of waiting in the socket transport for the
+  next reactor turn (L{sendTLSOutput}); all it produces while handling
+  received bytes, or closing, goes in one C{send}.
+- What the session writes while handling received bytes (the greeting
+  after the handshake, replies to a command) is sent when that handling is
+  done, not from a timer on the next reactor turn, and no timer is made
+  (L{holdSmallWrites}, L{flushSmallWrites}); writes made in one
+  C{dataReceived} are still one C{SSL_write}.
+
+L{fasterTLS} puts it under an C{ssl:} endpoint (also under C{haproxy:}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from echofile.twistedinternals import (
+    ListeningHook, connectTLS, directSocket, flushSmallWrites, holdSmallWrites, knowTLSType, sendTLSOutput,
+    serverTLSOptions, tlsFactoryOf,
+)
+
+try:
+    from twisted.protocols.tls import BufferingTLSTransport
+except ImportError:  # pragma: no cover - no pyOpenSSL, so no TLS endpoints either
+    BufferingTLSTransport = None  # type: ignore[assignment,misc]
+
+
+if BufferingTLSTransport is not None:
+
+    class EchofileTLS(BufferingTLSTransport):  # type: ignore[misc,valid-type]
+        """C{BufferingTLSTransport} with the per-connection steps above done once, and sooner."""
+
+        #: Inside C{dataReceived} or C{loseConnection}: OpenSSL's output waits in its memory BIO
+        #: and goes out in one C{send} at the end (the tickets with the greeting, a reply with
+        #: C{close_notify}); sent one by one, the second would wait for the peer's delayed ACK (Nagle).
+        _holding = False
+        #: The socket under the TLS layer, where its output goes when nothing is queued (None: the transport's write).
+        _socket = None
+
+        def makeConnection(self, transport: Any) -> None:
+            self._socket = directSocket(transport)
+            connectTLS(self, transport)
+
+        def dataReceived(self, data: bytes) -> None:
+            held, self._holding = self._holding, True
+            holdSmallWrites(self)
+            try:
+                super().dataReceived(data)
+            finally:
+                flushSmallWrites(self)
+                self._holding = held
+                if not held:
+                    sendTLSOutput(self, self._socket)
+
+        def loseConnection(self) -> None:
+            held, self._holding = self._holding, True
+            try:
+                super().loseConnection()
+            finally:
+                self._holding = held
+                if not held:
+                    sendTLSOutput(self, self._socket)
+
+        def _flushSendBIO(self) -> None:
+            """Twisted's one path from OpenSSL's output to the socket (handshake, records, alerts)."""
+            if not self._holding:
+                sendTLSOutput(self, self._socket)
+
+    knowTLSType(EchofileTLS)
+else:  # pragma: no cover
+    EchofileTLS = None  # type: ignore[assignment,misc]
+
+
+def useEchofileTLS(port: Any) -> bool:
+    """Make a listening C{ssl:} port's connections L{EchofileTLS}: True if it is one (before it accepted any)."""
+    factory = tlsFactoryOf(port)
+    if factory is None or EchofileTLS is None or factory.protocol is not BufferingTLSTransport:
+        return False
+    factory.protocol = EchofileTLS
+    return True
+
+
+def fasterTLS(endpoint: Any) -> Any:
+    """C{endpoint}, listening with L{EchofileTLS} if it is an C{ssl:} one (also under C{haproxy:})."""
+    if serverTLSOptions(endpoint) is None or EchofileTLS is None:
+        return endpoint
+    return ListeningHook(endpoint, useEchofileTLS)
