@@ -151,7 +151,7 @@ def test_tls_transport_has_the_state_the_batched_write_reads() -> None:
 
     factory = TLSMemoryBIOFactory(ssl.CertificateOptions(), True, Factory.forProtocol(Protocol))
     tls = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
-    assert type(tls) in internals._TLS_TYPES
+    assert type(tls) in internals.tlsrecords._TLS_TYPES
     tls.makeConnection(StringTransport())
     for name in ("_tlsConnection", "_handshakeDone", "_lostTLSConnection", "_appSendBuffer", "_aggregator"):
         assert hasattr(tls, name), name
@@ -332,11 +332,11 @@ def test_tls_connection_has_what_the_batched_write_uses(tlsPair) -> None:
     from OpenSSL.SSL import _ffi, _lib
 
     connection = tlsPair.tls._tlsConnection
-    assert _lib.SSL_clear_mode(connection._ssl, 0) & internals._PARTIAL_WRITE  # pyOpenSSL turns it on
+    assert _lib.SSL_clear_mode(connection._ssl, 0) & internals.tlsrecords._PARTIAL_WRITE  # pyOpenSSL turns it on
     assert _lib.BIO_get_mem_data(connection._from_ssl, _ffi.NULL) == 0  # drained by the handshake
     connection.send(b"x" * 40_000)
     assert 16_384 < _lib.BIO_get_mem_data(connection._from_ssl, _ffi.NULL) < 17_000  # one record: partial writes
-    assert len(internals._records.fill(connection._from_ssl)) > 16_384
+    assert len(internals.tlsrecords._records.fill(connection._from_ssl)) > 16_384
     assert _lib.BIO_get_mem_data(connection._from_ssl, _ffi.NULL) == 0
 
 
@@ -355,7 +355,7 @@ def test_tls_batched_write_sends_a_chunk_straight_to_the_socket(tlsPair) -> None
     assert tlsPair.plain == original
     from OpenSSL.SSL import _lib
 
-    assert _lib.SSL_clear_mode(connection._ssl, 0) & internals._PARTIAL_WRITE  # restored for Twisted's own writes
+    assert _lib.SSL_clear_mode(connection._ssl, 0) & internals.tlsrecords._PARTIAL_WRITE  # restored for Twisted's own writes
 
 
 def test_tls_batched_write_queues_behind_a_full_socket_in_order(tlsPair) -> None:
@@ -398,7 +398,7 @@ def test_tls_batched_write_takes_twisteds_write_after_a_failed_send(tlsPair) -> 
     internals.writeTLSBatched(tlsPair.tls, chunk)
     chunk[:] = bytes(len(chunk))
     assert failures == [100_000]
-    assert _lib.SSL_clear_mode(connection._ssl, 0) & internals._PARTIAL_WRITE
+    assert _lib.SSL_clear_mode(connection._ssl, 0) & internals.tlsrecords._PARTIAL_WRITE
     tlsPair.pump()
     assert tlsPair.plain == original
 
@@ -502,13 +502,13 @@ def test_connect_tls_declares_the_transports_interfaces_once(monkeypatch) -> Non
     from echofile.tlslayer import EchofileTLS
 
     calls: list[str] = []
-    for module in (internals, twistedTLS, policies):
+    for module in (internals.tlssteps, twistedTLS, policies):
         real = module.directlyProvides
         monkeypatch.setattr(module, "directlyProvides",
                             lambda obj, *spec, _real=real, _name=module.__name__: calls.append(_name) or _real(obj, *spec))
     ours = _TLSPair(protocol=EchofileTLS)
     try:
-        assert calls == ["echofile.twistedinternals"]
+        assert calls == ["echofile.twistedinternals.tlssteps"]
         calls.clear()
         stock = _TLSPair()
         assert len(calls) > 2  # what was saved
