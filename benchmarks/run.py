@@ -119,13 +119,18 @@ class Server:
         return self.ps.memory_info().rss
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stopProcess(self.proc)
+
+
+def stopProcess(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 10) -> None:
+    """Stop C{proc} with C{sig} (SIGINT: twistd stops its reactor), killed if it is not gone within C{timeout}."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def startServer(name: str, argv: list[str], ports: dict[str, int], env: dict[str, str] | None = None,

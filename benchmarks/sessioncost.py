@@ -20,7 +20,6 @@ import glob
 import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import psutil
 
-from run import PYTHON, SERVERS, freePort, progress
+from run import PYTHON, SERVERS, freePort, progress, stopProcess
 
 WARM_UP = 200
 
@@ -127,12 +126,7 @@ def measure(which: str, count: int, logDir: Path) -> dict:
         _settle(ps)
         subprocess.run([*control, "-d", str(proc.pid)], check=True, capture_output=True)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stopProcess(proc, timeout=60)  # under valgrind: slow to stop
     dumps = sorted(glob.glob(f"{out}/cg.out.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
     connect, close = _total(dumps[0]), _total(dumps[1])
     return {"server": which, "sessions": count, "connect": round(connect / count), "close": round(close / count),
