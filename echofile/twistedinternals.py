@@ -19,6 +19,7 @@ fall back to the public path (C{transport.write}).
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 from typing import Any, Callable
@@ -28,7 +29,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.endpoints import SSL4ServerEndpoint, _WrapperServerEndpoint
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
-from twisted.python.logfile import BaseLogFile
+from twisted.python.logfile import BaseLogFile, LogFile
 
 try:
     # Private in pyOpenSSL: its cffi binding of OpenSSL, for the mode of one connection and its BIO.
@@ -342,3 +343,55 @@ def nativeLogFileLock(logFile: object) -> bool:
         return False
     logFile.__dict__["_threadable_lock"] = threading.RLock()
     return True
+
+
+class LogFileLines:
+    """
+    What a C{FileLogObserver} writes one line to, in place of twistd's
+    C{LogFile}: the same rotation check, bytes, size count and lock, in one
+    Python call.  C{LogFile.write} took five (threadable's wrapper and its
+    C{_synchPre}, C{LogFile.write}, C{BaseLogFile.write}, C{shouldRotate})
+    and C{flush} three more to flush a file opened unbuffered.  Still one
+    C{write} system call per line; C{rotate} (SIGUSR1) stays the C{LogFile}'s.
+    """
+
+    __slots__ = ("logFile", "_lock")
+
+    def __init__(self, logFile: LogFile) -> None:
+        self.logFile = logFile
+        self._lock = logFile.__dict__["_threadable_lock"]
+
+    def write(self, data: str | bytes) -> None:
+        logFile = self.logFile
+        with self._lock:
+            if logFile.rotateLength and logFile.size >= logFile.rotateLength:  # LogFile.shouldRotate
+                logFile.flush()
+                logFile.rotate()
+            logFile._file.write(data.encode("utf8") if isinstance(data, str) else data)
+            logFile.size += len(data)  # LogFile.write counts characters, as it always did
+
+    def flush(self) -> None:
+        """Nothing to do: C{LogFile} opens its file unbuffered (each C{write} is the system call)."""
+
+
+def directLogFileLines(observer: Any) -> LogFileLines | None:
+    """
+    Make the C{FileLogObserver} C{observer} write to its C{LogFile} through
+    L{LogFileLines} (after L{nativeLogFileLock}); None, and nothing changed,
+    unless its file is exactly a C{LogFile} over an unbuffered C{FileIO}
+    (a subclass may rotate or write otherwise).
+    """
+    logFile = observerFile(observer)
+    if type(logFile) is not LogFile or type(getattr(logFile, "_file", None)) is not io.FileIO:
+        return None
+    if "_threadable_lock" not in logFile.__dict__:
+        return None
+    lines = LogFileLines(logFile)
+    observer._outFile = lines
+    return lines
+
+
+def restoreLogFile(observer: Any, lines: LogFileLines) -> None:
+    """Undo L{directLogFileLines}: the observer writes to the C{LogFile} itself again."""
+    if getattr(observer, "_outFile", None) is lines:
+        observer._outFile = lines.logFile
