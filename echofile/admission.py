@@ -55,10 +55,11 @@ class AdmissionPolicy:
         self.limiter = limiter
         self.deadline = deadline
         self.trustedProxies = tuple(trustedProxies)
-        # The service's children of the two per-session metrics, looked up
-        # once: C{labels()} costs a lock and a dict lookup per call.
+        # The service's child of the per-session counter, looked up once:
+        # C{labels()} costs a lock and a dict lookup per call.
         self.accepted = metrics.CONNECTIONS_ACCEPTED.labels(service=limiter.service)
-        self.sessionsOpen = metrics.SESSIONS_OPEN.labels(service=limiter.service)
+        #: The service's echofile_sessions_open, counted without a lock (L{metrics.OpenSessions}).
+        self.sessionsOpen = metrics.openSessions(limiter.service)
 
     def trusts(self, transport: ITransport) -> bool:
         """May the socket peer of C{transport} tell us who the client is?"""
@@ -162,13 +163,13 @@ class Admission:
             self._policy.limiter.release(key)
         if self._open:
             self._open = False
-            self._policy.sessionsOpen.dec()
+            self._policy.sessionsOpen.count -= 1
 
     def _ready(self, peer: IAddress, key: str) -> None:
         """Admitted: the connection is a session from now on (counted until L{end})."""
         self._open = True
         self._policy.accepted.inc()
-        self._policy.sessionsOpen.inc()
+        self._policy.sessionsOpen.count += 1
         onReady = self._onReady
         self._onReady = self._onBusy = None
         assert onReady is not None

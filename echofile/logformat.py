@@ -17,7 +17,9 @@ formatter.  L{FasterTextLog} gives it to the text-file observers twistd
 set up, and only to those whose output it reproduces on probe events:
 another C{--logger}, syslog or a different time format are left alone.
 Their log file's lock becomes the C C{RLock} (the same lock, without the
-Python of Twisted's C{XLock} per line).
+Python of Twisted's C{XLock} per line), and a C{LogFile} is written through
+C{twistedinternals.LogFileLines} (the same bytes, rotation and lock in one
+call instead of eight).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from twisted.logger import (
 )
 from twisted.logger import _format as twistedFormat  # formatTime looked up per call, so tests can count it
 
-from echofile.twistedinternals import logObservers, nativeLogFileLock, observerFile
+from echofile.twistedinternals import (
+    LogFileLines, directLogFileLines, logObservers, nativeLogFileLock, observerFile, restoreLogFile,
+)
 
 LogEvent = dict[str, Any]
 
@@ -100,6 +104,7 @@ class FasterTextLog(Service):
     def __init__(self, publisher: LogPublisher = globalLogPublisher) -> None:
         self._publisher = publisher
         self._replaced: list[tuple[FileLogObserver, Callable[[LogEvent], str | None]]] = []
+        self._direct: list[tuple[FileLogObserver, LogFileLines]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -111,9 +116,15 @@ class FasterTextLog(Service):
                 observer.formatEvent = faster
                 nativeLogFileLock(observerFile(observer))  # the same lock, in C (kept after stopService)
                 self._replaced.append((observer, original))
+                lines = directLogFileLines(observer)
+                if lines is not None:
+                    self._direct.append((observer, lines))
 
     def stopService(self) -> None:
         for observer, original in self._replaced:
             observer.formatEvent = original
         self._replaced = []
+        for observer, lines in self._direct:
+            restoreLogFile(observer, lines)
+        self._direct = []
         super().stopService()

@@ -27,7 +27,9 @@ Where the attributes are missing, the callers fall back to the public path
 """
 
 from echofile.twistedinternals.endpoints import ListeningHook, serverTLSOptions, tlsFactoryOf
-from echofile.twistedinternals.logs import logObservers, nativeLogFileLock, observerFile
+from echofile.twistedinternals.logs import (
+    LogFileLines, directLogFileLines, logObservers, nativeLogFileLock, observerFile, restoreLogFile,
+)
 from echofile.twistedinternals.tcp import (
     canSendDirectly, closeFlushed, directSocket, sendfileDescriptor, unsentBytes, writeNow,
 )
@@ -38,8 +40,8 @@ from echofile.twistedinternals.wrappers import (
 )
 
 __all__ = [
-    "ListeningHook", "canSendDirectly", "closeFlushed", "connectTLS", "directSocket", "flushSmallWrites",
+    "ListeningHook", "LogFileLines", "canSendDirectly", "closeFlushed", "connectTLS", "directLogFileLines", "directSocket", "flushSmallWrites",
     "holdSmallWrites", "insideLineLoop", "interceptData", "isProxyWrapper", "knowTLSType", "logObservers",
-    "nativeLogFileLock", "observerFile", "parsedHeader", "restoreData", "sendTLSOutput", "sendfileDescriptor",
+    "nativeLogFileLock", "observerFile", "parsedHeader", "restoreData", "restoreLogFile", "sendTLSOutput", "sendfileDescriptor",
     "serverTLSOptions", "tlsFactoryOf", "tlsWritesDropped", "unframedInput", "unsentBytes", "writeNow",
 ]

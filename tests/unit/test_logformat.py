@@ -102,3 +102,35 @@ def test_twistds_log_file_gets_the_c_lock_and_keeps_every_line(tmp_path):
     logFile.close()
     lines = (tmp_path / "twistd.log").read_text().splitlines()
     assert [line.split("] ", 1)[1] for line in lines] == ["line 0", "line 1", "line 2", "after"]
+
+
+def test_twistds_log_file_gets_each_line_in_one_call_with_the_same_bytes(tmp_path, monkeypatch):
+    """Under FasterTextLog a LogFile's lines skip LogFile.write's chain of calls; the file is the same."""
+    from twisted.python.logfile import LogFile
+
+    texts = ["line {i} caf\u00e9".format(i=i) for i in range(5)]
+
+    def written(directory, faster: bool) -> tuple[bytes, list[str]]:
+        directory.mkdir()
+        logFile = LogFile("twistd.log", str(directory), rotateLength=60)
+        twistd = textFileLogObserver(logFile)
+        publisher = LogPublisher(twistd)
+        service = FasterTextLog(publisher)
+        if faster:
+            service.startService()
+        for text in texts:
+            publisher({"log_format": text, "log_time": T, "log_system": "s"})
+        service.stopService()
+        publisher({"log_format": "after", "log_time": T, "log_system": "s"})
+        logFile.close()
+        return (directory / "twistd.log").read_bytes(), sorted(p.name for p in directory.iterdir())
+
+    calls: list[object] = []
+    twistdWrite = LogFile.write
+    monkeypatch.setattr(LogFile, "write", lambda self, data: calls.append(data) or twistdWrite(self, data))
+    plain = written(tmp_path / "plain", faster=False)
+    assert len(calls) == 6
+    del calls[:]
+    faster = written(tmp_path / "faster", faster=True)
+    assert calls == [twistdText({"log_format": "after", "log_time": T, "log_system": "s"})]  # only once stopped
+    assert faster == plain and len(plain[1]) > 1  # the same bytes, rotated at the same lines

@@ -699,3 +699,42 @@ def test_what_was_written_before_an_exception_in_data_received_still_goes_out() 
         assert pair.plain == b"said before the error"
     finally:
         pair.close()
+
+
+def test_log_file_lines_write_what_log_file_write_does(tmp_path) -> None:
+    """LogFileLines relies on LogFile's _file (unbuffered FileIO), size (characters), rotateLength and lock."""
+    import io
+
+    from twisted.logger import textFileLogObserver
+    from twisted.python.logfile import DailyLogFile, LogFile
+
+    def logged(directory, direct: bool) -> tuple[int, list[tuple[str, bytes]]]:
+        directory.mkdir()
+        logFile = LogFile("twistd.log", str(directory), rotateLength=20)
+        observer = textFileLogObserver(logFile)
+        assert type(logFile._file) is io.FileIO and logFile.size == 0
+        if direct:
+            assert internals.nativeLogFileLock(logFile)
+            lines = internals.directLogFileLines(observer)
+            assert lines is not None and internals.observerFile(observer) is lines and lines.logFile is logFile
+        out = internals.observerFile(observer)
+        for text in ["caf\u00e9 one\n", "two\n", "three three three\n", "four\n", b"five\n"]:
+            out.write(text)
+            out.flush()
+        if direct:
+            internals.restoreLogFile(observer, lines)
+            assert internals.observerFile(observer) is logFile
+        size = logFile.size
+        logFile.close()
+        return size, sorted((p.name, p.read_bytes()) for p in directory.iterdir())
+
+    direct = logged(tmp_path / "direct", True)
+    assert direct == logged(tmp_path / "twisted", False) and len(direct[1]) > 1  # rotated at the same lines
+    daily = DailyLogFile("daily.log", str(tmp_path))
+    assert internals.nativeLogFileLock(daily)
+    assert internals.directLogFileLines(textFileLogObserver(daily)) is None  # rotates otherwise: left alone
+    daily.close()
+    assert internals.directLogFileLines(textFileLogObserver(io.StringIO())) is None
+    unlocked = LogFile("unlocked.log", str(tmp_path))
+    assert internals.directLogFileLines(textFileLogObserver(unlocked)) is None  # no lock of ours yet
+    unlocked.close()
