@@ -169,8 +169,9 @@ class BodySender(OneSend):
         self._done = done = Deferred()
         self._socketFd = sendfileDescriptor(consumer) if _sendfile is not None else None
         self.mode = "chunks" if self._socketFd is None else "sendfile"
-        self._bytesSent = metrics.BYTES_SENT.labels(path=self._path(consumer))
-        if self._path(consumer) == "tls":
+        path = self._path(consumer)
+        self._bytesSent = metrics.BYTES_SENT.labels(path=path)
+        if path == "tls":
             self._chunkSize = self.TLS_CHUNK_SIZE
             self._overTLS = True
         if self.mode == "sendfile" and getattr(getattr(consumer, "socket", None), "family", None) in (AF_INET, AF_INET6):
