@@ -29,6 +29,7 @@ from echofile.metrics import ReactorLagProbe
 from echofile.options import DEFAULT_ECHO, DEFAULT_FILES, Options, parseUDPAddress
 from echofile.ownfiles import OwnFiles
 from echofile.redischat import RedisChat
+from echofile.redislink import parseRedisURL
 from echofile.redispenalties import RedisPenalties
 from echofile.service import FilesService
 from echofile.share import Tree
@@ -66,8 +67,9 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         chat = ChatService()
         penalties = LoginPenalties(reactor, **limits)
     else:
-        chat = RedisChat(config["cluster"], reactor)
-        penalties = RedisPenalties(config["cluster"], reactor, **limits)
+        cluster = parseRedisURL(config["cluster"])  # one read of its ssl_ca_certs file for both
+        chat = RedisChat(cluster, reactor)
+        penalties = RedisPenalties(cluster, reactor, **limits)
     trustedProxies = config.get("trusted-proxy") or LOOPBACK
     hashJobs = config.get("hash-jobs", 2)
     hashes = FileHasher(
