@@ -89,13 +89,14 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         reactor, chat, penalties, hashes, tree, config["max-connections"], config["max-per-ip"],
         drainTimeout=config.get("drain-timeout", 10.0),
     )
-    echoFactory = top.makeEchoFactory(config["idle-timeout"], config["login-timeout"], trustedProxies)
+    echoFactory = top.makeEchoFactory(
+        config["idle-timeout"], config["login-timeout"], trustedProxies, logBudget=config["log-budget"],
+    )
     filesFactory = top.makeFilesFactory(
         password, config.get("credCheckers", []), trustedProxies,
         idleTimeout=config["idle-timeout"], maxLine=config["max-line"], loginTimeout=config["login-timeout"],
+        logBudget=config["log-budget"],
     )
-    for factory in (echoFactory, filesFactory):
-        factory.logBudgets.limit = config["log-budget"]  # no budget is made before the first connection
     for description in config["echo"]:
         _listen(description, echoFactory, reactor).setServiceParent(top)
     for description in config["files"]:
