@@ -161,7 +161,7 @@ def _ownFiles(config: Mapping[str, Any]) -> list[str | None]:
 
 def _listen(description: str, factory: Any, reactor: Any) -> IService:
     """A listening service for C{description}, with echofile's listen backlog unless it names one."""
-    service = strports.service(withDefaultBacklog(description, reactor), factory, reactor=reactor)
+    service = withDefaultBacklog(description, lambda d: strports.service(d, factory, reactor=reactor))
     resumeSessions(service.endpoint)  # an ssl: endpoint: reconnecting clients skip the full handshake
     service.endpoint = fasterTLS(service.endpoint)  # and its connections cost less Python (echofile.tlslayer)
     return service
