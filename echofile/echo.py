@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from echofile.addresses import LOOPBACK, Network
 from echofile.admission import Admission, AdmissionPolicy
-from echofile.eventlog import LogBudget, LogBudgets
+from echofile.eventlog import SESSION_LOG_LIMIT, LogBudget, LogBudgets
 from echofile.shutdown import SessionTracker
 from echofile.limits import ConnectionLimiter, GracefulClose, SessionTimer, cancelPending, closeWithin
 from echofile.twistedinternals import directSocket, writeNow
@@ -159,6 +159,7 @@ class EchoFactory(ServerFactory):
     @param readyTimeout: seconds a connection has to finish its TLS handshake
         and PROXY header (--login-timeout); None: no limit.
     @param trustedProxies: the socket peers whose PROXY headers are believed.
+    @param logBudget: log lines one client address may cause per window (--log-budget).
     """
 
     noisy = False  # no "Starting factory <... at 0x...>" at info; the port logs where it listens
@@ -170,6 +171,7 @@ class EchoFactory(ServerFactory):
         idleTimeout: float | None,
         readyTimeout: float | None = 60.0,
         trustedProxies: Iterable[Network] = LOOPBACK,
+        logBudget: int = SESSION_LOG_LIMIT,
     ) -> None:
         self.clock = clock
         self.limiter = limiter
@@ -177,7 +179,7 @@ class EchoFactory(ServerFactory):
         self.admission = AdmissionPolicy(clock, limiter, readyTimeout, trustedProxies)
         self.sessions = SessionTracker()
         #: The log budgets of the client addresses and of the service (echofile.eventlog).
-        self.logBudgets = LogBudgets(EchoProtocol._log, clock, service="echo")
+        self.logBudgets = LogBudgets(EchoProtocol._log, clock, service="echo", limit=logBudget)
 
     def stopFactory(self) -> None:
         self.logBudgets.close()

@@ -29,7 +29,7 @@ from echofile.addresses import LOOPBACK, Network
 from echofile.admission import AdmissionPolicy
 from echofile.chat import IChat, IChatListener
 from echofile.chatcommands import ChatCommands
-from echofile.eventlog import LogBudgets
+from echofile.eventlog import SESSION_LOG_LIMIT, LogBudgets
 from echofile.filecommands import FileCommands
 from echofile.hashing import FileHasher
 from echofile.holds import HELD_INPUT
@@ -82,6 +82,7 @@ class FilesFactory(ServerFactory):
         C{idleTimeout} bounds the wait for the handshake and the header.
     @param trustedProxies: the socket peers whose PROXY headers are believed.
     @param hashes: the server-wide SHA-256 service of HASH (cap, queue, cache).
+    @param logBudget: log lines one client address may cause per window (--log-budget).
     """
 
     noisy = False  # no "Starting factory <... at 0x...>" at info; the port logs where it listens
@@ -99,6 +100,7 @@ class FilesFactory(ServerFactory):
         penalties: LoginPenalties | None = None,
         trustedProxies: Iterable[Network] = LOOPBACK,
         hashes: FileHasher | None = None,
+        logBudget: int = SESSION_LOG_LIMIT,
     ) -> None:
         self.portal = portal
         self.clock = clock
@@ -118,7 +120,7 @@ class FilesFactory(ServerFactory):
         self.hashes = hashes if hashes is not None else FileHasher(_deferToReactorThreads)
         self.sessions = SessionTracker()
         #: The log budgets of the client addresses, shared by their sessions.
-        self.logBudgets = LogBudgets(FileSession._log, clock)
+        self.logBudgets = LogBudgets(FileSession._log, clock, limit=logBudget)
 
     def stopFactory(self) -> None:
         """The listener is gone: the suppressed counts not reported yet are reported now."""

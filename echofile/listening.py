@@ -12,29 +12,30 @@ that at once.  The kernel caps what is asked at C{net.core.somaxconn}
 
 from __future__ import annotations
 
-from typing import Any
-
-from twisted.internet.endpoints import serverFromString
+from typing import Callable, TypeVar
 
 #: Asked for when a description has no C{backlog=} of its own (the kernel caps it at net.core.somaxconn).
 DEFAULT_BACKLOG = 4096
 
+_Parsed = TypeVar("_Parsed")
 
-def withDefaultBacklog(description: str, reactor: Any) -> str:
+
+def withDefaultBacklog(description: str, parse: Callable[[str], _Parsed]) -> _Parsed:
     """
-    C{description} with C{backlog=DEFAULT_BACKLOG} put right after its
-    endpoint type, where the description's own C{backlog=}, which comes
-    later, still wins (a later keyword overrides an earlier one).  Under
-    C{haproxy:} it reaches the wrapped endpoint.  Endpoints that take no
-    backlog (C{systemd:}: the socket is made elsewhere) keep the description
-    as it was.
+    C{parse(description)} (C{parse} is C{serverFromString} or
+    C{strports.service} with its other arguments bound), with
+    C{backlog=DEFAULT_BACKLOG} put right after the endpoint type, where the
+    description's own C{backlog=}, which comes later, still wins (a later
+    keyword overrides an earlier one).  Under C{haproxy:} it reaches the
+    wrapped endpoint.  Endpoints that take no backlog (C{systemd:}: the
+    socket is made elsewhere) refuse that one, and are parsed again as
+    written; the others are parsed once (an C{ssl:} parse reads its key and
+    certificate files).
     """
     kind, colon, rest = description.partition(":")
-    if not colon:
-        return description
-    candidate = f"{kind}:backlog={DEFAULT_BACKLOG}:{rest}"
-    try:
-        serverFromString(reactor, candidate)
-    except (TypeError, ValueError):  # an endpoint without a backlog argument
-        return description
-    return candidate
+    if colon:
+        try:
+            return parse(f"{kind}:backlog={DEFAULT_BACKLOG}:{rest}")
+        except (TypeError, ValueError):  # an endpoint without a backlog argument (or a bad description)
+            pass
+    return parse(description)

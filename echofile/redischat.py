@@ -42,7 +42,7 @@ from echofile.chat import (
 )
 from echofile.redisguests import PREFIX as _PREFIX
 from echofile.redisguests import guestKey, isGuest, keepGuestName, releaseGuestName, takeGuestName
-from echofile.redislink import RedisLink, UsesLink, parseRedisURL
+from echofile.redislink import RedisAddress, RedisLink, UsesLink, asRedisAddress, parseRedisURL
 from echofile.text import isClean, sanitize
 
 __all__ = ["RedisChat", "parseRedisURL"]
@@ -74,10 +74,10 @@ class RedisChat(UsesLink, Service):
     _log = Logger()
 
     def __init__(
-        self, url: str, clock: IReactorTime, instance: str | None = None,
+        self, url: str | RedisAddress, clock: IReactorTime, instance: str | None = None,
         presenceTTL: int = PRESENCE_TTL, heartbeat: float = HEARTBEAT,
     ) -> None:
-        self.address = parseRedisURL(url)
+        self.address = asRedisAddress(url)
         self._host, self._port, self._db = self.address.host, self.address.port, self.address.db
         self._clock = clock
         self._ttl = presenceTTL

@@ -11,11 +11,13 @@ is a fact the owner keeps, not a guess from the client library's internals.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import txredisapi
+from OpenSSL.crypto import Error as OpenSSLError
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
@@ -30,6 +32,8 @@ CONNECT_TIMEOUT = 5
 REPLY_TIMEOUT = 5
 #: Seconds a connection that Redis refused (password, database) stays open before the next try.
 REFUSED_RETRY = 10.0
+#: The largest C{ssl_ca_certs} file taken (bytes): it is read whole, and a system CA bundle is about 200 KB.
+MAX_CA_FILE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class RedisAddress:
     password: str | None = field(default=None, repr=False)
     #: PEM file of the certificate authorities a C{rediss://} server is checked against (default: the system's).
     caCerts: str | None = None
+    #: What C{caCerts} held when the URL was parsed (L{readCACertificates}).
+    caCertificates: tuple[Certificate, ...] = field(default=(), repr=False, compare=False)
 
     def __str__(self) -> str:
         login = "(password)@" if self.password is not None else ""
@@ -78,7 +84,7 @@ def parseRedisURL(url: str, environ: Mapping[str, str] = os.environ) -> RedisAdd
             "a user name needs a password: USER:PASSWORD@HOST (or :PASSWORD@HOST without a user),"
             f" or USER@HOST with the password in {PASSWORD_ENVIRONMENT_VARIABLE}"
         )
-    caCerts = None
+    caCerts, caCertificates = None, ()
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name != "ssl_ca_certs":
             raise ValueError(f"unknown URL parameter {name!r} (only ssl_ca_certs=PATH, with rediss://)")
@@ -86,9 +92,48 @@ def parseRedisURL(url: str, environ: Mapping[str, str] = os.environ) -> RedisAdd
     if caCerts is not None:
         if parts.scheme != "rediss":
             raise ValueError("ssl_ca_certs is for rediss:// (TLS) URLs")
-        if not os.path.isfile(caCerts):
-            raise ValueError(f"ssl_ca_certs: no such file: {caCerts!r}")
-    return RedisAddress(host, port or 6379, int(db or 0), parts.scheme == "rediss", username, password or None, caCerts)
+        caCertificates = readCACertificates(caCerts)
+    return RedisAddress(
+        host, port or 6379, int(db or 0), parts.scheme == "rediss", username, password or None, caCerts, caCertificates,
+    )
+
+
+def asRedisAddress(url: str | RedisAddress) -> RedisAddress:
+    """C{url} parsed; an address already parsed as it is (its CA file is not read again)."""
+    return url if isinstance(url, RedisAddress) else parseRedisURL(url)
+
+
+def readCACertificates(path: str) -> tuple[Certificate, ...]:
+    """
+    The certificates of the PEM file at C{path}, read when the URL is parsed
+    (by the option check, before anything starts) so that a missing, unreadable,
+    oversized (L{MAX_CA_FILE}) or non-PEM file is a usage error, not a
+    broker that never verifies; ValueError saying which.
+    """
+    try:
+        # O_NONBLOCK: a FIFO named by mistake is refused below instead of blocking the open.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ValueError(f"ssl_ca_certs: no such file: {path!r}") from None
+    except OSError as e:
+        raise ValueError(f"ssl_ca_certs: cannot open {path!r}: {e.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"ssl_ca_certs: not a regular file: {path!r}")
+        pem = _readAtMost(fd, MAX_CA_FILE + 1)
+    except OSError as e:
+        raise ValueError(f"ssl_ca_certs: cannot read {path!r}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(pem) > MAX_CA_FILE:
+        raise ValueError(f"ssl_ca_certs: {path!r} is larger than {MAX_CA_FILE // 1024} KiB: not a CA bundle")
+    blocks = _pemBlocks(pem)
+    if not blocks:
+        raise ValueError(f"ssl_ca_certs: no PEM certificate (-----BEGIN CERTIFICATE-----) in {path!r}")
+    try:
+        return tuple(Certificate.loadPEM(block) for block in blocks)
+    except OpenSSLError:
+        raise ValueError(f"ssl_ca_certs: {path!r} holds a certificate that is not valid PEM") from None
 
 
 def endpointFor(address: RedisAddress, clock: IReactorTime) -> IStreamClientEndpoint:
@@ -97,11 +142,17 @@ def endpointFor(address: RedisAddress, clock: IReactorTime) -> IStreamClientEndp
     if address.tls:
         trustRoot = None
         if address.caCerts is not None:
-            with open(address.caCerts, "rb") as f:  # at start-up, before the reactor runs
-                pem = f.read()
-            trustRoot = trustRootFromCertificates([Certificate.loadPEM(block) for block in _pemBlocks(pem)])
+            trustRoot = trustRootFromCertificates(list(address.caCertificates))  # read by parseRedisURL
         endpoint = wrapClientTLS(optionsForClientTLS(address.host, trustRoot=trustRoot), endpoint)
     return endpoint
+
+
+def _readAtMost(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    while limit > 0 and (chunk := os.read(fd, limit)):
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return b"".join(chunks)
 
 
 def _pemBlocks(pem: bytes) -> list[bytes]:

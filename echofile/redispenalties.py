@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from echofile.lockout import LoginPenalties
-from echofile.redislink import RedisLink, UsesLink, parseRedisURL
+from echofile.redislink import RedisAddress, RedisLink, UsesLink, asRedisAddress
 from echofile.text import sanitize
 
 _PREFIX = "echofile:"
@@ -37,9 +37,9 @@ class RedisPenalties(UsesLink, LoginPenalties, Service):
     name = "penalties"
     _log = Logger()
 
-    def __init__(self, url: str, clock: IReactorTime, **limits: Any) -> None:
+    def __init__(self, url: str | RedisAddress, clock: IReactorTime, **limits: Any) -> None:
         LoginPenalties.__init__(self, clock, **limits)
-        self.address = parseRedisURL(url)
+        self.address = asRedisAddress(url)
         # Lock-outs heard from Redis: address -> until (on this clock), at most maxAddresses.
         self._shared: OrderedDict[str, float] = OrderedDict()
         self._link = RedisLink(self.address, clock, _LOCKOUTS, "files", self._brokerChanged, self._received)

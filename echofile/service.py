@@ -18,6 +18,7 @@ from echofile.addresses import LOOPBACK, Network
 from echofile.auth import makePortal
 from echofile.chat import IChat
 from echofile.echo import EchoFactory
+from echofile.eventlog import SESSION_LOG_LIMIT
 from echofile.files import FilesFactory
 from echofile.gcpolicy import freezeStartupHeap
 from echofile.hashing import FileHasher
@@ -72,8 +73,9 @@ class FilesService(MultiService):
 
     def makeEchoFactory(
         self, idleTimeout: float | None, readyTimeout: float | None, trustedProxies: Iterable[Network] = LOOPBACK,
+        logBudget: int = SESSION_LOG_LIMIT,
     ) -> EchoFactory:
-        self.echo = EchoFactory(self.reactor, self.echoLimiter, idleTimeout, readyTimeout, trustedProxies)
+        self.echo = EchoFactory(self.reactor, self.echoLimiter, idleTimeout, readyTimeout, trustedProxies, logBudget)
         return self.echo
 
     def makeFilesFactory(

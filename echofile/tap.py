@@ -29,6 +29,7 @@ from echofile.metrics import ReactorLagProbe
 from echofile.options import DEFAULT_ECHO, DEFAULT_FILES, Options, parseUDPAddress
 from echofile.ownfiles import OwnFiles
 from echofile.redischat import RedisChat
+from echofile.redislink import parseRedisURL
 from echofile.redispenalties import RedisPenalties
 from echofile.service import FilesService
 from echofile.share import Tree
@@ -66,8 +67,9 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         chat = ChatService()
         penalties = LoginPenalties(reactor, **limits)
     else:
-        chat = RedisChat(config["cluster"], reactor)
-        penalties = RedisPenalties(config["cluster"], reactor, **limits)
+        cluster = parseRedisURL(config["cluster"])  # one read of its ssl_ca_certs file for both
+        chat = RedisChat(cluster, reactor)
+        penalties = RedisPenalties(cluster, reactor, **limits)
     trustedProxies = config.get("trusted-proxy") or LOOPBACK
     hashJobs = config.get("hash-jobs", 2)
     hashes = FileHasher(
@@ -87,13 +89,14 @@ def makeService(config: Mapping[str, Any], reactor: Any = None, environ: Mapping
         reactor, chat, penalties, hashes, tree, config["max-connections"], config["max-per-ip"],
         drainTimeout=config.get("drain-timeout", 10.0),
     )
-    echoFactory = top.makeEchoFactory(config["idle-timeout"], config["login-timeout"], trustedProxies)
+    echoFactory = top.makeEchoFactory(
+        config["idle-timeout"], config["login-timeout"], trustedProxies, logBudget=config["log-budget"],
+    )
     filesFactory = top.makeFilesFactory(
         password, config.get("credCheckers", []), trustedProxies,
         idleTimeout=config["idle-timeout"], maxLine=config["max-line"], loginTimeout=config["login-timeout"],
+        logBudget=config["log-budget"],
     )
-    for factory in (echoFactory, filesFactory):
-        factory.logBudgets.limit = config["log-budget"]  # no budget is made before the first connection
     for description in config["echo"]:
         _listen(description, echoFactory, reactor).setServiceParent(top)
     for description in config["files"]:
@@ -158,7 +161,7 @@ def _ownFiles(config: Mapping[str, Any]) -> list[str | None]:
 
 def _listen(description: str, factory: Any, reactor: Any) -> IService:
     """A listening service for C{description}, with echofile's listen backlog unless it names one."""
-    service = strports.service(withDefaultBacklog(description, reactor), factory, reactor=reactor)
+    service = withDefaultBacklog(description, lambda d: strports.service(d, factory, reactor=reactor))
     resumeSessions(service.endpoint)  # an ssl: endpoint: reconnecting clients skip the full handshake
     service.endpoint = fasterTLS(service.endpoint)  # and its connections cost less Python (echofile.tlslayer)
     return service

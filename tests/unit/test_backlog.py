@@ -6,6 +6,8 @@ import os
 
 import pytest
 import twisted.test
+from twisted.internet import endpoints
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 
 from echofile.listening import DEFAULT_BACKLOG, withDefaultBacklog
@@ -42,9 +44,45 @@ def test_a_backlog_in_the_description_wins(description):
 
 
 def test_endpoints_without_a_backlog_keep_their_description():
-    assert withDefaultBacklog("systemd:domain=INET:index=0", MemoryReactor()) == "systemd:domain=INET:index=0"
-    assert withDefaultBacklog("haproxy:systemd:domain=INET:index=0", MemoryReactor()) == (
-        "haproxy:systemd:domain=INET:index=0")
+    def parse(description):
+        parsed.append(description)
+        if "backlog=" in description:
+            serverFromString(MemoryReactor(), description)  # systemd: takes none: TypeError
+        return description  # as written: no LISTEN_FDS here to adopt
+
+    for description in ("systemd:domain=INET:index=0", "haproxy:systemd:domain=INET:index=0"):
+        parsed = []
+        assert withDefaultBacklog(description, parse) == description
+        assert len(parsed) == 2
+
+
+def parses(make) -> int:
+    """How many endpoint descriptions Twisted parses while C{make()} runs (haproxy: is two: its own, the inner one)."""
+    count = 0
+    parseServer = endpoints._parseServer
+
+    def counted(*args, **kwargs):
+        nonlocal count
+        count += 1
+        return parseServer(*args, **kwargs)
+
+    endpoints._parseServer = counted
+    try:
+        make()
+    finally:
+        endpoints._parseServer = parseServer
+    return count
+
+
+@pytest.mark.parametrize("description", [
+    "tcp:8008:interface=127.0.0.1", "tcp:8008:backlog=7", "haproxy:tcp:8008", f"ssl:8443:privateKey={PEM}",
+    f"haproxy:ssl:8443:privateKey={PEM}", "unix:/tmp/echofile-backlog.sock",
+])
+def test_a_listener_is_built_from_one_parse(description):
+    """Not one to see whether the endpoint takes a backlog, then strports' own (for ssl:, the key file read twice)."""
+    once = parses(lambda: serverFromString(MemoryReactor(), description))
+    assert parses(lambda: _listen(description, object(), MemoryReactor())) == once
+
 
 
 def test_the_default_endpoints_of_twistd_echofile_listen_with_it(served):

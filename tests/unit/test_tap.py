@@ -108,6 +108,37 @@ def test_log_budget_option_sets_each_services_per_address_budget(served):
     assert parse("--root", str(served))["log-budget"] == 20
 
 
+def test_log_budget_is_given_to_the_factories_when_they_are_built(served, monkeypatch):
+    """Not set on them afterwards: no moment in which a factory's budgets have the default."""
+    import echofile.echo
+    import echofile.files
+    from echofile.eventlog import LogBudgets
+
+    built = []
+
+    class Recorded(LogBudgets):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append((self.service.service, self.limit))
+
+    for module in (echofile.echo, echofile.files):
+        monkeypatch.setattr(module, "LogBudgets", Recorded)
+    makeService(parse("--root", str(served), "--log-budget", "3"), reactor=MemoryReactorClock(),
+                environ={"ECHOFILE_PASSWORD": "pw"})
+    assert built == [("echo", 3), ("files", 3)]
+
+
+def test_each_factory_takes_a_log_budget(served):
+    from echofile.limits import ConnectionLimiter
+    from support import makeFilesFactory
+
+    echo = EchoFactory(MemoryReactorClock(), ConnectionLimiter(1, 1, "echo"), None, logBudget=4)
+    files = makeFilesFactory(served, MemoryReactorClock(), logBudget=5)
+    assert (echo.logBudgets.forKey("192.0.2.1").limit, files.logBudgets.forKey("192.0.2.1").limit) == (4, 5)
+    default = EchoFactory(MemoryReactorClock(), ConnectionLimiter(1, 1, "echo"), None)
+    assert default.logBudgets.limit == 20
+
+
 def test_random_password_is_logged_once(served):
     from twisted.logger import globalLogPublisher
 
