@@ -20,6 +20,11 @@ connection is verified, refused, timed out or closed, is Twisted's:
   (L{holdSmallWrites}, L{flushSmallWrites}); writes made in one
   C{dataReceived} are still one C{SSL_write}.
 
+And one of Twisted's endings done right (L{releaseProducer}): after the
+client's C{close_notify} the connection closes once what is queued is
+flushed, also when that filled the socket transport's buffer (Twisted's
+stayed open until the session's idle timeout).
+
 L{fasterTLS} puts it under an C{ssl:} endpoint (also under C{haproxy:}).
 """
 
@@ -27,9 +32,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+
 from echofile.twistedinternals import (
-    ListeningHook, connectTLS, directSocket, flushSmallWrites, holdSmallWrites, knowTLSType, sendTLSOutput,
-    serverTLSOptions, tlsFactoryOf,
+    ListeningHook, connectTLS, directSocket, flushSmallWrites, holdSmallWrites, knowTLSType,
+    releaseProducer, sendTLSOutput, serverTLSOptions, stopReleasedProducer, tlsFactoryOf,
 )
 
 try:
@@ -49,6 +57,8 @@ if BufferingTLSTransport is not None:
         _holding = False
         #: The socket under the TLS layer, where its output goes when nothing is queued (None: the transport's write).
         _socket = None
+        #: TLS ended while the session was a producer: its producer was taken from the socket transport (L{releaseProducer}).
+        _producerReleased = False
 
         def makeConnection(self, transport: Any) -> None:
             self._socket = directSocket(transport)
@@ -73,6 +83,16 @@ if BufferingTLSTransport is not None:
                 self._holding = held
                 if not held:
                     sendTLSOutput(self, self._socket)
+
+        def _tlsShutdownFinished(self, reason: Any) -> None:
+            super()._tlsShutdownFinished(reason)
+            if releaseProducer(self):
+                self._producerReleased = True
+
+        def connectionLost(self, reason: Failure = connectionDone) -> None:
+            if self._producerReleased:
+                stopReleasedProducer(self)  # what the socket transport does first with a producer it holds
+            super().connectionLost(reason)
 
         def _flushSendBIO(self) -> None:
             """Twisted's one path from OpenSSL's output to the socket (handshake, records, alerts)."""

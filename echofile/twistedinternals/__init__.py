@@ -34,14 +34,18 @@ from echofile.twistedinternals.tcp import (
     canSendDirectly, closeFlushed, directSocket, sendfileDescriptor, unsentBytes, writeNow,
 )
 from echofile.twistedinternals.tlsrecords import knowTLSType, tlsWritesDropped, writeTLSBatched
-from echofile.twistedinternals.tlssteps import connectTLS, flushSmallWrites, holdSmallWrites, sendTLSOutput
+from echofile.twistedinternals.tlssteps import (
+    connectTLS, flushSmallWrites, holdSmallWrites, releaseProducer, sendTLSOutput,
+    stopReleasedProducer,
+)
 from echofile.twistedinternals.wrappers import (
     insideLineLoop, interceptData, isProxyWrapper, parsedHeader, restoreData, unframedInput,
 )
 
 __all__ = [
-    "ListeningHook", "LogFileLines", "canSendDirectly", "closeFlushed", "connectTLS", "directLogFileLines", "directSocket", "flushSmallWrites",
-    "holdSmallWrites", "insideLineLoop", "interceptData", "isProxyWrapper", "knowTLSType", "logObservers",
-    "nativeLogFileLock", "observerFile", "parsedHeader", "restoreData", "restoreLogFile", "sendTLSOutput", "sendfileDescriptor",
-    "serverTLSOptions", "tlsFactoryOf", "tlsWritesDropped", "unframedInput", "unsentBytes", "writeNow",
+    "ListeningHook", "LogFileLines", "canSendDirectly", "closeFlushed", "connectTLS", "directLogFileLines",
+    "directSocket", "flushSmallWrites", "holdSmallWrites", "insideLineLoop", "interceptData",
+    "isProxyWrapper", "knowTLSType", "logObservers", "nativeLogFileLock", "observerFile", "parsedHeader",
+    "releaseProducer", "restoreData", "restoreLogFile", "sendTLSOutput", "sendfileDescriptor", "serverTLSOptions",
+    "stopReleasedProducer", "tlsFactoryOf", "tlsWritesDropped", "unframedInput", "unsentBytes", "writeNow",
 ]

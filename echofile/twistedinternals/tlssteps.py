@@ -92,3 +92,33 @@ def flushSmallWrites(tls: Any) -> None:
         if scheduled is not _FLUSH_WHEN_DONE and scheduled.active():
             scheduled.cancel()
     aggregator.flush()  # nothing buffered, or the _NullAggregator after connectionLost: nothing happens
+
+
+def releaseProducer(tls: Any) -> bool:
+    """
+    TLS is over (the peer's C{close_notify} answered, a fatal alert) and
+    Twisted told the socket transport to close once flushed: unregister the
+    session's producer from the socket transport, so that it does.
+
+    The producer (Twisted's C{_ProducerMembrane}) stays registered with the
+    socket transport until the session unregisters it, which it does not
+    know to do; and a socket transport whose buffer drains while its
+    streaming producer is paused resumes the producer instead of closing.
+    So when the session's last output filled the buffer, the connection
+    stayed open (not reading, counted against the caps) until the session's
+    own idle timeout.  Was it registered there (the caller then stops it
+    when the connection is lost, as the socket transport would have)?
+    """
+    producer = tls._producer
+    tcp = tls.transport
+    if producer is None or getattr(tcp, "producer", None) is not producer:
+        return False
+    tcp.unregisterProducer()  # and, as loseConnection was called, the transport closes once its buffer is sent
+    return True
+
+
+def stopReleasedProducer(tls: Any) -> None:
+    """Connection lost: stop the producer L{releaseProducer} took from the socket transport, if still registered."""
+    producer = tls._producer
+    if producer is not None:
+        producer.stopProducing()

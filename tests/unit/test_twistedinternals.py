@@ -17,6 +17,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+from twisted.python.failure import Failure
 
 from echofile import twistedinternals as internals
 
@@ -483,7 +484,7 @@ def test_tls_protocol_has_the_steps_tlslayer_replaces() -> None:
     from twisted.internet import ssl
     from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
-    for name in ("_flushSendBIO", "_checkHandshakeStatus"):
+    for name in ("_flushSendBIO", "_checkHandshakeStatus", "_shutdownTLS", "_tlsShutdownFinished"):
         assert callable(getattr(TLSMemoryBIOProtocol, name)), name
     factory = TLSMemoryBIOFactory(ssl.CertificateOptions(), False, Factory.forProtocol(Protocol))
     assert factory.protocol is BufferingTLSTransport  # what useEchofileTLS expects to replace
@@ -492,6 +493,7 @@ def test_tls_protocol_has_the_steps_tlslayer_replaces() -> None:
     assert tls._connectWrapped is True
     aggregator = tls._aggregator
     assert aggregator._buffer == [] and aggregator._scheduled is None
+    assert tls._producer is None and tls._aborted is False  # releaseProducer
 
 
 def test_connect_tls_declares_the_transports_interfaces_once(monkeypatch) -> None:
@@ -738,3 +740,99 @@ def test_log_file_lines_write_what_log_file_write_does(tmp_path) -> None:
     unlocked = LogFile("unlocked.log", str(tmp_path))
     assert internals.directLogFileLines(textFileLogObserver(unlocked)) is None  # no lock of ours yet
     unlocked.close()
+
+
+# -- the client's close_notify while the session is the transport's producer -------------------------------
+
+
+class _Replier(LineReceiver):
+    """Like a files session: the TLS transport's streaming producer, a reply line per command line."""
+
+    delimiter = b"\n"
+    stopped = 0
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+
+    def lineReceived(self, line: bytes) -> None:
+        self.transport.write(b"#reply to " + line + b" " + b"." * 80 + b"\r\n")
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        self.stopped += 1
+
+
+def _closingFlight(pair: _TLSPair, commands: int) -> bytes:
+    """C{commands} lines and the client's close_notify, as one flight (one read of the server)."""
+    from OpenSSL import SSL
+
+    pair.client.send(b"".join(b"c%d\n" % i for i in range(commands)))
+    try:
+        pair.client.shutdown()
+    except SSL.Error:
+        pass
+    return pair.client.bio_read(1 << 20)
+
+
+def _drainUntilClosed(pair: _TLSPair) -> object:
+    """Let the server's socket transport write (the client reading) until it says the connection is done."""
+    from OpenSSL import SSL
+
+    for _ in range(1000):
+        result = pair.tcp.doWrite()
+        pair.read()
+        try:
+            pair.client.recv(1)
+        except SSL.ZeroReturnError:
+            pass
+        except SSL.WantReadError:
+            pass
+        if result is not None:
+            return result
+        if not internals.unsentBytes(pair.tcp) and pair.tcp not in pair.tcp.reactor.getWriters():
+            return None  # nothing left to write, nothing asked for: the connection stays open for ever
+    return None
+
+
+def _replierPair(version: str) -> _TLSPair:
+    from OpenSSL import SSL
+
+    from echofile.tlslayer import EchofileTLS
+
+    class Pair(_TLSPair):
+        protocolClass = _Replier
+
+    pair = Pair(maxVersion=SSL.TLS1_2_VERSION if version == "TLSv1.2" else None, protocol=EchofileTLS)
+    assert pair.client.get_protocol_version_name() == version
+    return pair
+
+
+@pytest.mark.parametrize("version", ["TLSv1.3", "TLSv1.2"])
+def test_client_close_notify_closes_the_connection_once_flushed(version) -> None:
+    """
+    Pipelined commands and close_notify in one flight, their replies more than the socket transport's
+    buffer: the connection closes once they are flushed.  Twisted's TLS layer left the session's producer
+    (paused by those replies) registered with the socket transport, which then resumed it when its buffer
+    drained instead of closing: the connection stayed open, not reading, until the session's idle timeout.
+    """
+    from OpenSSL import SSL
+    from twisted.internet import main
+
+    pair = _replierPair(version)
+    try:
+        session = pair.tls.wrappedProtocol
+        pair.tls.dataReceived(_closingFlight(pair, 2000))
+        assert _drainUntilClosed(pair) is main.CONNECTION_DONE
+        assert pair.client.get_shutdown() & SSL.RECEIVED_SHUTDOWN  # the server's close_notify came last
+        # The socket transport closes: the session is told to stop producing, once, as Twisted's would.
+        assert session.stopped == 0
+        pair.tcp.connectionLost(Failure(ConnectionDone()))
+        assert session.stopped == 1
+    finally:
+        pair.close()
+
