@@ -20,10 +20,12 @@ connection is verified, refused, timed out or closed, is Twisted's:
   (L{holdSmallWrites}, L{flushSmallWrites}); writes made in one
   C{dataReceived} are still one C{SSL_write}.
 
-And one of Twisted's endings done right (L{releaseProducer}): after the
-client's C{close_notify} the connection closes once what is queued is
-flushed, also when that filled the socket transport's buffer (Twisted's
-stayed open until the session's idle timeout).
+And two of Twisted's endings done right (L{flushBeforeShutdown},
+L{releaseProducer}): when the client's C{close_notify} arrives, the replies
+to the commands that came with it are sent before the server's own (TLS
+1.3), and the connection closes once they are flushed, also when they
+filled the socket transport's buffer (Twisted's stayed open until the
+session's idle timeout).
 
 L{fasterTLS} puts it under an C{ssl:} endpoint (also under C{haproxy:}).
 """
@@ -36,7 +38,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from echofile.twistedinternals import (
-    ListeningHook, connectTLS, directSocket, flushSmallWrites, holdSmallWrites, knowTLSType,
+    ListeningHook, connectTLS, directSocket, flushBeforeShutdown, flushSmallWrites, holdSmallWrites, knowTLSType,
     releaseProducer, sendTLSOutput, serverTLSOptions, stopReleasedProducer, tlsFactoryOf,
 )
 
@@ -83,6 +85,10 @@ if BufferingTLSTransport is not None:
                 self._holding = held
                 if not held:
                     sendTLSOutput(self, self._socket)
+
+        def _shutdownTLS(self) -> None:
+            flushBeforeShutdown(self)
+            super()._shutdownTLS()
 
         def _tlsShutdownFinished(self, reason: Any) -> None:
             super()._tlsShutdownFinished(reason)

@@ -35,7 +35,7 @@ from echofile.twistedinternals.tcp import (
 )
 from echofile.twistedinternals.tlsrecords import knowTLSType, tlsWritesDropped, writeTLSBatched
 from echofile.twistedinternals.tlssteps import (
-    connectTLS, flushSmallWrites, holdSmallWrites, releaseProducer, sendTLSOutput,
+    connectTLS, flushBeforeShutdown, flushSmallWrites, holdSmallWrites, releaseProducer, sendTLSOutput,
     stopReleasedProducer,
 )
 from echofile.twistedinternals.wrappers import (
@@ -44,7 +44,7 @@ from echofile.twistedinternals.wrappers import (
 
 __all__ = [
     "ListeningHook", "LogFileLines", "canSendDirectly", "closeFlushed", "connectTLS", "directLogFileLines",
-    "directSocket", "flushSmallWrites", "holdSmallWrites", "insideLineLoop", "interceptData",
+    "directSocket", "flushBeforeShutdown", "flushSmallWrites", "holdSmallWrites", "insideLineLoop", "interceptData",
     "isProxyWrapper", "knowTLSType", "logObservers", "nativeLogFileLock", "observerFile", "parsedHeader",
     "releaseProducer", "restoreData", "restoreLogFile", "sendTLSOutput", "sendfileDescriptor", "serverTLSOptions",
     "stopReleasedProducer", "tlsFactoryOf", "tlsWritesDropped", "unframedInput", "unsentBytes", "writeNow",

@@ -14,6 +14,9 @@ from zope.interface import directlyProvides, providedBy
 
 from echofile.twistedinternals.tlsrecords import _records, _sendRecordsTo
 
+#: pyOpenSSL's number for TLS 1.3 (C{Connection.get_protocol_version}), where a close_notify ends one direction.
+_TLS1_3 = 0x0304
+
 
 def connectTLS(tls: Any, transport: Any) -> None:
     """
@@ -92,6 +95,24 @@ def flushSmallWrites(tls: Any) -> None:
         if scheduled is not _FLUSH_WHEN_DONE and scheduled.active():
             scheduled.cancel()
     aggregator.flush()  # nothing buffered, or the _NullAggregator after connectionLost: nothing happens
+
+
+def flushBeforeShutdown(tls: Any) -> None:
+    """
+    Before Twisted's C{close_notify}: what the session wrote, still in
+    C{BufferingTLSTransport}'s aggregator, to OpenSSL.
+
+    Twisted answers the peer's C{close_notify} with its own at once, from
+    inside C{dataReceived}; the replies the session wrote to the commands
+    that came in the same flight were still aggregated, and were dropped.
+    In TLS 1.3 the peer's C{close_notify} ends only its own sending (RFC
+    8446, 6.1), so they go out first; in TLS 1.2 pending writes are
+    discarded (RFC 5246, 7.2.1), as Twisted does.  (From C{loseConnection}
+    the aggregator is empty already; after an abort nothing is sent.)
+    """
+    if tls._aborted or not tls._handshakeDone or tls._tlsConnection.get_protocol_version() < _TLS1_3:
+        return
+    tls._aggregator.flush()
 
 
 def releaseProducer(tls: Any) -> bool:

@@ -8,18 +8,20 @@ TCP close without one reported as a lost connection, not a clean close.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import ISSLTransport, ITCPTransport
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import formatEvent, globalLogPublisher
 
-from echofile.tlslayer import EchofileTLS
-from loopbackhelpers import SERVER_PEM, Collector, TLSServer, deferLaterTick
+from echofile.tlslayer import EchofileTLS, fasterTLS
+from loopbackhelpers import SERVER_PEM, Collector, Server, TLSServer, deferLaterTick
 from support import PASSWORD, makeFilesFactory
 
 TLS = f"ssl:0:interface=127.0.0.1:privateKey={SERVER_PEM}:certKey={SERVER_PEM}"
@@ -148,3 +150,123 @@ def test_haproxy_ssl_listener_accepts_with_echofile_tls(served):
         assert server.port.factory.protocol is EchofileTLS
     finally:
         yield server.port.stopListening()
+
+
+class RawTLSClient(Collector):
+    """
+    A TLS client that puts its records on the wire itself (pyOpenSSL with memory BIOs over plain TCP),
+    so that commands and its close_notify leave in one write: what a client gives the server in one read.
+    C{data} is the plaintext received; C{closeNotify} tells whether the server's close_notify came.
+    """
+
+    closeNotify = False
+
+    def connectionMade(self) -> None:
+        from OpenSSL import SSL
+
+        self.handshakeDone: Deferred[None] = Deferred()
+        self.tls = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        self.tls.set_connect_state()
+        self._step()
+
+    def _step(self) -> None:
+        from OpenSSL import SSL
+
+        try:
+            self.tls.do_handshake()
+        except SSL.WantReadError:
+            pass
+        else:
+            if not self.handshakeDone.called:
+                self.handshakeDone.callback(None)
+        self._send()
+
+    def _send(self) -> None:
+        from OpenSSL import SSL
+
+        try:
+            self.transport.write(self.tls.bio_read(1 << 20))
+        except SSL.WantReadError:
+            pass
+
+    def sendAndClose(self, plaintext: bytes) -> None:
+        """C{plaintext} and our close_notify, in one write."""
+        from OpenSSL import SSL
+
+        self.tls.sendall(plaintext)
+        try:
+            self.tls.shutdown()
+        except SSL.Error:
+            pass
+        self._send()
+
+    def dataReceived(self, data: bytes) -> None:
+        from OpenSSL import SSL
+
+        self.tls.bio_write(data)
+        self._step()
+        while True:
+            try:
+                plain = self.tls.recv(1 << 16)
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                self.closeNotify = True
+                break
+            Collector.dataReceived(self, plain)
+
+
+@inlineCallbacks
+def rawTLSClient(server):
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    client = RawTLSClient()
+    server.clients.append(client)
+    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.port.getHost().port), client)
+    return client
+
+
+def closedWithin(client, seconds: float = 10.0):
+    """The client's close, or a failure if the server still holds the connection after C{seconds}."""
+    return client.closed.addTimeout(seconds, reactor)
+
+
+@pytest_twisted.inlineCallbacks
+def test_commands_then_close_notify_all_answered_then_closed(served):
+    """
+    2,000 HELPs and close_notify in one flight: every reply (more than the socket transport's buffer),
+    then the server's close_notify, then the close, and the connection's slot is given back.  Twisted
+    dropped the replies still aggregated and, its buffer full, kept the connection open until the idle timeout.
+    """
+    server = yield listening(served)
+    try:
+        client = yield rawTLSClient(server)
+        yield client.until(lambda d: d.endswith(b"#Server Ready.\r\n"))
+        del client.data[:]
+        client.sendAndClose(b"HELP\n" * 2000)
+        yield closedWithin(client)
+        assert bytes(client.data).count(b"#Commands:") == 2000 and client.data.endswith(b".\r\n")
+        assert client.closeNotify
+    finally:
+        yield server.stop()  # waits for the server to count the connection gone
+
+
+@pytest_twisted.inlineCallbacks
+def test_echo_then_close_notify_all_echoed_then_closed():
+    """The echo service over TLS: the bytes that came with the client's close_notify are echoed too, then the close."""
+    from echofile.echo import EchoFactory
+    from echofile.limits import ConnectionLimiter
+
+    limiter = ConnectionLimiter(1000, 50, "echo", clock=reactor)
+    server = Server(EchoFactory(reactor, limiter, idleTimeout=300.0), TLS)
+    server.port = yield fasterTLS(serverFromString(reactor, TLS)).listen(server.factory)
+    try:
+        client = yield rawTLSClient(server)
+        yield client.handshakeDone
+        body = os.urandom(1024 * 1024)
+        client.sendAndClose(body)
+        yield closedWithin(client)
+        assert client.count == len(body) and client.hash.digest() == hashlib.sha256(body).digest()
+        assert client.closeNotify
+    finally:
+        yield server.stop()

@@ -493,7 +493,7 @@ def test_tls_protocol_has_the_steps_tlslayer_replaces() -> None:
     assert tls._connectWrapped is True
     aggregator = tls._aggregator
     assert aggregator._buffer == [] and aggregator._scheduled is None
-    assert tls._producer is None and tls._aborted is False  # releaseProducer
+    assert tls._producer is None and tls._aborted is False  # releaseProducer, flushBeforeShutdown
 
 
 def test_connect_tls_declares_the_transports_interfaces_once(monkeypatch) -> None:
@@ -836,3 +836,23 @@ def test_client_close_notify_closes_the_connection_once_flushed(version) -> None
     finally:
         pair.close()
 
+
+@pytest.mark.parametrize("version", ["TLSv1.3", "TLSv1.2"])
+def test_replies_written_before_the_clients_close_notify_go_out_in_tls_1_3(version) -> None:
+    """
+    TLS 1.3 (a close_notify ends only the client's sending): every reply to the commands that came with
+    it goes out ahead of the server's own close_notify; Twisted dropped those still aggregated.  TLS 1.2
+    discards pending writes (RFC 5246, 7.2.1), as Twisted does.
+    """
+    from OpenSSL import SSL
+    from twisted.internet import main
+
+    pair = _replierPair(version)
+    try:
+        pair.tls.dataReceived(_closingFlight(pair, 10))
+        assert _drainUntilClosed(pair) is main.CONNECTION_DONE
+        assert pair.client.get_shutdown() & SSL.RECEIVED_SHUTDOWN
+        expected = b"".join(b"#reply to c%d " % i + b"." * 80 + b"\r\n" for i in range(10))
+        assert pair.plain == (expected if version == "TLSv1.3" else b"")
+    finally:
+        pair.close()
