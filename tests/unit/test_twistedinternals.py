@@ -767,11 +767,16 @@ class _Replier(LineReceiver):
         self.stopped += 1
 
 
-def _closingFlight(pair: _TLSPair, commands: int) -> bytes:
-    """C{commands} lines and the client's close_notify, as one flight (one read of the server)."""
+def _closingFlight(pair: _TLSPair, commands: int, ending: str = "close_notify") -> bytes:
+    """
+    C{commands} lines and the client's close_notify (or, C{ending="bad record"}, a record that fails
+    to decrypt: a fatal alert), as one flight (one read of the server).
+    """
     from OpenSSL import SSL
 
-    pair.client.send(b"".join(b"c%d\n" % i for i in range(commands)))
+    pair.client.sendall(b"".join(b"c%d\n" % i for i in range(commands)))
+    if ending == "bad record":
+        return pair.client.bio_read(1 << 20) + b"\x17\x03\x03\x00\x40" + b"\x00" * 64
     try:
         pair.client.shutdown()
     except SSL.Error:
@@ -785,13 +790,10 @@ def _drainUntilClosed(pair: _TLSPair) -> object:
 
     for _ in range(1000):
         result = pair.tcp.doWrite()
-        pair.read()
         try:
-            pair.client.recv(1)
-        except SSL.ZeroReturnError:
-            pass
-        except SSL.WantReadError:
-            pass
+            pair.read()  # the socket emptied first, then what the client can decrypt
+        except SSL.Error:
+            pass  # the server's fatal alert, after a bad record
         if result is not None:
             return result
         if not internals.unsentBytes(pair.tcp) and pair.tcp not in pair.tcp.reactor.getWriters():
@@ -812,11 +814,12 @@ def _replierPair(version: str) -> _TLSPair:
     return pair
 
 
+@pytest.mark.parametrize("ending", ["close_notify", "bad record"])
 @pytest.mark.parametrize("version", ["TLSv1.3", "TLSv1.2"])
-def test_client_close_notify_closes_the_connection_once_flushed(version) -> None:
+def test_client_close_notify_closes_the_connection_once_flushed(version, ending) -> None:
     """
-    Pipelined commands and close_notify in one flight, their replies more than the socket transport's
-    buffer: the connection closes once they are flushed.  Twisted's TLS layer left the session's producer
+    Pipelined commands and close_notify (or a record that fails: a fatal alert) in one flight, their
+    replies more than the socket transport's buffer: the connection closes once they are flushed.  Twisted's TLS layer left the session's producer
     (paused by those replies) registered with the socket transport, which then resumed it when its buffer
     drained instead of closing: the connection stayed open, not reading, until the session's idle timeout.
     """
@@ -826,9 +829,10 @@ def test_client_close_notify_closes_the_connection_once_flushed(version) -> None
     pair = _replierPair(version)
     try:
         session = pair.tls.wrappedProtocol
-        pair.tls.dataReceived(_closingFlight(pair, 2000))
+        pair.tls.dataReceived(_closingFlight(pair, 2000, ending))
         assert _drainUntilClosed(pair) is main.CONNECTION_DONE
-        assert pair.client.get_shutdown() & SSL.RECEIVED_SHUTDOWN  # the server's close_notify came last
+        if ending == "close_notify":
+            assert pair.client.get_shutdown() & SSL.RECEIVED_SHUTDOWN  # the server's close_notify came last
         # The socket transport closes: the session is told to stop producing, once, as Twisted's would.
         assert session.stopped == 0
         pair.tcp.connectionLost(Failure(ConnectionDone()))
