@@ -18,7 +18,9 @@ connection is verified, refused, timed out or closed, is Twisted's:
   after the handshake, replies to a command) is sent when that handling is
   done, not from a timer on the next reactor turn, and no timer is made
   (L{holdSmallWrites}, L{flushSmallWrites}); writes made in one
-  C{dataReceived} are still one C{SSL_write}.
+  C{dataReceived} are still one C{SSL_write}.  Past the socket
+  transport's buffer size it is sent at once (L{heldOutputFull}), so that
+  the buffer still fills and pauses the session within one read.
 
 And two of Twisted's endings done right (L{flushBeforeShutdown},
 L{releaseProducer}): when the client's C{close_notify} arrives, the replies
@@ -38,8 +40,8 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from echofile.twistedinternals import (
-    ListeningHook, connectTLS, directSocket, flushBeforeShutdown, flushSmallWrites, holdSmallWrites, knowTLSType,
-    releaseProducer, sendTLSOutput, serverTLSOptions, stopReleasedProducer, tlsFactoryOf,
+    ListeningHook, connectTLS, directSocket, flushBeforeShutdown, flushSmallWrites, heldOutputFull, holdSmallWrites,
+    knowTLSType, releaseProducer, sendTLSOutput, serverTLSOptions, stopReleasedProducer, tlsFactoryOf,
 )
 
 try:
@@ -102,7 +104,7 @@ if BufferingTLSTransport is not None:
 
         def _flushSendBIO(self) -> None:
             """Twisted's one path from OpenSSL's output to the socket (handshake, records, alerts)."""
-            if not self._holding:
+            if not self._holding or heldOutputFull(self):  # past the buffer's size: now, so that backpressure works
                 sendTLSOutput(self, self._socket)
 
     knowTLSType(EchofileTLS)

@@ -35,17 +35,18 @@ from echofile.twistedinternals.tcp import (
 )
 from echofile.twistedinternals.tlsrecords import knowTLSType, tlsWritesDropped, writeTLSBatched
 from echofile.twistedinternals.tlssteps import (
-    connectTLS, flushBeforeShutdown, flushSmallWrites, holdSmallWrites, releaseProducer, sendTLSOutput,
-    stopReleasedProducer,
+    HELD_OUTPUT, connectTLS, flushBeforeShutdown, flushSmallWrites, heldOutputFull, holdSmallWrites, releaseProducer,
+    sendTLSOutput, stopReleasedProducer,
 )
 from echofile.twistedinternals.wrappers import (
     insideLineLoop, interceptData, isProxyWrapper, parsedHeader, restoreData, unframedInput,
 )
 
 __all__ = [
-    "ListeningHook", "LogFileLines", "canSendDirectly", "closeFlushed", "connectTLS", "directLogFileLines",
-    "directSocket", "flushBeforeShutdown", "flushSmallWrites", "holdSmallWrites", "insideLineLoop", "interceptData",
-    "isProxyWrapper", "knowTLSType", "logObservers", "nativeLogFileLock", "observerFile", "parsedHeader",
-    "releaseProducer", "restoreData", "restoreLogFile", "sendTLSOutput", "sendfileDescriptor", "serverTLSOptions",
-    "stopReleasedProducer", "tlsFactoryOf", "tlsWritesDropped", "unframedInput", "unsentBytes", "writeNow",
+    "HELD_OUTPUT", "ListeningHook", "LogFileLines", "canSendDirectly", "closeFlushed", "connectTLS",
+    "directLogFileLines", "directSocket", "flushBeforeShutdown", "flushSmallWrites", "heldOutputFull",
+    "holdSmallWrites", "insideLineLoop", "interceptData", "isProxyWrapper", "knowTLSType", "logObservers",
+    "nativeLogFileLock", "observerFile", "parsedHeader", "releaseProducer", "restoreData", "restoreLogFile",
+    "sendTLSOutput", "sendfileDescriptor", "serverTLSOptions", "stopReleasedProducer", "tlsFactoryOf",
+    "tlsWritesDropped", "unframedInput", "unsentBytes", "writeNow",
 ]

@@ -74,6 +74,11 @@ class _Records:
 _records = _Records()
 
 
+def pendingRecords(bio: Any) -> int:
+    """How many bytes of records wait in C{bio} (a TLS connection's write BIO)."""
+    return _lib.BIO_get_mem_data(bio, _ffi.NULL)
+
+
 def writeTLSBatched(transport: Any, data: bytes | bytearray | memoryview, direct: bool = True) -> bool:
     """
     Write C{data} to a TLS transport: encrypt it in one C{SSL_write}, then

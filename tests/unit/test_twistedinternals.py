@@ -860,3 +860,53 @@ def test_replies_written_before_the_clients_close_notify_go_out_in_tls_1_3(versi
         assert pair.plain == (expected if version == "TLSv1.3" else b"")
     finally:
         pair.close()
+
+
+# -- a client that pipelines and does not read: the session still pauses inside one read ------------------
+
+
+class _PausingReplier(LineReceiver):
+    """A files session's flow control: its transport's producer, pausing its own line loop when told to."""
+
+    delimiter = b"\n"
+    handled = 0
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)  # LineReceiver's pause/resume: stop and resume the line loop
+
+    def lineReceived(self, line: bytes) -> None:
+        self.handled += 1
+        self.transport.write(b"#reply to " + line + b" " + b"." * 80 + b"\r\n")
+
+
+def test_pipelined_commands_in_one_read_are_paused_by_a_full_buffer() -> None:
+    """
+    One read of pipelined commands whose replies are far more than the socket takes: OpenSSL's output is
+    sent once it passes the socket transport's buffer size, so the buffer fills and the session pauses
+    within the read, as over plain TCP and with Twisted's TLS layer; held to the end of the read, all the
+    replies (1.8 MB here, 17 times the input for HELP) waited in memory first, per connection.
+    """
+    from echofile.tlslayer import EchofileTLS
+
+    class Pair(_TLSPair):
+        protocolClass = _PausingReplier
+
+    pair = Pair(protocol=EchofileTLS)
+    try:
+        session = pair.tls.wrappedProtocol
+        lines = b"".join(b"c%d\n" % i for i in range(20_000))
+        pair.client.sendall(lines)
+        pair.tls.dataReceived(pair.client.bio_read(1 << 20))
+        assert session.paused and session.handled < 20_000
+        assert internals.unsentBytes(pair.tcp) < 4 * pair.tcp.bufferSize
+        # The client reads: every reply, in order.
+        expected = b"".join(b"#reply to c%d " % i + b"." * 80 + b"\r\n" for i in range(20_000))
+        for _ in range(10_000):
+            if len(pair.plain) >= len(expected):
+                break
+            pair.clock.advance(0)  # Twisted's next-turn flush of what was written outside dataReceived
+            pair.tcp.doWrite()
+            pair.read()
+        assert pair.plain == expected
+    finally:
+        pair.close()
