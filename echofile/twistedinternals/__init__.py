@@ -33,10 +33,12 @@ from echofile.twistedinternals.logs import (
 from echofile.twistedinternals.tcp import (
     canSendDirectly, closeFlushed, directSocket, sendfileDescriptor, unsentBytes, writeNow,
 )
-from echofile.twistedinternals.tlsrecords import knowTLSType, tlsWritesDropped, writeTLSBatched
+from echofile.twistedinternals.tlsrecords import (
+    HELD_OUTPUT, heldOutputFull, knowTLSType, tlsWritesDropped, writeTLSBatched,
+)
 from echofile.twistedinternals.tlssteps import (
-    HELD_OUTPUT, connectTLS, flushBeforeShutdown, flushSmallWrites, heldOutputFull, holdSmallWrites, releaseProducer,
-    sendTLSOutput, stopReleasedProducer,
+    connectTLS, flushBeforeShutdown, flushSmallWrites, holdSmallWrites, releaseProducer, sendTLSOutput,
+    stopReleasedProducer,
 )
 from echofile.twistedinternals.wrappers import (
     insideLineLoop, interceptData, isProxyWrapper, parsedHeader, restoreData, unframedInput,

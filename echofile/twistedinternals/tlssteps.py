@@ -12,7 +12,7 @@ from typing import Any
 from twisted.internet.protocol import Protocol
 from zope.interface import directlyProvides, providedBy
 
-from echofile.twistedinternals.tlsrecords import _records, _sendRecordsTo, pendingRecords
+from echofile.twistedinternals.tlsrecords import _records, _sendRecordsTo
 
 #: pyOpenSSL's number for TLS 1.3 (C{Connection.get_protocol_version}), where a close_notify ends one direction.
 _TLS1_3 = 0x0304
@@ -56,24 +56,6 @@ def sendTLSOutput(tls: Any, sock: socket.socket | None) -> None:
     records = _records.fill(connection._from_ssl)
     if records and not tls._aborted:
         _sendRecordsTo(tls.transport, sock, records)
-
-
-#: Bytes of OpenSSL's output that may wait for the end of a C{dataReceived}: the socket transport's
-#: buffer size, past which it pauses its producer (the session, which then runs no further command).
-HELD_OUTPUT = 64 * 1024
-
-
-def heldOutputFull(tls: Any) -> bool:
-    """
-    Has OpenSSL's output, held until the end of C{dataReceived}, outgrown
-    L{HELD_OUTPUT}?  Then it is to be sent now: a read of pipelined
-    commands (HELP: 87 bytes of reply per 5 bytes of input) would otherwise
-    all be answered into memory before the socket transport's buffer could
-    fill and pause the session, as it does within a read on plain TCP and
-    with Twisted's TLS layer.
-    """
-    connection = tls._tlsConnection
-    return connection is not None and pendingRecords(connection._from_ssl) > HELD_OUTPUT
 
 
 class _FlushWhenDone:
