@@ -61,7 +61,7 @@ if BufferingTLSTransport is not None:
         _holding = False
         #: The socket under the TLS layer, where its output goes when nothing is queued (None: the transport's write).
         _socket = None
-        #: TLS ended while the session was a producer: its producer was taken from the socket transport (L{releaseProducer}).
+        #: TLS ended while the session was a producer, which was taken from the socket transport (L{releaseProducer}).
         _producerReleased = False
 
         def makeConnection(self, transport: Any) -> None:

@@ -819,9 +819,10 @@ def _replierPair(version: str) -> _TLSPair:
 def test_client_close_notify_closes_the_connection_once_flushed(version, ending) -> None:
     """
     Pipelined commands and close_notify (or a record that fails: a fatal alert) in one flight, their
-    replies more than the socket transport's buffer: the connection closes once they are flushed.  Twisted's TLS layer left the session's producer
-    (paused by those replies) registered with the socket transport, which then resumed it when its buffer
-    drained instead of closing: the connection stayed open, not reading, until the session's idle timeout.
+    replies more than the socket transport's buffer: the connection closes once they are flushed.
+    Twisted's TLS layer left the session's producer (paused by those replies) registered with the
+    socket transport, which then resumed it when its buffer drained instead of closing: the connection
+    stayed open, not reading, until the session's idle timeout.
     """
     from OpenSSL import SSL
     from twisted.internet import main
