@@ -18,7 +18,16 @@ connection is verified, refused, timed out or closed, is Twisted's:
   after the handshake, replies to a command) is sent when that handling is
   done, not from a timer on the next reactor turn, and no timer is made
   (L{holdSmallWrites}, L{flushSmallWrites}); writes made in one
-  C{dataReceived} are still one C{SSL_write}.
+  C{dataReceived} are still one C{SSL_write}.  Past the socket
+  transport's buffer size it is sent at once (L{heldOutputFull}), so that
+  the buffer still fills and pauses the session within one read.
+
+And two of Twisted's endings done right (L{flushBeforeShutdown},
+L{releaseProducer}): when the client's C{close_notify} arrives, the replies
+to the commands that came with it are sent before the server's own (TLS
+1.3), and the connection closes once they are flushed, also when they
+filled the socket transport's buffer (Twisted's stayed open until the
+session's idle timeout).
 
 L{fasterTLS} puts it under an C{ssl:} endpoint (also under C{haproxy:}).
 """
@@ -27,9 +36,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+
 from echofile.twistedinternals import (
-    ListeningHook, connectTLS, directSocket, flushSmallWrites, holdSmallWrites, knowTLSType, sendTLSOutput,
-    serverTLSOptions, tlsFactoryOf,
+    ListeningHook, connectTLS, directSocket, flushBeforeShutdown, flushSmallWrites, heldOutputFull, holdSmallWrites,
+    knowTLSType, releaseProducer, sendTLSOutput, serverTLSOptions, stopReleasedProducer, tlsFactoryOf,
 )
 
 try:
@@ -49,6 +61,8 @@ if BufferingTLSTransport is not None:
         _holding = False
         #: The socket under the TLS layer, where its output goes when nothing is queued (None: the transport's write).
         _socket = None
+        #: TLS ended while the session was a producer, which was taken from the socket transport (L{releaseProducer}).
+        _producerReleased = False
 
         def makeConnection(self, transport: Any) -> None:
             self._socket = directSocket(transport)
@@ -74,9 +88,23 @@ if BufferingTLSTransport is not None:
                 if not held:
                     sendTLSOutput(self, self._socket)
 
+        def _shutdownTLS(self) -> None:
+            flushBeforeShutdown(self)
+            super()._shutdownTLS()
+
+        def _tlsShutdownFinished(self, reason: Any) -> None:
+            super()._tlsShutdownFinished(reason)
+            if releaseProducer(self):
+                self._producerReleased = True
+
+        def connectionLost(self, reason: Failure = connectionDone) -> None:
+            if self._producerReleased:
+                stopReleasedProducer(self)  # what the socket transport does first with a producer it holds
+            super().connectionLost(reason)
+
         def _flushSendBIO(self) -> None:
             """Twisted's one path from OpenSSL's output to the socket (handshake, records, alerts)."""
-            if not self._holding:
+            if not self._holding or heldOutputFull(self):  # past the buffer's size: now, so that backpressure works
                 sendTLSOutput(self, self._socket)
 
     knowTLSType(EchofileTLS)

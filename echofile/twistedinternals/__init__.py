@@ -33,15 +33,22 @@ from echofile.twistedinternals.logs import (
 from echofile.twistedinternals.tcp import (
     canSendDirectly, closeFlushed, directSocket, sendfileDescriptor, unsentBytes, writeNow,
 )
-from echofile.twistedinternals.tlsrecords import knowTLSType, tlsWritesDropped, writeTLSBatched
-from echofile.twistedinternals.tlssteps import connectTLS, flushSmallWrites, holdSmallWrites, sendTLSOutput
+from echofile.twistedinternals.tlsrecords import (
+    HELD_OUTPUT, heldOutputFull, knowTLSType, tlsWritesDropped, writeTLSBatched,
+)
+from echofile.twistedinternals.tlssteps import (
+    connectTLS, flushBeforeShutdown, flushSmallWrites, holdSmallWrites, releaseProducer, sendTLSOutput,
+    stopReleasedProducer,
+)
 from echofile.twistedinternals.wrappers import (
     insideLineLoop, interceptData, isProxyWrapper, parsedHeader, restoreData, unframedInput,
 )
 
 __all__ = [
-    "ListeningHook", "LogFileLines", "canSendDirectly", "closeFlushed", "connectTLS", "directLogFileLines", "directSocket", "flushSmallWrites",
+    "HELD_OUTPUT", "ListeningHook", "LogFileLines", "canSendDirectly", "closeFlushed", "connectTLS",
+    "directLogFileLines", "directSocket", "flushBeforeShutdown", "flushSmallWrites", "heldOutputFull",
     "holdSmallWrites", "insideLineLoop", "interceptData", "isProxyWrapper", "knowTLSType", "logObservers",
-    "nativeLogFileLock", "observerFile", "parsedHeader", "restoreData", "restoreLogFile", "sendTLSOutput", "sendfileDescriptor",
-    "serverTLSOptions", "tlsFactoryOf", "tlsWritesDropped", "unframedInput", "unsentBytes", "writeNow",
+    "nativeLogFileLock", "observerFile", "parsedHeader", "releaseProducer", "restoreData", "restoreLogFile",
+    "sendTLSOutput", "sendfileDescriptor", "serverTLSOptions", "stopReleasedProducer", "tlsFactoryOf",
+    "tlsWritesDropped", "unframedInput", "unsentBytes", "writeNow",
 ]

@@ -74,6 +74,24 @@ class _Records:
 _records = _Records()
 
 
+#: Bytes of OpenSSL's output that may wait for the end of a C{dataReceived}: the socket transport's
+#: buffer size, past which it pauses its producer (the session, which then runs no further command).
+HELD_OUTPUT = 64 * 1024
+
+
+def heldOutputFull(tls: Any) -> bool:
+    """
+    Has OpenSSL's output, held until the end of C{dataReceived}, outgrown
+    L{HELD_OUTPUT}?  Then it is to be sent now: a read of pipelined
+    commands (HELP: 87 bytes of reply per 5 bytes of input) would otherwise
+    all be answered into memory before the socket transport's buffer could
+    fill and pause the session, as it does within a read on plain TCP and
+    with Twisted's TLS layer.
+    """
+    connection = tls._tlsConnection
+    return connection is not None and _lib.BIO_get_mem_data(connection._from_ssl, _ffi.NULL) > HELD_OUTPUT
+
+
 def writeTLSBatched(transport: Any, data: bytes | bytearray | memoryview, direct: bool = True) -> bool:
     """
     Write C{data} to a TLS transport: encrypt it in one C{SSL_write}, then

@@ -14,6 +14,9 @@ from zope.interface import directlyProvides, providedBy
 
 from echofile.twistedinternals.tlsrecords import _records, _sendRecordsTo
 
+#: pyOpenSSL's number for TLS 1.3 (C{Connection.get_protocol_version}), where a close_notify ends one direction.
+_TLS1_3 = 0x0304
+
 
 def connectTLS(tls: Any, transport: Any) -> None:
     """
@@ -92,3 +95,51 @@ def flushSmallWrites(tls: Any) -> None:
         if scheduled is not _FLUSH_WHEN_DONE and scheduled.active():
             scheduled.cancel()
     aggregator.flush()  # nothing buffered, or the _NullAggregator after connectionLost: nothing happens
+
+
+def flushBeforeShutdown(tls: Any) -> None:
+    """
+    Before Twisted's C{close_notify}: what the session wrote, still in
+    C{BufferingTLSTransport}'s aggregator, to OpenSSL.
+
+    Twisted answers the peer's C{close_notify} with its own at once, from
+    inside C{dataReceived}; the replies the session wrote to the commands
+    that came in the same flight were still aggregated, and were dropped.
+    In TLS 1.3 the peer's C{close_notify} ends only its own sending (RFC
+    8446, 6.1), so they go out first; in TLS 1.2 pending writes are
+    discarded (RFC 5246, 7.2.1), as Twisted does.  (From C{loseConnection}
+    the aggregator is empty already; after an abort nothing is sent.)
+    """
+    if tls._aborted or not tls._handshakeDone or tls._tlsConnection.get_protocol_version() < _TLS1_3:
+        return
+    tls._aggregator.flush()
+
+
+def releaseProducer(tls: Any) -> bool:
+    """
+    TLS is over (the peer's C{close_notify} answered, a fatal alert) and
+    Twisted told the socket transport to close once flushed: unregister the
+    session's producer from the socket transport, so that it does.
+
+    The producer (Twisted's C{_ProducerMembrane}) stays registered with the
+    socket transport until the session unregisters it, which it does not
+    know to do; and a socket transport whose buffer drains while its
+    streaming producer is paused resumes the producer instead of closing.
+    So when the session's last output filled the buffer, the connection
+    stayed open (not reading, counted against the caps) until the session's
+    own idle timeout.  Was it registered there (the caller then stops it
+    when the connection is lost, as the socket transport would have)?
+    """
+    producer = tls._producer
+    tcp = tls.transport
+    if producer is None or getattr(tcp, "producer", None) is not producer:
+        return False
+    tcp.unregisterProducer()  # and, as loseConnection was called, the transport closes once its buffer is sent
+    return True
+
+
+def stopReleasedProducer(tls: Any) -> None:
+    """Connection lost: stop the producer L{releaseProducer} took from the socket transport, if still registered."""
+    producer = tls._producer
+    if producer is not None:
+        producer.stopProducing()

@@ -8,18 +8,20 @@ TCP close without one reported as a lost connection, not a clean close.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import ISSLTransport, ITCPTransport
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import formatEvent, globalLogPublisher
 
-from echofile.tlslayer import EchofileTLS
-from loopbackhelpers import SERVER_PEM, Collector, TLSServer, deferLaterTick
+from echofile.tlslayer import EchofileTLS, fasterTLS
+from loopbackhelpers import SERVER_PEM, Collector, Server, TLSServer, deferLaterTick
 from support import PASSWORD, makeFilesFactory
 
 TLS = f"ssl:0:interface=127.0.0.1:privateKey={SERVER_PEM}:certKey={SERVER_PEM}"
@@ -148,3 +150,146 @@ def test_haproxy_ssl_listener_accepts_with_echofile_tls(served):
         assert server.port.factory.protocol is EchofileTLS
     finally:
         yield server.port.stopListening()
+
+
+class RawTLSClient(Collector):
+    """
+    A TLS client that puts its records on the wire itself (pyOpenSSL with memory BIOs over plain TCP),
+    so that commands and its close_notify leave in one write: what a client gives the server in one read.
+    C{data} is the plaintext received; C{closeNotify} tells whether the server's close_notify came.
+    """
+
+    closeNotify = False
+
+    def connectionMade(self) -> None:
+        from OpenSSL import SSL
+
+        self.handshakeDone: Deferred[None] = Deferred()
+        self.tls = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        self.tls.set_connect_state()
+        self._step()
+
+    def _step(self) -> None:
+        from OpenSSL import SSL
+
+        try:
+            self.tls.do_handshake()
+        except SSL.WantReadError:
+            pass
+        else:
+            if not self.handshakeDone.called:
+                self.handshakeDone.callback(None)
+        self._send()
+
+    def _send(self) -> None:
+        from OpenSSL import SSL
+
+        try:
+            self.transport.write(self.tls.bio_read(1 << 20))
+        except SSL.WantReadError:
+            pass
+
+    def sendAndClose(self, plaintext: bytes) -> None:
+        """C{plaintext} and our close_notify, in one write."""
+        from OpenSSL import SSL
+
+        self.tls.sendall(plaintext)
+        try:
+            self.tls.shutdown()
+        except SSL.Error:
+            pass
+        self._send()
+
+    def dataReceived(self, data: bytes) -> None:
+        from OpenSSL import SSL
+
+        self.tls.bio_write(data)
+        self._step()
+        while True:
+            try:
+                plain = self.tls.recv(1 << 16)
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                self.closeNotify = True
+                break
+            Collector.dataReceived(self, plain)
+
+
+@inlineCallbacks
+def rawTLSClient(server):
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    client = RawTLSClient()
+    server.clients.append(client)
+    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.port.getHost().port), client)
+    return client
+
+
+def closedWithin(client, seconds: float = 10.0):
+    """The client's close, or a failure if the server still holds the connection after C{seconds}."""
+    return client.closed.addTimeout(seconds, reactor)
+
+
+HELP_REPLY = b"#Commands: AUTH, FILE, HASH, HELP, LIST, MSG, NICK, QUIT, RESUME, SAY, USER, WHO.\r\n"
+
+
+@pytest_twisted.inlineCallbacks
+def test_commands_then_close_notify_answered_then_closed(served):
+    """
+    Commands and close_notify in one flight (TLS 1.3): every reply, then the server's close_notify, then
+    the close.  Twisted dropped the replies still aggregated when it answered the close_notify.
+    """
+    server = yield listening(served)
+    try:
+        client = yield rawTLSClient(server)
+        yield client.until(lambda d: d.endswith(b"#Server Ready.\r\n"))
+        del client.data[:]
+        client.sendAndClose(b"HELP\n" * 10)
+        yield closedWithin(client)
+        assert bytes(client.data) == HELP_REPLY * 10
+        assert client.closeNotify
+    finally:
+        yield server.stop()  # waits for the server to count the connection gone
+
+
+@pytest_twisted.inlineCallbacks
+def test_close_notify_after_more_replies_than_the_buffer_still_closes(served):
+    """
+    2,000 HELPs and close_notify in one flight: replies in order (as many as were run before the buffer
+    filled and paused the session), the server's close_notify, and the close, its slot given back.  With
+    Twisted's TLS layer the full buffer kept the connection open, not reading, until the idle timeout.
+    """
+    server = yield listening(served)
+    try:
+        client = yield rawTLSClient(server)
+        yield client.until(lambda d: d.endswith(b"#Server Ready.\r\n"))
+        del client.data[:]
+        client.sendAndClose(b"HELP\n" * 2000)
+        yield closedWithin(client)
+        replies = len(client.data) // len(HELP_REPLY)
+        assert replies >= 1 and bytes(client.data) == HELP_REPLY * replies
+        assert client.closeNotify
+    finally:
+        yield server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_echo_then_close_notify_all_echoed_then_closed():
+    """The echo service over TLS: the bytes that came with the client's close_notify are echoed too, then the close."""
+    from echofile.echo import EchoFactory
+    from echofile.limits import ConnectionLimiter
+
+    limiter = ConnectionLimiter(1000, 50, "echo", clock=reactor)
+    server = Server(EchoFactory(reactor, limiter, idleTimeout=300.0), TLS)
+    server.port = yield fasterTLS(serverFromString(reactor, TLS)).listen(server.factory)
+    try:
+        client = yield rawTLSClient(server)
+        yield client.handshakeDone
+        body = os.urandom(1024 * 1024)
+        client.sendAndClose(body)
+        yield closedWithin(client)
+        assert client.count == len(body) and client.hash.digest() == hashlib.sha256(body).digest()
+        assert client.closeNotify
+    finally:
+        yield server.stop()

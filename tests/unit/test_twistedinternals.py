@@ -17,6 +17,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+from twisted.python.failure import Failure
 
 from echofile import twistedinternals as internals
 
@@ -483,7 +484,7 @@ def test_tls_protocol_has_the_steps_tlslayer_replaces() -> None:
     from twisted.internet import ssl
     from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
-    for name in ("_flushSendBIO", "_checkHandshakeStatus"):
+    for name in ("_flushSendBIO", "_checkHandshakeStatus", "_shutdownTLS", "_tlsShutdownFinished"):
         assert callable(getattr(TLSMemoryBIOProtocol, name)), name
     factory = TLSMemoryBIOFactory(ssl.CertificateOptions(), False, Factory.forProtocol(Protocol))
     assert factory.protocol is BufferingTLSTransport  # what useEchofileTLS expects to replace
@@ -492,6 +493,7 @@ def test_tls_protocol_has_the_steps_tlslayer_replaces() -> None:
     assert tls._connectWrapped is True
     aggregator = tls._aggregator
     assert aggregator._buffer == [] and aggregator._scheduled is None
+    assert tls._producer is None and tls._aborted is False  # releaseProducer, flushBeforeShutdown
 
 
 def test_connect_tls_declares_the_transports_interfaces_once(monkeypatch) -> None:
@@ -738,3 +740,174 @@ def test_log_file_lines_write_what_log_file_write_does(tmp_path) -> None:
     unlocked = LogFile("unlocked.log", str(tmp_path))
     assert internals.directLogFileLines(textFileLogObserver(unlocked)) is None  # no lock of ours yet
     unlocked.close()
+
+
+# -- the client's close_notify while the session is the transport's producer -------------------------------
+
+
+class _Replier(LineReceiver):
+    """Like a files session: the TLS transport's streaming producer, a reply line per command line."""
+
+    delimiter = b"\n"
+    stopped = 0
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+
+    def lineReceived(self, line: bytes) -> None:
+        self.transport.write(b"#reply to " + line + b" " + b"." * 80 + b"\r\n")
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        self.stopped += 1
+
+
+def _closingFlight(pair: _TLSPair, commands: int, ending: str = "close_notify") -> bytes:
+    """
+    C{commands} lines and the client's close_notify (or, C{ending="bad record"}, a record that fails
+    to decrypt: a fatal alert), as one flight (one read of the server).
+    """
+    from OpenSSL import SSL
+
+    pair.client.sendall(b"".join(b"c%d\n" % i for i in range(commands)))
+    if ending == "bad record":
+        return pair.client.bio_read(1 << 20) + b"\x17\x03\x03\x00\x40" + b"\x00" * 64
+    try:
+        pair.client.shutdown()
+    except SSL.Error:
+        pass
+    return pair.client.bio_read(1 << 20)
+
+
+def _drainUntilClosed(pair: _TLSPair) -> object:
+    """Let the server's socket transport write (the client reading) until it says the connection is done."""
+    from OpenSSL import SSL
+
+    for _ in range(1000):
+        result = pair.tcp.doWrite()
+        try:
+            pair.read()  # the socket emptied first, then what the client can decrypt
+        except SSL.Error:
+            pass  # the server's fatal alert, after a bad record
+        if result is not None:
+            return result
+        if not internals.unsentBytes(pair.tcp) and pair.tcp not in pair.tcp.reactor.getWriters():
+            return None  # nothing left to write, nothing asked for: the connection stays open for ever
+    return None
+
+
+def _replierPair(version: str) -> _TLSPair:
+    from OpenSSL import SSL
+
+    from echofile.tlslayer import EchofileTLS
+
+    class Pair(_TLSPair):
+        protocolClass = _Replier
+
+    pair = Pair(maxVersion=SSL.TLS1_2_VERSION if version == "TLSv1.2" else None, protocol=EchofileTLS)
+    assert pair.client.get_protocol_version_name() == version
+    return pair
+
+
+@pytest.mark.parametrize("ending", ["close_notify", "bad record"])
+@pytest.mark.parametrize("version", ["TLSv1.3", "TLSv1.2"])
+def test_client_close_notify_closes_the_connection_once_flushed(version, ending) -> None:
+    """
+    Pipelined commands and close_notify (or a record that fails: a fatal alert) in one flight, their
+    replies more than the socket transport's buffer: the connection closes once they are flushed.
+    Twisted's TLS layer left the session's producer (paused by those replies) registered with the
+    socket transport, which then resumed it when its buffer drained instead of closing: the connection
+    stayed open, not reading, until the session's idle timeout.
+    """
+    from OpenSSL import SSL
+    from twisted.internet import main
+
+    pair = _replierPair(version)
+    try:
+        session = pair.tls.wrappedProtocol
+        pair.tls.dataReceived(_closingFlight(pair, 2000, ending))
+        assert _drainUntilClosed(pair) is main.CONNECTION_DONE
+        if ending == "close_notify":
+            assert pair.client.get_shutdown() & SSL.RECEIVED_SHUTDOWN  # the server's close_notify came last
+        # The socket transport closes: the session is told to stop producing, once, as Twisted's would.
+        assert session.stopped == 0
+        pair.tcp.connectionLost(Failure(ConnectionDone()))
+        assert session.stopped == 1
+    finally:
+        pair.close()
+
+
+@pytest.mark.parametrize("version", ["TLSv1.3", "TLSv1.2"])
+def test_replies_written_before_the_clients_close_notify_go_out_in_tls_1_3(version) -> None:
+    """
+    TLS 1.3 (a close_notify ends only the client's sending): every reply to the commands that came with
+    it goes out ahead of the server's own close_notify; Twisted dropped those still aggregated.  TLS 1.2
+    discards pending writes (RFC 5246, 7.2.1), as Twisted does.
+    """
+    from OpenSSL import SSL
+    from twisted.internet import main
+
+    pair = _replierPair(version)
+    try:
+        pair.tls.dataReceived(_closingFlight(pair, 10))
+        assert _drainUntilClosed(pair) is main.CONNECTION_DONE
+        assert pair.client.get_shutdown() & SSL.RECEIVED_SHUTDOWN
+        expected = b"".join(b"#reply to c%d " % i + b"." * 80 + b"\r\n" for i in range(10))
+        assert pair.plain == (expected if version == "TLSv1.3" else b"")
+    finally:
+        pair.close()
+
+
+# -- a client that pipelines and does not read: the session still pauses inside one read ------------------
+
+
+class _PausingReplier(LineReceiver):
+    """A files session's flow control: its transport's producer, pausing its own line loop when told to."""
+
+    delimiter = b"\n"
+    handled = 0
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)  # LineReceiver's pause/resume: stop and resume the line loop
+
+    def lineReceived(self, line: bytes) -> None:
+        self.handled += 1
+        self.transport.write(b"#reply to " + line + b" " + b"." * 80 + b"\r\n")
+
+
+def test_pipelined_commands_in_one_read_are_paused_by_a_full_buffer() -> None:
+    """
+    One read of pipelined commands whose replies are far more than the socket takes: OpenSSL's output is
+    sent once it passes the socket transport's buffer size, so the buffer fills and the session pauses
+    within the read, as over plain TCP and with Twisted's TLS layer; held to the end of the read, all the
+    replies (1.8 MB here, 17 times the input for HELP) waited in memory first, per connection.
+    """
+    from echofile.tlslayer import EchofileTLS
+
+    class Pair(_TLSPair):
+        protocolClass = _PausingReplier
+
+    pair = Pair(protocol=EchofileTLS)
+    try:
+        session = pair.tls.wrappedProtocol
+        lines = b"".join(b"c%d\n" % i for i in range(20_000))
+        pair.client.sendall(lines)
+        pair.tls.dataReceived(pair.client.bio_read(1 << 20))
+        assert session.paused and session.handled < 20_000
+        assert internals.unsentBytes(pair.tcp) < 4 * pair.tcp.bufferSize
+        # The client reads: every reply, in order.
+        expected = b"".join(b"#reply to c%d " % i + b"." * 80 + b"\r\n" for i in range(20_000))
+        for _ in range(10_000):
+            if len(pair.plain) >= len(expected):
+                break
+            pair.clock.advance(0)  # Twisted's next-turn flush of what was written outside dataReceived
+            pair.tcp.doWrite()
+            pair.read()
+        assert pair.plain == expected
+    finally:
+        pair.close()
