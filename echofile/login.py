@@ -85,8 +85,10 @@ class LoginPolicy:
         timing.  (A check that takes longer than the delay still shows.)
         """
 
-        def answer() -> None:
-            raise error
+        def answer() -> Failure:
+            # Returned, not raised: a raised error's traceback holds this frame, which holds the
+            # error, a reference cycle that left every failed login's session to the garbage collector.
+            return Failure(error)
 
         due = self._attempted + self._delay - self._clock.seconds()
         return deferLater(self._clock, max(0.0, due), answer)

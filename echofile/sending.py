@@ -6,7 +6,7 @@ producer is unregistered and the send counted.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
@@ -23,6 +23,7 @@ class OneSend:
 
     _done: Deferred[Any] | None
     _consumer: IConsumer | None
+    _onProgress: Callable[[int], None] | None
 
     def _finish(self, failure: Failure | None) -> None:
         done, self._done = self._done, None
@@ -31,6 +32,9 @@ class OneSend:
         self._release()
         assert self._consumer is not None
         self._consumer.unregisterProducer()
+        # Let go of the session now: over TLS, Twisted drives a pull producer with a
+        # cooperator task that holds it in a reference cycle, found only by the collector.
+        self._consumer = self._onProgress = None
         self._count(failure)
         if failure is None:
             done.callback(self._result())

@@ -169,6 +169,10 @@ def timerQueue(clock: IReactorTime) -> TimerQueue:
     return queue
 
 
+def _stopped() -> None:
+    """A stopped timer's idle callback: never called (its idle timeout is gone)."""
+
+
 class SessionTimer:
     """
     A session's idle timeout and an optional fixed deadline (the login
@@ -221,8 +225,15 @@ class SessionTimer:
         self._deadline = self._onDeadline = None
 
     def stop(self) -> None:
+        """
+        No more calls, and the callbacks let go of: C{onIdle} is a bound
+        method of the session that owns this timer, a reference cycle that
+        would leave every closed session (its transport, address, admission)
+        for the garbage collector to find instead of being freed at once.
+        """
         self.clearDeadline()
         self._idleTimeout = None
+        self._onIdle = _stopped
         call, self._call = self._call, None
         cancelPending(call)
 
