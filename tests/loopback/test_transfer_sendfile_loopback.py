@@ -8,8 +8,8 @@ descriptor leak.
 from __future__ import annotations
 
 import errno
-import hashlib
 import gc
+import hashlib
 import os
 from pathlib import Path
 
