@@ -158,6 +158,10 @@ class Admission:
     def end(self) -> None:
         """From C{connectionLost}: give the slot back and stop waiting."""
         self._stopTimer()
+        # A connection that never became a session (a bad or missing PROXY header, a TLS
+        # handshake that never finished) still holds the session's bound methods, which
+        # hold the session, which holds this: a cycle left to the garbage collector.
+        self._onReady = self._onBusy = None
         key, self.key = self.key, None
         if key is not None:
             self._policy.limiter.release(key)

@@ -31,6 +31,11 @@ class ChatCommands(CommandProtocol):
         further command meanwhile, so replies stay in command order.  An
         unavailable chat service becomes its one reply here.
         """
+        if not self.factory.chat.available:
+            # Answered without asking it: a broker's requests fail inside inlineCallbacks, where
+            # Twisted throws the Failure into the generator from a frame that holds it, and the
+            # error's traceback then holds that frame: a cycle (keeping the session) per command.
+            raise CommandError(wire.CHAT_UNAVAILABLE)
 
         def answered(result: Any) -> None:
             if not self._ending:
@@ -53,9 +58,10 @@ class ChatCommands(CommandProtocol):
             raise CommandError(wire.USAGE.format(synopsis="MSG <user> <text>"))
         recipient, text = match.group(1), match.group(2)
 
-        def notOnline(failure: Failure) -> None:
-            failure.trap(NotOnline)
-            raise CommandError(wire.NO_SUCH_USER.format(recipient=sanitize(recipient)))
+        def notOnline(failure: Failure) -> Failure:
+            if failure.check(NotOnline):
+                return Failure(CommandError(wire.NO_SUCH_USER.format(recipient=sanitize(recipient))))
+            return failure
 
         d = self._askChat(
             lambda: self.factory.chat.message(self, recipient, text), lambda _: self.reply(wire.SENT_TO.format(recipient=recipient))
@@ -82,9 +88,10 @@ class ChatCommands(CommandProtocol):
         if not _NICKNAME.fullmatch(name):
             raise CommandError(wire.INVALID_USER_NAME)
 
-        def inUse(failure: Failure) -> None:
-            failure.trap(NicknameInUse)
-            raise CommandError(wire.NICK_IN_USE.format(name=name))
+        def inUse(failure: Failure) -> Failure:
+            if failure.check(NicknameInUse):
+                return Failure(CommandError(wire.NICK_IN_USE.format(name=name)))
+            return failure
 
         d = self._askChat(
             lambda: self.factory.chat.rename(self, name), lambda new: self.reply(wire.NOW_NAMED.format(name=new))
@@ -92,6 +99,10 @@ class ChatCommands(CommandProtocol):
         return d.addErrback(inUse)
 
 
-def _chatUnavailable(failure: Failure) -> None:
-    failure.trap(ChatUnavailable)
-    raise CommandError(wire.CHAT_UNAVAILABLE)
+def _chatUnavailable(failure: Failure) -> Failure:
+    # Errbacks here return their Failure, never raise or trap: a raise inside an errback
+    # extends the error's traceback with the errback's frame, which holds the Failure, which
+    # holds the error, a reference cycle that kept the session for the garbage collector.
+    if failure.check(ChatUnavailable):
+        return Failure(CommandError(wire.CHAT_UNAVAILABLE))
+    return failure

@@ -190,11 +190,16 @@ class FileCommands(CommandProtocol):
             raise Refusal(wire.USAGE.format(synopsis="HASH <name>"), "usage")
         opened = self._open(share, name)
         path = opened.path
-        cannotOpen = Refusal(wire.NOT_OPENED.format(name=sanitize(name)), "could not be read")
+
+        def cannotOpen() -> Refusal:
+            # A new one each time, never kept in this frame or a closure: a raised error's
+            # traceback holds the frame, which would hold the error (a cycle keeping the session).
+            return Refusal(wire.NOT_OPENED.format(name=sanitize(name)), "could not be read")
+
         try:
             d = self.factory.hashes.digest(opened)
         except HashUnavailable:
-            raise cannotOpen from None
+            raise cannotOpen() from None
         self._hashing = d
         # The wait may be long (the job cap): keep reading, so that a client
         # that goes away is noticed and its job cancelled at once.
@@ -210,11 +215,15 @@ class FileCommands(CommandProtocol):
             if not self._ending:
                 self.reply(wire.DIGEST.format(name=sanitize(name), size=digest.size, sha256=digest.sha256))
 
-        def unavailable(failure: Failure) -> None:
+        def unavailable(failure: Failure) -> Failure:
+            # Returns its Failure, never raises (nor traps): raised here, an error's traceback
+            # holds this frame, which holds the Failure, which holds the error: a cycle.
             self._hashing = None
-            failure.trap(HashUnavailable)
-            self._logRefusal("HASH", name, cannotOpen)  # after cmd_HASH returned: not seen by its decorator
-            raise cannotOpen
+            if not failure.check(HashUnavailable):
+                return failure  # cancelled: the session went away
+            refusal = cannotOpen()
+            self._logRefusal("HASH", name, refusal)  # after cmd_HASH returned: not seen by its decorator
+            return Failure(refusal)
 
         d.addCallbacks(answer, unavailable)
         d.addErrback(self._commandFailed)

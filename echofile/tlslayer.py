@@ -40,8 +40,8 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from echofile.twistedinternals import (
-    ListeningHook, connectTLS, directSocket, flushBeforeShutdown, flushSmallWrites, heldOutputFull, holdSmallWrites,
-    knowTLSType, releaseProducer, sendTLSOutput, serverTLSOptions, stopReleasedProducer, tlsFactoryOf,
+    ListeningHook, connectTLS, directSocket, flushBeforeShutdown, flushSmallWrites, forgetProducer, heldOutputFull,
+    holdSmallWrites, knowTLSType, releaseProducer, sendTLSOutput, serverTLSOptions, stopReleasedProducer, tlsFactoryOf,
 )
 
 try:
@@ -96,11 +96,14 @@ if BufferingTLSTransport is not None:
             super()._tlsShutdownFinished(reason)
             if releaseProducer(self):
                 self._producerReleased = True
+            if reason is not None:
+                forgetTraceback(reason)
 
         def connectionLost(self, reason: Failure = connectionDone) -> None:
             if self._producerReleased:
                 stopReleasedProducer(self)  # what the socket transport does first with a producer it holds
             super().connectionLost(reason)
+            forgetProducer(self)  # the session's: kept, it made a cycle with the session
 
         def _flushSendBIO(self) -> None:
             """Twisted's one path from OpenSSL's output to the socket (handshake, records, alerts)."""
@@ -110,6 +113,20 @@ if BufferingTLSTransport is not None:
     knowTLSType(EchofileTLS)
 else:  # pragma: no cover
     EchofileTLS = None  # type: ignore[assignment,misc]
+
+
+def forgetTraceback(reason: Failure) -> None:
+    """
+    Keep C{reason}'s traceback as text only (what C{Failure.cleanFailure} does; pytest-twisted
+    turns that off, so it is spelled out).  Twisted makes the Failure of a TLS connection that
+    ended in an error (a reset, a close without close_notify, a bad record) in
+    C{_flushReceiveBIO} and keeps it in that frame, which its traceback holds: a cycle that
+    left the transport, its socket and its OpenSSL connection to the garbage collector.  Only
+    its error is used (the session's close line).
+    """
+    reason.frames  # computed from the traceback now, as text, for whoever formats it later
+    reason.tb = None
+    reason.value.__traceback__ = None
 
 
 def useEchofileTLS(port: Any) -> bool:

@@ -37,8 +37,8 @@ from echofile.twistedinternals.tlsrecords import (
     HELD_OUTPUT, heldOutputFull, knowTLSType, tlsWritesDropped, writeTLSBatched,
 )
 from echofile.twistedinternals.tlssteps import (
-    connectTLS, flushBeforeShutdown, flushSmallWrites, holdSmallWrites, releaseProducer, sendTLSOutput,
-    stopReleasedProducer,
+    connectTLS, flushBeforeShutdown, flushSmallWrites, forgetProducer, holdSmallWrites, releaseProducer,
+    sendTLSOutput, stopReleasedProducer,
 )
 from echofile.twistedinternals.wrappers import (
     insideLineLoop, interceptData, isProxyWrapper, parsedHeader, restoreData, unframedInput,
@@ -46,7 +46,7 @@ from echofile.twistedinternals.wrappers import (
 
 __all__ = [
     "HELD_OUTPUT", "ListeningHook", "LogFileLines", "canSendDirectly", "closeFlushed", "connectTLS",
-    "directLogFileLines", "directSocket", "flushBeforeShutdown", "flushSmallWrites", "heldOutputFull",
+    "directLogFileLines", "directSocket", "flushBeforeShutdown", "flushSmallWrites", "forgetProducer", "heldOutputFull",
     "holdSmallWrites", "insideLineLoop", "interceptData", "isProxyWrapper", "knowTLSType", "logObservers",
     "nativeLogFileLock", "observerFile", "parsedHeader", "releaseProducer", "restoreData", "restoreLogFile",
     "sendTLSOutput", "sendfileDescriptor", "serverTLSOptions", "stopReleasedProducer", "tlsFactoryOf",

@@ -143,3 +143,15 @@ def stopReleasedProducer(tls: Any) -> None:
     producer = tls._producer
     if producer is not None:
         producer.stopProducing()
+
+
+def forgetProducer(tls: Any) -> None:
+    """
+    Connection lost: let go of the producer still registered (the
+    session's, in Twisted's C{_ProducerMembrane}).  Twisted's TLS layer
+    keeps it after C{connectionLost} (the socket transport lets go of its
+    own); the session holds the TLS layer as its transport, so a session
+    closed by its client, not by itself, was a reference cycle left to the
+    garbage collector.
+    """
+    tls._producer = None
