@@ -176,9 +176,10 @@ def _stopped() -> None:
 class SessionTimer:
     """
     A session's idle timeout and an optional fixed deadline (the login
-    deadline), on one DelayedCall that is moved only when it fires.
+    deadline), on one call of its clock's L{TimerQueue}, scheduled again
+    only when it fires.
 
-    Activity is a timestamp (L{touch}), not a C{DelayedCall.reset} per
+    Activity is a timestamp (L{touch}), not a rescheduled call per
     message or line: cheaper on the hot path, and one timer instead of two
     per session keeps idle sessions small.
 
@@ -202,8 +203,8 @@ class SessionTimer:
         Begin counting idle time from now, and with C{deadline} (seconds from
         now) also the fixed deadline: one C{callLater} for both, where
         L{start} then L{setDeadline} would schedule the idle call and then
-        cancel it for the sooner deadline (a second DelayedCall per session,
-        and a cancelled one left in the reactor's heap).
+        cancel it for the sooner deadline (a second call per session, and a
+        cancelled one left in the queue's heap).
         """
         self._last = self._clock.seconds()
         if deadline is not None:
@@ -252,8 +253,7 @@ class SessionTimer:
         if call is not None and call.active():
             if call.getTime() <= due:
                 return  # it fires first and schedules again from there
-            # Moving a DelayedCall sooner is a linear search of the reactor's
-            # heap; cancelling is cheap.
+            # Sooner: a queued call is never moved; cancelling it only marks it.
             call.cancel()
         self._call = self._queue.callLater(max(0.0, due - self._clock.seconds()), self._fire)
 
